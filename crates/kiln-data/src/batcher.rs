@@ -1,0 +1,176 @@
+//! Turning images into normalised Burn tensors.
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::ImageSet;
+
+/// `(x / 255 - mean) / std`, per channel (one value applies to every channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// Scaling to `[0, 1]` only.
+    pub fn unit() -> Self {
+        Self {
+            mean: vec![0.0],
+            std: vec![1.0],
+        }
+    }
+
+    /// Checks the values for a set with `channels` channels; the message names the field.
+    pub fn validate(&self, channels: usize) -> Result<(), String> {
+        for (field, values) in [("mean", &self.mean), ("std", &self.std)] {
+            if values.len() != 1 && values.len() != channels {
+                return Err(format!(
+                    "{field}: expected 1 or {channels} values (one per channel), found {}",
+                    values.len()
+                ));
+            }
+        }
+        if let Some(s) = self.std.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
+            return Err(format!("std: expected positive finite values, found {s}"));
+        }
+        Ok(())
+    }
+
+    /// `(scale, shift)` per channel so that `y = x * scale + shift`.
+    fn affine(&self, channel: usize) -> (f32, f32) {
+        let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[channel] };
+        let (mean, std) = (pick(&self.mean), pick(&self.std));
+        (1.0 / (255.0 * std), -mean / std)
+    }
+}
+
+/// One image and its label, as the batcher takes them.
+#[derive(Debug, Clone)]
+pub struct ImageItem {
+    pub pixels: Vec<u8>,
+    pub label: u8,
+}
+
+impl ImageSet {
+    pub fn item(&self, index: usize) -> ImageItem {
+        ImageItem {
+            pixels: self.image(index).to_vec(),
+            label: self.label(index),
+        }
+    }
+}
+
+/// A batch: images `[batch, channels, height, width]` and class indices `[batch]`.
+#[derive(Debug, Clone)]
+pub struct ImageBatch<B: Backend> {
+    pub images: Tensor<B, 4>,
+    pub targets: Tensor<B, 1, Int>,
+}
+
+/// Normalises and stacks [`ImageItem`]s of one shape into an [`ImageBatch`].
+#[derive(Debug, Clone)]
+pub struct ImageBatcher {
+    pub shape: [usize; 3],
+    pub normalize: Normalize,
+}
+
+impl ImageBatcher {
+    /// A batcher for the images of `set`.
+    pub fn for_set(set: &ImageSet, normalize: Normalize) -> Self {
+        Self {
+            shape: [set.channels, set.height, set.width],
+            normalize,
+        }
+    }
+}
+
+impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
+        let [c, h, w] = self.shape;
+        let plane = h * w;
+        let affine: Vec<(f32, f32)> = (0..c).map(|ch| self.normalize.affine(ch)).collect();
+        let mut values = Vec::with_capacity(items.len() * c * plane);
+        let mut labels = Vec::with_capacity(items.len());
+        for item in &items {
+            assert_eq!(
+                item.pixels.len(),
+                c * plane,
+                "image size differs from the batcher's shape"
+            );
+            for (ch, pixels) in item.pixels.chunks_exact(plane).enumerate() {
+                let (scale, shift) = affine[ch];
+                values.extend(pixels.iter().map(|&p| p as f32 * scale + shift));
+            }
+            labels.push(item.label as i64);
+        }
+        let n = items.len();
+        ImageBatch {
+            images: Tensor::from_data(TensorData::new(values, [n, c, h, w]), device),
+            targets: Tensor::from_data(TensorData::new(labels, [n]), device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_ndarray::NdArray;
+
+    #[test]
+    fn normalizes_each_channel_and_keeps_labels() {
+        let set = ImageSet::new(
+            2,
+            1,
+            2,
+            vec![0, 255, 51, 102, 255, 0, 0, 0],
+            vec![1, 0],
+            vec!["a".into(), "b".into()],
+        );
+        let batcher = ImageBatcher::for_set(
+            &set,
+            Normalize {
+                mean: vec![0.5, 0.2],
+                std: vec![0.5, 0.1],
+            },
+        );
+        let batch: ImageBatch<NdArray> =
+            batcher.batch(vec![set.item(0), set.item(1)], &Default::default());
+        assert_eq!(batch.images.dims(), [2, 2, 1, 2]);
+        let got = batch.images.into_data().to_vec::<f32>().unwrap();
+        // channel 0: (x/255 - 0.5)/0.5; channel 1: (x/255 - 0.2)/0.1
+        let want = [-1.0, 1.0, 0.0, 2.0, 1.0, -1.0, -2.0, -2.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "got {got:?}, want {want:?}");
+        }
+        let labels = batch
+            .targets
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap();
+        assert_eq!(labels, vec![1, 0]);
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let bad = Normalize {
+            mean: vec![0.1, 0.2],
+            std: vec![0.3],
+        };
+        assert!(bad
+            .validate(3)
+            .unwrap_err()
+            .starts_with("mean: expected 1 or 3 values"));
+        let zero = Normalize {
+            mean: vec![0.1],
+            std: vec![0.0],
+        };
+        assert!(zero
+            .validate(1)
+            .unwrap_err()
+            .starts_with("std: expected positive"));
+    }
+}

@@ -1,0 +1,139 @@
+//! The error type of every data source in this crate.
+//!
+//! Each message names the file (or URL) it is about, what was expected and what was found, so a
+//! user can act on it without a debugger. Messages are lowercase and carry no trailing period so
+//! they compose inside `anyhow` chains.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while finding, downloading or reading a data set.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// An operating-system error while reading or writing `path`.
+    ///
+    /// The cause is part of the message (and also the error's `source()`), so printing the
+    /// error alone with `{}` is enough to act on it.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The file does not start with the magic number of the expected format.
+    #[error(
+        "{}: not {} file: expected magic number 0x{expected:08x}, found 0x{found:08x}{}",
+        .path.display(),
+        magic_kind(*.expected),
+        found_hint(*.found)
+    )]
+    BadMagic {
+        path: PathBuf,
+        expected: u32,
+        found: u32,
+    },
+
+    /// The file is shorter than its header says.
+    ///
+    /// `expected_bytes` is the whole file's size as the header declares it (header included);
+    /// `found_bytes` is what the file really has. For gzip files both count decompressed bytes.
+    /// A header that is itself cut short reports the header's size as `expected_bytes`.
+    #[error(
+        "{}: file is truncated: the header promises {expected_bytes} bytes, the file has only \
+         {found_bytes}",
+        .path.display()
+    )]
+    Truncated {
+        path: PathBuf,
+        expected_bytes: u64,
+        found_bytes: u64,
+    },
+
+    /// An images file and its labels file disagree on how many examples there are.
+    #[error(
+        "{} holds {images} images but {} holds {labels} labels: expected the same count",
+        .images_path.display(),
+        .labels_path.display()
+    )]
+    CountMismatch {
+        images_path: PathBuf,
+        labels_path: PathBuf,
+        images: usize,
+        labels: usize,
+    },
+
+    /// A label names a class the data set does not have.
+    #[error(
+        "{}: label {label} at index {index} is out of range: expected a label below \
+         {num_classes} ({num_classes} classes)",
+        .path.display()
+    )]
+    LabelOutOfRange {
+        path: PathBuf,
+        index: usize,
+        label: u8,
+        num_classes: usize,
+    },
+
+    /// A downloaded file's SHA-256 is not the published one (the file was discarded).
+    #[error("{url}: checksum mismatch: expected sha256 {expected}, found {found}")]
+    ChecksumMismatch {
+        url: String,
+        expected: String,
+        found: String,
+    },
+
+    /// A download failed (connection, HTTP status, short body, ...); nothing was kept.
+    #[error("{url}: download failed: {message}")]
+    Download { url: String, message: String },
+
+    /// A data set is not on this machine and could not be downloaded.
+    ///
+    /// `message` holds the full, multi-line instructions: the files to place, the directories
+    /// searched, where to put the files and where to get them.
+    #[error("data set '{dataset}' not found: {message}")]
+    NotFound { dataset: String, message: String },
+
+    /// Any other structural problem with a file: a zero dimension in a header, data after the
+    /// declared end, a corrupt gzip stream, a size too large to address, ...
+    #[error("{}: {message}", .path.display())]
+    Format { path: PathBuf, message: String },
+}
+
+impl DataError {
+    /// Shorthand for [`DataError::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`DataError::Format`].
+    pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        DataError::Format {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The file kind a magic number stands for, for [`DataError::BadMagic`] messages.
+fn magic_kind(magic: u32) -> &'static str {
+    match magic {
+        crate::idx::IMAGES_MAGIC => "an IDX image",
+        crate::idx::LABELS_MAGIC => "an IDX label",
+        _ => "the expected kind of",
+    }
+}
+
+/// A hint naming what the found magic number is, when it is a known one: the usual mistake is
+/// swapping an images file and a labels file.
+fn found_hint(found: u32) -> &'static str {
+    match found {
+        crate::idx::IMAGES_MAGIC => " (an IDX image file)",
+        crate::idx::LABELS_MAGIC => " (an IDX label file)",
+        // The gzip magic bytes: only seen if something reads a gzip file without inflating it.
+        f if f >> 16 == 0x1f8b => " (a gzip stream)",
+        _ => "",
+    }
+}

@@ -1,0 +1,70 @@
+//! The built-in experiments (the files in `experiments/`, embedded in the binary so `kiln` runs
+//! them from any directory) and lookup by name or path.
+
+use std::path::Path;
+
+use crate::ExperimentSpec;
+
+/// `(name, TOML text)` of every built-in experiment. Adding one is a file plus a line here.
+const BUILTIN: &[(&str, &str)] = &[(
+    "lenet5-fashion-mnist",
+    include_str!("../../../experiments/lenet5-fashion-mnist.toml"),
+)];
+
+/// The built-in experiments, parsed.
+pub fn builtin() -> Vec<ExperimentSpec> {
+    BUILTIN
+        .iter()
+        .map(|(name, text)| {
+            ExperimentSpec::from_toml(text, name)
+                .unwrap_or_else(|e| panic!("built-in experiment is invalid: {e}"))
+        })
+        .collect()
+}
+
+/// A built-in experiment by name, or an experiment file by path (anything ending in `.toml`).
+pub fn load(name_or_path: &str) -> Result<ExperimentSpec, String> {
+    if name_or_path.ends_with(".toml") || Path::new(name_or_path).is_file() {
+        let text = std::fs::read_to_string(name_or_path)
+            .map_err(|e| format!("{name_or_path}: cannot read experiment file: {e}"))?;
+        return ExperimentSpec::from_toml(&text, name_or_path);
+    }
+    match BUILTIN.iter().find(|(name, _)| *name == name_or_path) {
+        Some((name, text)) => ExperimentSpec::from_toml(text, name),
+        None => {
+            let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+            Err(format!(
+                "unknown experiment {name_or_path:?}; expected one of: {} (or a path to a .toml file)",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_parses_and_is_named_after_its_entry() {
+        for (entry, spec) in BUILTIN.iter().zip(builtin()) {
+            assert_eq!(entry.0, spec.name);
+        }
+    }
+
+    #[test]
+    fn unknown_name_lists_the_choices() {
+        let err = load("lenet7").unwrap_err();
+        assert!(err.contains("unknown experiment \"lenet7\""), "{err}");
+        assert!(err.contains("lenet5-fashion-mnist"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = load("/nonexistent/x.toml").unwrap_err();
+        assert!(
+            err.starts_with("/nonexistent/x.toml: cannot read experiment file"),
+            "{err}"
+        );
+    }
+}

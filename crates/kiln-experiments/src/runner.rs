@@ -1,0 +1,222 @@
+//! From a spec to a finished run folder.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, Module};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use kiln_data::{DataError, ImageBatcher, ImageSet, Locator, Split};
+use kiln_models::{ImageClassifier, LeNet5Config};
+use kiln_train::{FitOptions, FitSummary};
+use serde::{Deserialize, Serialize};
+
+use crate::run_dir::{self, write_atomic};
+use crate::{ExperimentSpec, ModelSpec};
+
+/// Where and how to run; nothing here changes the numbers a run produces.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run folders go under `runs_dir/<experiment>/`.
+    pub runs_dir: PathBuf,
+    /// Backend name for the folder and the summary (`ndarray`, `wgpu`, ...).
+    pub backend: String,
+    pub locator: Locator,
+    pub progress: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Spec(String),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `summary.json`: the headline numbers of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub experiment: String,
+    pub backend: String,
+    pub epochs: usize,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub final_test_accuracy: f64,
+    pub final_test_loss: f64,
+    pub best_test_accuracy: f64,
+    pub best_epoch: usize,
+    pub total_seconds: f64,
+    pub train_images_per_sec: f64,
+    pub eval_images_per_sec: f64,
+    pub seed: u64,
+    pub kiln_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub summary: RunSummary,
+}
+
+/// Runs `spec` on backend `B` and writes the run folder:
+/// `config.toml` (the resolved spec), `metrics.jsonl` (one event per line), `model.mpk` (the
+/// final weights, Burn's named MessagePack format) and `summary.json`.
+pub fn run<B: AutodiffBackend>(
+    spec: &ExperimentSpec,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunOutcome, RunError> {
+    spec.validate().map_err(RunError::Spec)?;
+    // Data first: a missing data set should fail before an empty run folder exists.
+    let source = spec.data.dataset.source();
+    let mut train = source.load(&options.locator, Split::Train)?;
+    let mut test = source.load(&options.locator, Split::Test)?;
+    if let Some(n) = spec.data.limit_train {
+        train = train.truncated(n);
+    }
+    if let Some(n) = spec.data.limit_test {
+        test = test.truncated(n);
+    }
+    tracing::info!(
+        train = train.len(),
+        test = test.len(),
+        "loaded {}",
+        source.files.name
+    );
+
+    let dir = run_dir::create(&options.runs_dir, &spec.name, &options.backend)
+        .map_err(io_error(&options.runs_dir))?;
+    tracing::info!(dir = %dir.display(), "run folder");
+    let config_path = dir.join("config.toml");
+    write_atomic(&config_path, spec.to_toml().as_bytes()).map_err(io_error(&config_path))?;
+
+    B::seed(device, spec.recipe.seed);
+    let classes = train.classes.len();
+    let fitted = match &spec.model {
+        ModelSpec::Lenet5 { dropout } => {
+            let model = LeNet5Config::new()
+                .with_num_classes(classes)
+                .with_in_channels(train.channels)
+                .with_dropout(*dropout)
+                .init::<B>(device);
+            train_and_save(model, spec, options, &train, &test, &dir, device)?
+        }
+    };
+
+    let best = fitted
+        .best()
+        .expect("a validated recipe runs at least one epoch");
+    let last = fitted
+        .last()
+        .expect("a validated recipe runs at least one epoch");
+    let summary = RunSummary {
+        experiment: spec.name.clone(),
+        backend: options.backend.clone(),
+        epochs: fitted.epochs.len(),
+        train_images: train.len(),
+        test_images: test.len(),
+        final_test_accuracy: last.test_accuracy,
+        final_test_loss: last.test_loss,
+        best_test_accuracy: best.test_accuracy,
+        best_epoch: best.epoch,
+        total_seconds: fitted.seconds,
+        train_images_per_sec: fitted.train_images_per_sec(),
+        eval_images_per_sec: fitted.eval_images_per_sec(),
+        seed: spec.recipe.seed,
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let summary_path = dir.join("summary.json");
+    let json = serde_json::to_vec_pretty(&summary).expect("a summary always serialises");
+    write_atomic(&summary_path, &json).map_err(io_error(&summary_path))?;
+    Ok(RunOutcome { dir, summary })
+}
+
+/// Trains, streaming events to `metrics.jsonl`, then saves the final weights.
+fn train_and_save<B, M>(
+    model: M,
+    spec: &ExperimentSpec,
+    options: &RunOptions,
+    train: &ImageSet,
+    test: &ImageSet,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<FitSummary, RunError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ImageClassifier<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
+    tracing::info!(parameters = model.num_params(), model = ?spec.model, "model");
+    let metrics_path = dir.join("metrics.jsonl");
+    let file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&metrics_path)
+        .map_err(io_error(&metrics_path))?;
+    let mut log = EventLog {
+        out: BufWriter::new(file),
+        error: None,
+    };
+    let batcher = ImageBatcher::for_set(train, spec.data.normalize.clone());
+    let fit_options = FitOptions {
+        progress: options.progress,
+    };
+    let (model, fitted) = kiln_train::fit(
+        model,
+        train,
+        test,
+        &batcher,
+        &spec.recipe,
+        device,
+        &fit_options,
+        &mut |event| log.write(event),
+    );
+    if let Some(source) = log.error {
+        return Err(RunError::Io {
+            path: metrics_path,
+            source,
+        });
+    }
+
+    let model_path = dir.join("model.mpk");
+    let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(model.valid().into_record(), ())
+        .map_err(|e| RunError::Io {
+            path: model_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    write_atomic(&model_path, &bytes).map_err(io_error(&model_path))?;
+    Ok(fitted)
+}
+
+/// `metrics.jsonl`, flushed after every line so a crashed run keeps every finished event.
+/// The first write error is kept and reported when training returns.
+struct EventLog {
+    out: BufWriter<File>,
+    error: Option<std::io::Error>,
+}
+
+impl EventLog {
+    fn write(&mut self, event: &kiln_train::Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let line = serde_json::to_string(event).expect("events always serialise");
+        if let Err(e) = writeln!(self.out, "{line}").and_then(|_| self.out.flush()) {
+            self.error = Some(e);
+        }
+    }
+}

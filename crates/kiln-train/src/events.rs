@@ -1,0 +1,39 @@
+//! What the loop reports. Each event serialises to one JSON object (one line of a run's
+//! `metrics.jsonl`), tagged by `"event"`.
+
+use serde::{Deserialize, Serialize};
+
+/// Metrics of one finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    /// Wall time of the epoch: training and evaluation.
+    pub seconds: f64,
+    /// Training images per second (training time only).
+    pub train_images_per_sec: f64,
+    pub eval_images_per_sec: f64,
+}
+
+/// Mean training loss and accuracy over the batches since the previous step event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub epoch: usize,
+    /// 1-based count of optimiser steps since the start of the run.
+    pub step: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Step(StepMetrics),
+    Epoch(EpochMetrics),
+}

@@ -1,0 +1,360 @@
+//! The training loop proper.
+
+use std::time::Instant;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::lr_scheduler::step::{StepLrScheduler, StepLrSchedulerConfig};
+use burn::lr_scheduler::LrScheduler;
+use burn::module::AutodiffModule;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_data::{ImageBatch, ImageBatcher, ImageSet};
+use kiln_models::ImageClassifier;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::{EpochMetrics, Event, OptimizerSpec, Recipe, SchedulerSpec, StepMetrics};
+
+/// How the loop shows itself; none of it changes results.
+#[derive(Debug, Clone, Default)]
+pub struct FitOptions {
+    /// Draw a progress bar per epoch on stderr.
+    pub progress: bool,
+}
+
+/// Mean loss and accuracy over a set of images.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// Every epoch's metrics and the wall time of the whole fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitSummary {
+    pub epochs: Vec<EpochMetrics>,
+    pub seconds: f64,
+}
+
+impl FitSummary {
+    pub fn last(&self) -> Option<&EpochMetrics> {
+        self.epochs.last()
+    }
+
+    /// The epoch with the highest test accuracy (the earliest on ties).
+    pub fn best(&self) -> Option<&EpochMetrics> {
+        self.epochs.iter().reduce(|best, e| {
+            if e.test_accuracy > best.test_accuracy {
+                e
+            } else {
+                best
+            }
+        })
+    }
+
+    /// Training images per second over all epochs (training time only).
+    pub fn train_images_per_sec(&self) -> f64 {
+        mean(self.epochs.iter().map(|e| e.train_images_per_sec))
+    }
+
+    pub fn eval_images_per_sec(&self) -> f64 {
+        mean(self.epochs.iter().map(|e| e.eval_images_per_sec))
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
+}
+
+/// Trains `model` on `train` by `recipe`, evaluating on `test` after every epoch.
+///
+/// The caller seeds the backend (`B::seed`) before building the model; this function seeds
+/// the shuffling from `recipe.seed`, so a seed fixes the whole run on a deterministic backend.
+/// Both sets must be non-empty.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B, M>(
+    model: M,
+    train: &ImageSet,
+    test: &ImageSet,
+    batcher: &ImageBatcher,
+    recipe: &Recipe,
+    device: &B::Device,
+    options: &FitOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> (M, FitSummary)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ImageClassifier<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
+    let run = Run {
+        train,
+        test,
+        batcher,
+        recipe,
+        device,
+        options,
+    };
+    // Each optimiser is its own type, so the loop is monomorphised once per optimiser.
+    match &recipe.optimizer {
+        OptimizerSpec::Adam {
+            weight_decay,
+            betas,
+            eps,
+            ..
+        } => {
+            let config = AdamConfig::new()
+                .with_beta_1(betas[0])
+                .with_beta_2(betas[1])
+                .with_epsilon(*eps)
+                .with_weight_decay(weight_decay_config(*weight_decay));
+            run.epochs(model, config.init(), on_event)
+        }
+        OptimizerSpec::Sgd {
+            momentum,
+            weight_decay,
+            ..
+        } => {
+            let momentum = (*momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(*momentum)
+                    .with_dampening(0.0)
+            });
+            let config = SgdConfig::new()
+                .with_momentum(momentum)
+                .with_weight_decay(weight_decay_config(*weight_decay));
+            run.epochs(model, config.init(), on_event)
+        }
+    }
+}
+
+fn weight_decay_config(penalty: f64) -> Option<WeightDecayConfig> {
+    (penalty > 0.0).then(|| WeightDecayConfig::new(penalty as f32))
+}
+
+/// Learning rate per epoch, from Burn's schedulers.
+enum Schedule {
+    Constant(f64),
+    Step(StepLrScheduler),
+}
+
+impl Schedule {
+    fn new(recipe: &Recipe) -> Self {
+        let lr = recipe.optimizer.lr();
+        match &recipe.scheduler {
+            SchedulerSpec::Constant => Schedule::Constant(lr),
+            SchedulerSpec::Step { step_size, gamma } => Schedule::Step(
+                StepLrSchedulerConfig::new(lr, *step_size)
+                    .with_gamma(*gamma)
+                    .init()
+                    .expect("recipe.validate() rejects a zero step_size"),
+            ),
+        }
+    }
+
+    fn next_epoch_lr(&mut self) -> f64 {
+        match self {
+            Schedule::Constant(lr) => *lr,
+            Schedule::Step(s) => s.step(),
+        }
+    }
+}
+
+struct Run<'a, B: AutodiffBackend> {
+    train: &'a ImageSet,
+    test: &'a ImageSet,
+    batcher: &'a ImageBatcher,
+    recipe: &'a Recipe,
+    device: &'a B::Device,
+    options: &'a FitOptions,
+}
+
+/// Sums of loss (weighted by batch size), correct predictions and images.
+#[derive(Default)]
+struct Tally {
+    loss: f64,
+    correct: u64,
+    images: u64,
+}
+
+impl Tally {
+    fn add(&mut self, mean_loss: f64, correct: u64, images: usize) {
+        self.loss += mean_loss * images as f64;
+        self.correct += correct;
+        self.images += images as u64;
+    }
+
+    fn metrics(&self) -> Metrics {
+        let n = self.images.max(1) as f64;
+        Metrics {
+            loss: self.loss / n,
+            accuracy: self.correct as f64 / n,
+        }
+    }
+}
+
+impl<B: AutodiffBackend> Run<'_, B> {
+    fn epochs<M, O>(
+        &self,
+        mut model: M,
+        mut optim: O,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> (M, FitSummary)
+    where
+        M: AutodiffModule<B> + ImageClassifier<B>,
+        M::InnerModule: ImageClassifier<B::InnerBackend>,
+        O: Optimizer<M, B>,
+    {
+        let recipe = self.recipe;
+        let mut rng = StdRng::seed_from_u64(recipe.seed);
+        let mut schedule = Schedule::new(recipe);
+        let loss_fn = CrossEntropyLossConfig::new().init(self.device);
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        let steps_per_epoch = self.train.len().div_ceil(recipe.batch_size);
+        let mut step = 0;
+        let mut summary = FitSummary {
+            epochs: Vec::new(),
+            seconds: 0.0,
+        };
+        let started = Instant::now();
+
+        for epoch in 1..=recipe.epochs {
+            let lr = schedule.next_epoch_lr();
+            order.shuffle(&mut rng);
+            let bar = self.progress_bar(epoch, steps_per_epoch);
+            let epoch_start = Instant::now();
+            let (mut epoch_tally, mut interval) = (Tally::default(), Tally::default());
+
+            for chunk in order.chunks(recipe.batch_size) {
+                let items = chunk.iter().map(|&i| self.train.item(i)).collect();
+                let batch: ImageBatch<B> = self.batcher.batch(items, self.device);
+                let (loss, correct) = batch_loss(&model, &loss_fn, batch);
+                let loss_value: f64 = loss.clone().into_scalar().elem();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(lr, model, grads);
+
+                step += 1;
+                epoch_tally.add(loss_value, correct, chunk.len());
+                interval.add(loss_value, correct, chunk.len());
+                bar.inc(1);
+                bar.set_message(format!("loss {loss_value:.4}"));
+                if step % recipe.log_every == 0 {
+                    let m = interval.metrics();
+                    on_event(&Event::Step(StepMetrics {
+                        epoch,
+                        step,
+                        lr,
+                        loss: m.loss,
+                        accuracy: m.accuracy,
+                    }));
+                    interval = Tally::default();
+                }
+            }
+            let train_seconds = epoch_start.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+
+            let eval_start = Instant::now();
+            let test = evaluate(
+                &model.valid(),
+                self.test,
+                self.batcher,
+                recipe.eval_batch_size,
+                self.device,
+            );
+            let eval_seconds = eval_start.elapsed().as_secs_f64();
+            let train_m = epoch_tally.metrics();
+            let metrics = EpochMetrics {
+                epoch,
+                lr,
+                train_loss: train_m.loss,
+                train_accuracy: train_m.accuracy,
+                test_loss: test.loss,
+                test_accuracy: test.accuracy,
+                seconds: epoch_start.elapsed().as_secs_f64(),
+                train_images_per_sec: self.train.len() as f64 / train_seconds,
+                eval_images_per_sec: self.test.len() as f64 / eval_seconds,
+            };
+            tracing::info!(
+                epoch,
+                lr,
+                train_loss = format_args!("{:.4}", metrics.train_loss),
+                train_acc = format_args!("{:.2}%", 100.0 * metrics.train_accuracy),
+                test_loss = format_args!("{:.4}", metrics.test_loss),
+                test_acc = format_args!("{:.2}%", 100.0 * metrics.test_accuracy),
+                seconds = format_args!("{:.1}", metrics.seconds),
+                images_per_sec = format_args!("{:.0}", metrics.train_images_per_sec),
+                "epoch {epoch}/{} done",
+                recipe.epochs
+            );
+            on_event(&Event::Epoch(metrics.clone()));
+            summary.epochs.push(metrics);
+        }
+        summary.seconds = started.elapsed().as_secs_f64();
+        (model, summary)
+    }
+
+    fn progress_bar(&self, epoch: usize, steps: usize) -> ProgressBar {
+        if !self.options.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(steps as u64);
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} batches, {msg} ({elapsed} < {eta})",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("epoch {epoch}/{}", self.recipe.epochs));
+        bar
+    }
+}
+
+/// Mean cross-entropy of a batch and the number of correct top-1 predictions.
+fn batch_loss<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    loss_fn: &CrossEntropyLoss<B>,
+    batch: ImageBatch<B>,
+) -> (Tensor<B, 1>, u64) {
+    let n = batch.targets.dims()[0];
+    let logits = model.logits(batch.images);
+    let predicted = logits.clone().argmax(1).reshape([n]);
+    let correct: i64 = predicted
+        .equal(batch.targets.clone())
+        .int()
+        .sum()
+        .into_scalar()
+        .elem();
+    (loss_fn.forward(logits, batch.targets), correct as u64)
+}
+
+/// Mean loss and accuracy of `model` over all of `set`.
+pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &B::Device,
+) -> Metrics {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut tally = Tally::default();
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch: ImageBatch<B> =
+            batcher.batch(chunk.iter().map(|&i| set.item(i)).collect(), device);
+        let (loss, correct) = batch_loss(model, &loss_fn, batch);
+        tally.add(loss.into_scalar().elem(), correct, chunk.len());
+    }
+    tally.metrics()
+}

@@ -1,0 +1,157 @@
+//! How to train: the part of an experiment file under `[recipe]`.
+
+use serde::{Deserialize, Serialize};
+
+/// Optimiser, learning-rate schedule and loop settings. Plain data, so sweeps can clone and
+/// override it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Seeds weight initialisation, dropout and the shuffling of the training set.
+    pub seed: u64,
+    /// Emit a step event (mean loss and accuracy since the last one) every this many batches.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Batch size for evaluation; it does not change results, only speed and memory.
+    #[serde(default = "default_eval_batch_size")]
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerSpec,
+    #[serde(default)]
+    pub scheduler: SchedulerSpec,
+}
+
+fn default_log_every() -> usize {
+    50
+}
+
+fn default_eval_batch_size() -> usize {
+    1000
+}
+
+/// The optimiser and its hyper-parameters, with PyTorch's meanings and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OptimizerSpec {
+    /// `torch.optim.Adam`: `weight_decay` is the L2 penalty added to the gradient.
+    Adam {
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        #[serde(default = "default_betas")]
+        betas: [f32; 2],
+        #[serde(default = "default_eps")]
+        eps: f32,
+    },
+    /// `torch.optim.SGD` (dampening 0, no Nesterov).
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+fn default_betas() -> [f32; 2] {
+    [0.9, 0.999]
+}
+
+// PyTorch's default; Burn's AdamConfig defaults to 1e-5, which changes results measurably.
+fn default_eps() -> f32 {
+    1e-8
+}
+
+/// The learning rate over epochs. The schedule advances once per epoch, as the tutorials'
+/// `scheduler.step()` after each epoch does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SchedulerSpec {
+    #[default]
+    Constant,
+    /// `torch.optim.lr_scheduler.StepLR`: multiply by `gamma` every `step_size` epochs.
+    Step { step_size: usize, gamma: f64 },
+}
+
+impl OptimizerSpec {
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerSpec::Adam { lr, .. } | OptimizerSpec::Sgd { lr, .. } => *lr,
+        }
+    }
+}
+
+impl Recipe {
+    /// Checks every value; an error names the key (`recipe.batch_size`, ...) and what it found.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("recipe.epochs", self.epochs),
+            ("recipe.batch_size", self.batch_size),
+            ("recipe.log_every", self.log_every),
+            ("recipe.eval_batch_size", self.eval_batch_size),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key}: expected at least 1, found 0"));
+            }
+        }
+        let lr = self.optimizer.lr();
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(format!(
+                "recipe.optimizer.lr: expected a positive number, found {lr}"
+            ));
+        }
+        match &self.optimizer {
+            OptimizerSpec::Adam {
+                weight_decay,
+                betas,
+                eps,
+                ..
+            } => {
+                non_negative("recipe.optimizer.weight_decay", *weight_decay)?;
+                for (i, b) in betas.iter().enumerate() {
+                    if !(0.0..1.0).contains(b) {
+                        return Err(format!(
+                            "recipe.optimizer.betas[{i}]: expected a value in [0, 1), found {b}"
+                        ));
+                    }
+                }
+                if !(*eps > 0.0) {
+                    return Err(format!("recipe.optimizer.eps: expected > 0, found {eps}"));
+                }
+            }
+            OptimizerSpec::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => {
+                non_negative("recipe.optimizer.weight_decay", *weight_decay)?;
+                if !(0.0..1.0).contains(momentum) {
+                    return Err(format!(
+                        "recipe.optimizer.momentum: expected a value in [0, 1), found {momentum}"
+                    ));
+                }
+            }
+        }
+        if let SchedulerSpec::Step { step_size, gamma } = &self.scheduler {
+            if *step_size == 0 {
+                return Err("recipe.scheduler.step_size: expected at least 1, found 0".into());
+            }
+            if !(*gamma > 0.0 && *gamma <= 1.0) {
+                return Err(format!(
+                    "recipe.scheduler.gamma: expected a value in (0, 1], found {gamma}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn non_negative(key: &str, value: f64) -> Result<(), String> {
+    if value >= 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("{key}: expected a number >= 0, found {value}"))
+    }
+}

@@ -1,0 +1,234 @@
+//! A tiny run through the real command path (`kiln run ...` as parsed by the CLI) on generated
+//! Fashion-MNIST-format files: the loss falls and the run folder holds every promised file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn_ndarray::NdArray;
+use kiln_data::{idx, ImageBatcher, Split};
+use kiln_experiments::{ExperimentSpec, RunSummary};
+use kiln_models::LeNet5Config;
+
+/// Writes a learnable 10-class data set in the Fashion-MNIST file layout: class `k` is a bright
+/// 7x7 square at one of ten positions, on noise.
+fn write_synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 60) as u8
+    };
+    for (images_name, labels_name, n) in [
+        (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            train,
+        ),
+        (
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+            test,
+        ),
+    ] {
+        let mut pixels = Vec::with_capacity(n * 784);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = (i % 10) as u8;
+            let (top, left) = (2 + 12 * (label as usize / 5), 1 + 5 * (label as usize % 5));
+            for r in 0..28 {
+                for c in 0..28 {
+                    let inside = (top..top + 7).contains(&r) && (left..left + 7).contains(&c);
+                    pixels.push(if inside { 200 + noise() / 2 } else { noise() });
+                }
+            }
+            labels.push(label);
+        }
+        idx::write_images(&dir.join(images_name), 28, 28, &pixels, true).unwrap();
+        idx::write_labels(&dir.join(labels_name), &labels, true).unwrap();
+    }
+}
+
+fn only_entry(dir: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "expected exactly one entry in {}: {entries:?}",
+        dir.display()
+    );
+    entries.into_iter().next().unwrap()
+}
+
+fn arg(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn tiny_run_learns_and_writes_a_complete_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    write_synthetic_fashion_mnist(&data, 640, 200);
+
+    // The built-in experiment with a batch size that gives several steps per epoch.
+    let builtin = include_str!("../experiments/lenet5-fashion-mnist.toml");
+    let experiment = tmp.path().join("tiny.toml");
+    fs::write(
+        &experiment,
+        builtin
+            .replace("batch_size = 256", "batch_size = 32")
+            .replace("log_every = 50", "log_every = 5"),
+    )
+    .unwrap();
+    let runs = tmp.path().join("runs");
+
+    kiln_cli::main_with_args([
+        "kiln",
+        "run",
+        &arg(&experiment),
+        "--backend",
+        "ndarray",
+        "--epochs",
+        "3",
+        "--data-dir",
+        &arg(&data),
+        "--offline",
+        "--runs-dir",
+        &arg(&runs),
+        "--quiet",
+    ])
+    .expect("the run succeeds");
+
+    let run = only_entry(&runs.join("lenet5-fashion-mnist"));
+    let folder = run.file_name().unwrap().to_str().unwrap();
+    assert!(folder.starts_with("ndarray-"), "{folder}");
+    let mut files: Vec<String> = fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["config.toml", "metrics.jsonl", "model.mpk", "summary.json"]
+    );
+
+    // The resolved config holds the overrides and parses back as a spec.
+    let config = ExperimentSpec::from_toml(
+        &fs::read_to_string(run.join("config.toml")).unwrap(),
+        "config.toml",
+    )
+    .unwrap();
+    assert_eq!(config.recipe.epochs, 3);
+    assert_eq!(config.recipe.batch_size, 32);
+
+    // metrics.jsonl: one JSON object a line; 20 steps an epoch, a step event every 5 steps.
+    let events: Vec<serde_json::Value> = fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid JSON line {l:?}: {e}")))
+        .collect();
+    let of_kind = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (epochs, steps) = (of_kind("epoch"), of_kind("step"));
+    assert_eq!(epochs.len(), 3);
+    assert_eq!(steps.len(), 12);
+    assert_eq!(epochs.len() + steps.len(), events.len());
+    let f = |e: &serde_json::Value, k: &str| {
+        e[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {e}"))
+    };
+    // The loss falls, within the first epoch and from epoch to epoch.
+    println!(
+        "step losses: {:?}",
+        steps.iter().map(|s| f(s, "loss")).collect::<Vec<_>>()
+    );
+    assert!(f(&steps[3], "loss") < f(&steps[0], "loss"));
+    assert!(f(&epochs[2], "train_loss") < f(&epochs[0], "train_loss"));
+    for e in &epochs {
+        for key in [
+            "lr",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+            "seconds",
+            "train_images_per_sec",
+        ] {
+            assert!(f(e, key).is_finite());
+        }
+    }
+    // StepLR with gamma 0.7 per epoch.
+    assert!((f(&epochs[1], "lr") - 0.007).abs() < 1e-12);
+
+    let summary: RunSummary =
+        serde_json::from_str(&fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (summary.epochs, summary.train_images, summary.test_images),
+        (3, 640, 200)
+    );
+    assert_eq!(summary.final_test_accuracy, f(&epochs[2], "test_accuracy"));
+    assert!(summary.best_test_accuracy >= summary.final_test_accuracy);
+    assert!(
+        summary.final_test_accuracy > 0.5,
+        "the synthetic classes are easy: {summary:?}"
+    );
+
+    // The checkpoint loads into a fresh model and reproduces the reported test accuracy.
+    let device = Default::default();
+    let model = LeNet5Config::new()
+        .init::<NdArray>(&device)
+        .load_file(
+            run.join("model.mpk"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            &device,
+        )
+        .expect("model.mpk loads");
+    let test = kiln_experiments::DatasetName::FashionMnist
+        .source()
+        .load_from(&data, Split::Test)
+        .unwrap();
+    let batcher = ImageBatcher::for_set(&test, config.data.normalize.clone());
+    let metrics = kiln_train::evaluate(&model, &test, &batcher, 100, &device);
+    assert!(
+        (metrics.accuracy - summary.final_test_accuracy).abs() < 1e-9,
+        "{metrics:?} vs {summary:?}"
+    );
+}
+
+#[test]
+fn bad_experiment_file_fails_before_any_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = tmp.path().join("bad.toml");
+    let builtin = include_str!("../experiments/lenet5-fashion-mnist.toml");
+    fs::write(
+        &experiment,
+        builtin.replace("epochs = 14", "epochs = 14\nepoch = 3"),
+    )
+    .unwrap();
+    let runs = tmp.path().join("runs");
+    let err = kiln_cli::main_with_args([
+        "kiln",
+        "run",
+        &arg(&experiment),
+        "--runs-dir",
+        &arg(&runs),
+        "--quiet",
+    ])
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("bad.toml") && message.contains("unknown field `epoch`"),
+        "{message}"
+    );
+    assert!(!runs.exists());
+}
