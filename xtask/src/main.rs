@@ -1,7 +1,8 @@
 //! `cargo xtask ...`: project automation in Rust, so it runs wherever cargo does.
 //!
 //! - `run-experiment <experiment> [--backend NAME] [kiln run options...]`: builds `kiln` in
-//!   release mode with the features the backend needs and runs the experiment.
+//!   release mode with the features the backend needs and runs the experiment (installing
+//!   Debian's Fashion-MNIST package first when it is missing and we may).
 //! - `test`: installs what the tests need (Fashion-MNIST from Debian's package), then runs the
 //!   whole test suite in release mode (the tests train real models).
 
@@ -102,7 +103,8 @@ fn test(args: &[String]) -> Result<()> {
     status(cmd)
 }
 
-/// The real-data tests read Fashion-MNIST from Debian's package; install it when we may.
+/// Installs Debian's Fashion-MNIST package (the real-data tests read it) when it is missing
+/// and we may: as root or with password-less sudo.
 fn ensure_fashion_mnist() -> Result<()> {
     if Path::new(FASHION_MNIST_DIR)
         .join("t10k-labels-idx1-ubyte.gz")

@@ -92,7 +92,9 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in a log file or CI output.
+        .with_ansi(std::io::stderr().is_terminal());
     // try_init: tests call main_with_args several times in one process.
     let _ = match cli.log_format {
         LogFormat::Text => builder.with_target(false).try_init(),
