@@ -1,16 +1,19 @@
-//! LeNet-5, the modern variant of the Fashion-MNIST tutorial: ReLU, max pooling and dropout in
-//! place of the 1998 sigmoid and average pooling.
+//! LeNet-5 in both variants of the Fashion-MNIST tutorial.
 //!
-//! Conv2d(1,6,5,pad 2) -> ReLU -> MaxPool(2) -> Conv2d(6,16,5) -> ReLU -> MaxPool(2) ->
-//! Linear(400,120) -> ReLU -> Dropout -> Linear(120,84) -> ReLU -> Dropout -> Linear(84,10).
-//! Field names follow the PyTorch tutorial's (`conv1`, `fc1`, ...) so a `state_dict` maps by name.
+//! Conv2d(1,6,5,pad 2) -> act -> Pool(2) -> Conv2d(6,16,5) -> act -> Pool(2) ->
+//! Linear(400,120) -> act -> Dropout -> Linear(120,84) -> act -> Dropout -> Linear(84,10).
+//!
+//! The modern variant (the config's defaults) uses ReLU, max pooling and dropout 0.5; the
+//! classic one ([`LeNet5Config::classic`]) the 1998 sigmoid and average pooling, no dropout and
+//! Xavier-initialised weights. Field names follow the PyTorch tutorial's (`conv1`, `fc1`, ...)
+//! so a `state_dict` maps by name.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::ImageClassifier;
+use crate::layers::{Activation, ActivationKind, Pool2d, PoolingKind};
+use crate::{ImageClassifier, WeightInit};
 
 /// Shape and regularisation of a [`LeNet5`].
 #[derive(Config, Debug)]
@@ -24,6 +27,12 @@ pub struct LeNet5Config {
     /// Dropout probability after each hidden fully connected layer.
     #[config(default = 0.5)]
     pub dropout: f64,
+    #[config(default = "ActivationKind::Relu")]
+    pub activation: ActivationKind,
+    #[config(default = "PoolingKind::Max")]
+    pub pooling: PoolingKind,
+    #[config(default = "WeightInit::Default")]
+    pub init: WeightInit,
 }
 
 /// LeNet-5 for 28x28 inputs (the first convolution pads by 2, giving the original 32x32 geometry).
@@ -31,28 +40,43 @@ pub struct LeNet5Config {
 pub struct LeNet5<B: Backend> {
     conv1: Conv2d<B>,
     conv2: Conv2d<B>,
-    pool: MaxPool2d,
+    pool: Pool2d,
     fc1: Linear<B>,
     fc2: Linear<B>,
     fc3: Linear<B>,
     dropout: Dropout,
-    activation: Relu,
+    activation: Activation,
 }
 
 impl LeNet5Config {
-    /// Builds the network with Burn's default (PyTorch-like Kaiming-uniform) initialisation.
+    /// The 1998 shape as the tutorial's classic variant builds it: sigmoid, average pooling,
+    /// no dropout, Xavier-uniform weights.
+    pub fn classic() -> Self {
+        Self::new()
+            .with_activation(ActivationKind::Sigmoid)
+            .with_pooling(PoolingKind::Avg)
+            .with_dropout(0.0)
+            .with_init(WeightInit::XavierUniform)
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> LeNet5<B> {
+        let conv = |config: Conv2dConfig| self.init.conv2d(config.init(device), device);
+        let linear = |i, o| {
+            self.init
+                .linear(LinearConfig::new(i, o).init(device), device)
+        };
         LeNet5 {
-            conv1: Conv2dConfig::new([self.in_channels, 6], [5, 5])
-                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
-                .init(device),
-            conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            fc1: LinearConfig::new(16 * 5 * 5, 120).init(device),
-            fc2: LinearConfig::new(120, 84).init(device),
-            fc3: LinearConfig::new(84, self.num_classes).init(device),
+            conv1: conv(
+                Conv2dConfig::new([self.in_channels, 6], [5, 5])
+                    .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2)),
+            ),
+            conv2: conv(Conv2dConfig::new([6, 16], [5, 5])),
+            pool: self.pooling.init(2),
+            fc1: linear(16 * 5 * 5, 120),
+            fc2: linear(120, 84),
+            fc3: linear(84, self.num_classes),
             dropout: DropoutConfig::new(self.dropout).init(),
-            activation: Relu::new(),
+            activation: self.activation.init(),
         }
     }
 }
@@ -108,6 +132,30 @@ mod tests {
         assert_eq!(expected, 61_706);
         let model = LeNet5Config::new().init::<B>(&Default::default());
         assert_eq!(model.num_params(), expected);
+    }
+
+    #[test]
+    fn classic_variant_has_the_same_parameters_and_xavier_weights() {
+        let device = Default::default();
+        let model = LeNet5Config::classic().init::<B>(&device);
+        assert_eq!(model.num_params(), 61_706);
+        assert!(matches!(model.pool, Pool2d::Avg(_)));
+        assert!(matches!(model.activation, Activation::Sigmoid(_)));
+        // fc1: Xavier bound sqrt(6 / (400 + 120)) = 0.107; PyTorch's default would be 1/sqrt(400) = 0.05.
+        let w = model.fc1.weight.val();
+        let max = w.abs().max().into_scalar();
+        assert!(max > 0.08 && max <= 0.1075, "max |w| = {max}");
+        // Biases keep the default bound 1/sqrt(fan_in).
+        let b = model
+            .fc1
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(b <= 0.05 + 1e-6, "max |b| = {b}");
     }
 
     #[test]

@@ -6,9 +6,21 @@
 
 use burn::prelude::*;
 
+pub mod cnn_dropout;
+pub mod convnet;
+mod init;
+pub mod layers;
 pub mod lenet5;
+pub mod resnet;
+pub mod simple_cnn;
 
+pub use cnn_dropout::{CnnDropout, CnnDropoutConfig};
+pub use convnet::{ConvNet, ConvNetConfig};
+pub use init::WeightInit;
+pub use layers::{ActivationKind, PoolingKind};
 pub use lenet5::{LeNet5, LeNet5Config};
+pub use resnet::{HeadPool, ResNet, ResNetConfig, Stem};
+pub use simple_cnn::{SimpleCnn, SimpleCnnConfig};
 
 /// A network that maps a batch of images `[batch, channels, height, width]` to class logits
 /// `[batch, classes]`. This is all the training loop asks of a model.

@@ -1,0 +1,89 @@
+//! The small two-convolution ConvNet of the MNIST tutorial:
+//! Conv2d(1,4,5,pad 2) -> ReLU -> MaxPool(2) -> Conv2d(4,8,5,pad 2) -> ReLU -> MaxPool(2) ->
+//! Linear(392,512) -> ReLU -> Dropout(0.5) -> Linear(512,10).  (392 = 8 x 7 x 7.)
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+
+use crate::ImageClassifier;
+
+#[derive(Config, Debug)]
+pub struct ConvNetConfig {
+    #[config(default = 10)]
+    pub num_classes: usize,
+    #[config(default = 1)]
+    pub in_channels: usize,
+    #[config(default = 0.5)]
+    pub dropout: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvNet<B: Backend> {
+    conv1: Conv2d<B>,
+    conv2: Conv2d<B>,
+    pool: MaxPool2d,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    dropout: Dropout,
+    activation: Relu,
+}
+
+impl ConvNetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvNet<B> {
+        let same5 = |i, o| {
+            Conv2dConfig::new([i, o], [5, 5]).with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+        };
+        ConvNet {
+            conv1: same5(self.in_channels, 4).init(device),
+            conv2: same5(4, 8).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            fc1: LinearConfig::new(8 * 7 * 7, 512).init(device),
+            fc2: LinearConfig::new(512, self.num_classes).init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            activation: Relu::new(),
+        }
+    }
+}
+
+impl<B: Backend> ConvNet<B> {
+    /// Logits for images `[batch, in_channels, 28, 28]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self
+            .pool
+            .forward(self.activation.forward(self.conv1.forward(images)));
+        let x = self
+            .pool
+            .forward(self.activation.forward(self.conv2.forward(x)));
+        let x = self
+            .dropout
+            .forward(self.activation.forward(self.fc1.forward(x.flatten(1, 3))));
+        self.fc2.forward(x)
+    }
+}
+
+impl<B: Backend> ImageClassifier<B> for ConvNet<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_ndarray::NdArray;
+
+    #[test]
+    fn shapes_and_parameter_count() {
+        let device = Default::default();
+        let model = ConvNetConfig::new().init::<NdArray>(&device);
+        assert_eq!(
+            model.forward(Tensor::zeros([2, 1, 28, 28], &device)).dims(),
+            [2, 10]
+        );
+        // conv1: 4*1*25 + 4 = 104; conv2: 8*4*25 + 8 = 808; fc1: 392*512 + 512 = 201216;
+        // fc2: 512*10 + 10 = 5130.
+        assert_eq!(model.num_params(), 104 + 808 + 201_216 + 5_130);
+    }
+}

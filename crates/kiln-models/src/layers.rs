@@ -1,0 +1,81 @@
+//! Small building blocks whose choice is part of a network's published shape.
+
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Relu, Sigmoid};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The non-linearity of a network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationKind {
+    #[default]
+    Relu,
+    Sigmoid,
+}
+
+/// Down-sampling by a window: max or average.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolingKind {
+    #[default]
+    Max,
+    Avg,
+}
+
+#[derive(Module, Clone, Debug)]
+pub enum Activation {
+    Relu(Relu),
+    Sigmoid(Sigmoid),
+}
+
+impl ActivationKind {
+    pub fn init(self) -> Activation {
+        match self {
+            ActivationKind::Relu => Activation::Relu(Relu::new()),
+            ActivationKind::Sigmoid => Activation::Sigmoid(Sigmoid::new()),
+        }
+    }
+}
+
+impl Activation {
+    pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Activation::Relu(a) => a.forward(x),
+            Activation::Sigmoid(a) => a.forward(x),
+        }
+    }
+}
+
+#[derive(Module, Clone, Debug)]
+pub enum Pool2d {
+    Max(MaxPool2d),
+    Avg(AvgPool2d),
+}
+
+impl PoolingKind {
+    /// A `size` x `size` window with stride `size` (PyTorch's `MaxPool2d(size)` / `AvgPool2d(size)`).
+    pub fn init(self, size: usize) -> Pool2d {
+        match self {
+            PoolingKind::Max => Pool2d::Max(
+                MaxPool2dConfig::new([size, size])
+                    .with_strides([size, size])
+                    .init(),
+            ),
+            PoolingKind::Avg => Pool2d::Avg(
+                AvgPool2dConfig::new([size, size])
+                    .with_strides([size, size])
+                    .init(),
+            ),
+        }
+    }
+}
+
+impl Pool2d {
+    pub fn forward<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Pool2d::Max(p) => p.forward(x),
+            Pool2d::Avg(p) => p.forward(x),
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The ResNet family: a stem, stages of basic residual blocks, global pooling and a linear head.
+//!
+//! [`ResNetConfig::tutorial`] is the CIFAR-10-at-96x96 tutorial's network; [`ResNetConfig::resnet18`]
+//! and [`ResNetConfig::resnet34`] are the standard CIFAR ResNets (He et al. 2016, with the 3x3
+//! stem used for 32x32 inputs). Any other depth or width is a configuration, not new code.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{
+    AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig, MaxPool2d,
+    MaxPool2dConfig,
+};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{ImageClassifier, WeightInit};
+
+/// The layers before the first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stem {
+    /// ImageNet-style: Conv 7x7 stride 2 pad 3 -> BN -> ReLU -> MaxPool 3x3 stride 2 pad 1 (4x smaller).
+    Imagenet,
+    /// CIFAR-style: Conv 3x3 stride 1 pad 1 -> BN -> ReLU (full resolution).
+    Cifar,
+}
+
+/// How the last feature map becomes a vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadPool {
+    /// Average over the whole map, whatever its size.
+    Global,
+    /// `AvgPool2d(k)` (stride k), as the tutorial writes it; the map must then be k x k.
+    Window(usize),
+}
+
+#[derive(Config, Debug)]
+pub struct ResNetConfig {
+    /// Residual blocks per stage, e.g. `[2, 2, 2, 2]` for ResNet-18.
+    pub blocks: Vec<usize>,
+    /// Channels per stage; every stage after the first halves the resolution.
+    pub widths: Vec<usize>,
+    pub stem: Stem,
+    pub head_pool: HeadPool,
+    #[config(default = 10)]
+    pub num_classes: usize,
+    #[config(default = 3)]
+    pub in_channels: usize,
+    #[config(default = 1e-5)]
+    pub bn_eps: f64,
+    /// Convolutions carry a bias (PyTorch's default; the standard ResNet has none before BN).
+    #[config(default = false)]
+    pub conv_bias: bool,
+    /// A ReLU after the second batch norm of a block, before the addition (the tutorial's block).
+    #[config(default = false)]
+    pub relu_before_add: bool,
+    /// The projection shortcut is a 1x1 conv followed by batch norm (standard) or the conv alone.
+    #[config(default = true)]
+    pub shortcut_bn: bool,
+    #[config(default = "WeightInit::Default")]
+    pub init: WeightInit,
+}
+
+impl ResNetConfig {
+    /// The tutorial's network for CIFAR-10 upscaled to 96x96: ImageNet stem with BN eps 1e-3,
+    /// two blocks at each of 64, 128, 256, 512 channels (conv3x3-BN-ReLU-conv3x3-BN-ReLU, add,
+    /// ReLU; a 1x1 conv shortcut when the shape changes), AvgPool(3), Linear(512, 10), convs
+    /// with biases, Xavier-uniform weights.
+    pub fn tutorial() -> Self {
+        Self::new(
+            vec![2, 2, 2, 2],
+            vec![64, 128, 256, 512],
+            Stem::Imagenet,
+            HeadPool::Window(3),
+        )
+        .with_bn_eps(1e-3)
+        .with_conv_bias(true)
+        .with_relu_before_add(true)
+        .with_shortcut_bn(false)
+        .with_init(WeightInit::XavierUniform)
+    }
+
+    /// ResNet-18 for 32x32 inputs.
+    pub fn resnet18() -> Self {
+        Self::new(
+            vec![2, 2, 2, 2],
+            vec![64, 128, 256, 512],
+            Stem::Cifar,
+            HeadPool::Global,
+        )
+    }
+
+    /// ResNet-34 for 32x32 inputs.
+    pub fn resnet34() -> Self {
+        Self::new(
+            vec![3, 4, 6, 3],
+            vec![64, 128, 256, 512],
+            Stem::Cifar,
+            HeadPool::Global,
+        )
+    }
+
+    /// Checks the shape of the configuration itself (not the input size).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.blocks.is_empty() || self.blocks.len() != self.widths.len() {
+            return Err(format!(
+                "blocks and widths: expected one entry per stage in each, found {} and {}",
+                self.blocks.len(),
+                self.widths.len()
+            ));
+        }
+        if let Some(i) = self.blocks.iter().position(|&b| b == 0) {
+            return Err(format!("blocks[{i}]: expected at least 1 block, found 0"));
+        }
+        if let Some(i) = self.widths.iter().position(|&w| w == 0) {
+            return Err(format!("widths[{i}]: expected at least 1 channel, found 0"));
+        }
+        if self.head_pool == HeadPool::Window(0) {
+            return Err("head_pool: expected a window of at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// # Panics
+    /// If [`Self::validate`] fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
+        if let Err(e) = self.validate() {
+            panic!("invalid ResNetConfig: {e}");
+        }
+        let conv = |i, o, k: usize, stride: usize| {
+            let pad = k / 2;
+            let config = Conv2dConfig::new([i, o], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(self.conv_bias);
+            self.init.conv2d(config.init(device), device)
+        };
+        let bn = |c| {
+            BatchNormConfig::new(c)
+                .with_epsilon(self.bn_eps)
+                .init(device)
+        };
+        let stem_width = self.widths[0];
+        let (conv1, maxpool) = match self.stem {
+            Stem::Imagenet => (
+                conv(self.in_channels, stem_width, 7, 2),
+                Some(
+                    MaxPool2dConfig::new([3, 3])
+                        .with_strides([2, 2])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .init(),
+                ),
+            ),
+            Stem::Cifar => (conv(self.in_channels, stem_width, 3, 1), None),
+        };
+
+        let mut in_c = stem_width;
+        let mut layers = Vec::with_capacity(self.blocks.len());
+        for (stage, (&n, &width)) in self.blocks.iter().zip(&self.widths).enumerate() {
+            let mut blocks = Vec::with_capacity(n);
+            for b in 0..n {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                let shortcut = (stride != 1 || in_c != width).then(|| Shortcut {
+                    conv: conv(in_c, width, 1, stride),
+                    bn: self.shortcut_bn.then(|| bn(width)),
+                });
+                blocks.push(BasicBlock {
+                    conv1: conv(in_c, width, 3, stride),
+                    bn1: bn(width),
+                    conv2: conv(width, width, 3, 1),
+                    bn2: bn(width),
+                    shortcut,
+                    relu_before_add: self.relu_before_add,
+                    relu: Relu::new(),
+                });
+                in_c = width;
+            }
+            layers.push(Stage { blocks });
+        }
+        let head = match self.head_pool {
+            HeadPool::Global => Head::Global(AdaptiveAvgPool2dConfig::new([1, 1]).init()),
+            HeadPool::Window(k) => {
+                Head::Window(AvgPool2dConfig::new([k, k]).with_strides([k, k]).init())
+            }
+        };
+        let fc = self.init.linear(
+            LinearConfig::new(in_c, self.num_classes).init(device),
+            device,
+        );
+        ResNet {
+            conv1,
+            bn1: bn(stem_width),
+            maxpool,
+            layers,
+            head,
+            fc,
+            relu: Relu::new(),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResNet<B: Backend> {
+    conv1: Conv2d<B>,
+    bn1: BatchNorm<B>,
+    maxpool: Option<MaxPool2d>,
+    layers: Vec<Stage<B>>,
+    head: Head,
+    fc: Linear<B>,
+    relu: Relu,
+}
+
+#[derive(Module, Debug)]
+pub struct Stage<B: Backend> {
+    blocks: Vec<BasicBlock<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct BasicBlock<B: Backend> {
+    conv1: Conv2d<B>,
+    bn1: BatchNorm<B>,
+    conv2: Conv2d<B>,
+    bn2: BatchNorm<B>,
+    shortcut: Option<Shortcut<B>>,
+    relu_before_add: bool,
+    relu: Relu,
+}
+
+#[derive(Module, Debug)]
+pub struct Shortcut<B: Backend> {
+    conv: Conv2d<B>,
+    bn: Option<BatchNorm<B>>,
+}
+
+#[derive(Module, Clone, Debug)]
+pub enum Head {
+    Global(AdaptiveAvgPool2d),
+    Window(AvgPool2d),
+}
+
+impl<B: Backend> BasicBlock<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = self
+            .relu
+            .forward(self.bn1.forward(self.conv1.forward(x.clone())));
+        let mut y = self.bn2.forward(self.conv2.forward(y));
+        if self.relu_before_add {
+            y = self.relu.forward(y);
+        }
+        let identity = match &self.shortcut {
+            Some(s) => {
+                let x = s.conv.forward(x);
+                match &s.bn {
+                    Some(bn) => bn.forward(x),
+                    None => x,
+                }
+            }
+            None => x,
+        };
+        self.relu.forward(y + identity)
+    }
+}
+
+impl<B: Backend> ResNet<B> {
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = self
+            .relu
+            .forward(self.bn1.forward(self.conv1.forward(images)));
+        if let Some(pool) = &self.maxpool {
+            x = pool.forward(x);
+        }
+        for stage in &self.layers {
+            for block in &stage.blocks {
+                x = block.forward(x);
+            }
+        }
+        let x = match &self.head {
+            Head::Global(p) => p.forward(x),
+            Head::Window(p) => p.forward(x),
+        };
+        self.fc.forward(x.flatten(1, 3))
+    }
+}
+
+impl<B: Backend> ImageClassifier<B> for ResNet<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_ndarray::NdArray;
+
+    type B = NdArray<f32>;
+
+    /// Parameters of a k x k conv (with optional bias) and of a batch norm (gamma and beta).
+    fn conv(i: usize, o: usize, k: usize, bias: bool) -> usize {
+        i * o * k * k + if bias { o } else { 0 }
+    }
+    fn bn(c: usize) -> usize {
+        2 * c
+    }
+
+    /// Hand count of a ResNet with basic blocks, written out as PyTorch's
+    /// `sum(p.numel() for p in model.parameters())` would add it up.
+    fn hand_count(c: &ResNetConfig) -> usize {
+        let stem_k = if c.stem == Stem::Imagenet { 7 } else { 3 };
+        let mut total = conv(c.in_channels, c.widths[0], stem_k, c.conv_bias) + bn(c.widths[0]);
+        let mut in_c = c.widths[0];
+        for (stage, (&n, &w)) in c.blocks.iter().zip(&c.widths).enumerate() {
+            for b in 0..n {
+                total += conv(in_c, w, 3, c.conv_bias) + bn(w) + conv(w, w, 3, c.conv_bias) + bn(w);
+                if (stage > 0 && b == 0) || in_c != w {
+                    total += conv(in_c, w, 1, c.conv_bias) + if c.shortcut_bn { bn(w) } else { 0 };
+                }
+                in_c = w;
+            }
+        }
+        total + in_c * c.num_classes + c.num_classes
+    }
+
+    #[test]
+    fn resnet18_has_the_well_known_parameter_count() {
+        let config = ResNetConfig::resnet18();
+        // The CIFAR ResNet-18 (3x3 stem, no conv biases, BN shortcuts) has 11,173,962 parameters.
+        assert_eq!(hand_count(&config), 11_173_962);
+        let model = config.init::<B>(&Default::default());
+        assert_eq!(model.num_params(), 11_173_962);
+    }
+
+    #[test]
+    fn resnet34_parameter_count() {
+        let config = ResNetConfig::resnet34();
+        assert_eq!(hand_count(&config), 21_282_122);
+        assert_eq!(
+            config.init::<B>(&Default::default()).num_params(),
+            21_282_122
+        );
+    }
+
+    #[test]
+    fn tutorial_network_at_96x96() {
+        let config = ResNetConfig::tutorial();
+        let device = Default::default();
+        let model = config.init::<B>(&device);
+        assert_eq!(model.num_params(), hand_count(&config));
+        // 96 -> 48 (stem conv) -> 24 (max pool) -> 24, 12, 6, 3 -> AvgPool(3) -> 1.
+        let logits = model.forward(Tensor::zeros([2, 3, 96, 96], &device));
+        assert_eq!(logits.dims(), [2, 10]);
+    }
+
+    #[test]
+    fn resnet18_forward_at_32x32() {
+        let device = Default::default();
+        let model = ResNetConfig::resnet18().init::<B>(&device);
+        assert_eq!(
+            model.forward(Tensor::zeros([1, 3, 32, 32], &device)).dims(),
+            [1, 10]
+        );
+    }
+
+    #[test]
+    fn mismatched_stage_lists_are_rejected() {
+        let bad = ResNetConfig::new(vec![2, 2], vec![64], Stem::Cifar, HeadPool::Global);
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "blocks and widths: expected one entry per stage in each, found 2 and 1"
+        );
+    }
+}

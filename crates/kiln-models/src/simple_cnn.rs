@@ -1,0 +1,83 @@
+//! The one-convolution CNN of the CIFAR-10 tutorial:
+//! Conv2d(3,16,3) -> MaxPool(2) -> ReLU -> Linear(3600,10).
+//!
+//! 3600 = 16 channels x 15 x 15: a 32x32 image loses a pixel at each border to the unpadded 3x3
+//! convolution (30x30) and is halved by the pooling (15x15).
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, Relu};
+use burn::prelude::*;
+
+use crate::ImageClassifier;
+
+#[derive(Config, Debug)]
+pub struct SimpleCnnConfig {
+    #[config(default = 10)]
+    pub num_classes: usize,
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Side of the square input images.
+    #[config(default = 32)]
+    pub image_size: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct SimpleCnn<B: Backend> {
+    conv1: Conv2d<B>,
+    pool: MaxPool2d,
+    activation: Relu,
+    fc: Linear<B>,
+}
+
+impl SimpleCnnConfig {
+    /// Input features of the linear layer: 16 x ((size - 2) / 2)^2.
+    pub fn flat_features(&self) -> usize {
+        let side = (self.image_size - 2) / 2;
+        16 * side * side
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SimpleCnn<B> {
+        SimpleCnn {
+            conv1: Conv2dConfig::new([self.in_channels, 16], [3, 3]).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            activation: Relu::new(),
+            fc: LinearConfig::new(self.flat_features(), self.num_classes).init(device),
+        }
+    }
+}
+
+impl<B: Backend> SimpleCnn<B> {
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self
+            .activation
+            .forward(self.pool.forward(self.conv1.forward(images)));
+        self.fc.forward(x.flatten(1, 3))
+    }
+}
+
+impl<B: Backend> ImageClassifier<B> for SimpleCnn<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_ndarray::NdArray;
+
+    #[test]
+    fn shapes_and_parameter_count() {
+        let device = Default::default();
+        let config = SimpleCnnConfig::new();
+        assert_eq!(config.flat_features(), 3600);
+        let model = config.init::<NdArray>(&device);
+        assert_eq!(
+            model.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
+            [2, 10]
+        );
+        // conv1: 16*3*3*3 + 16 = 448; fc: 3600*10 + 10 = 36010.
+        assert_eq!(model.num_params(), 448 + 36_010);
+    }
+}
