@@ -4,7 +4,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::transform::{resize_bilinear, Augment};
 use crate::ImageSet;
+use rand::rngs::SmallRng;
 
 /// `(x / 255 - mean) / std`, per channel (one value applies to every channel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +41,7 @@ impl Normalize {
         Ok(())
     }
 
-    /// `(scale, shift)` per channel so that `y = x * scale + shift`.
+    /// `(scale, shift)` per channel so that `y = x * scale + shift` for `x` in 0..=255.
     fn affine(&self, channel: usize) -> (f32, f32) {
         let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[channel] };
         let (mean, std) = (pick(&self.mean), pick(&self.std));
@@ -70,47 +72,112 @@ pub struct ImageBatch<B: Backend> {
     pub targets: Tensor<B, 1, Int>,
 }
 
-/// Normalises and stacks [`ImageItem`]s of one shape into an [`ImageBatch`].
+/// A batch still in host memory: what a worker thread prepares while the device trains.
 #[derive(Debug, Clone)]
-pub struct ImageBatcher {
-    pub shape: [usize; 3],
-    pub normalize: Normalize,
+pub struct HostBatch {
+    values: Vec<f32>,
+    labels: Vec<i64>,
+    shape: [usize; 4],
 }
 
-impl ImageBatcher {
-    /// A batcher for the images of `set`.
-    pub fn for_set(set: &ImageSet, normalize: Normalize) -> Self {
-        Self {
-            shape: [set.channels, set.height, set.width],
-            normalize,
+impl HostBatch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn to_device<B: Backend>(self, device: &B::Device) -> ImageBatch<B> {
+        let n = self.labels.len();
+        ImageBatch {
+            images: Tensor::from_data(TensorData::new(self.values, self.shape), device),
+            targets: Tensor::from_data(TensorData::new(self.labels, [n]), device),
         }
     }
 }
 
-impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
-    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
+/// Turns [`ImageItem`]s of one shape into batches: optional augmentation (training only),
+/// optional bilinear resize, then normalisation.
+#[derive(Debug, Clone)]
+pub struct ImageBatcher {
+    /// `[channels, height, width]` of the source images.
+    pub shape: [usize; 3],
+    /// `[height, width]` to resize to, if any.
+    pub resize: Option<[usize; 2]>,
+    pub augment: Augment,
+    pub normalize: Normalize,
+}
+
+impl ImageBatcher {
+    /// A batcher for the images of `set` that only normalises.
+    pub fn for_set(set: &ImageSet, normalize: Normalize) -> Self {
+        Self {
+            shape: [set.channels, set.height, set.width],
+            resize: None,
+            augment: Augment::default(),
+            normalize,
+        }
+    }
+
+    /// `[channels, height, width]` of the batches' images.
+    pub fn output_shape(&self) -> [usize; 3] {
         let [c, h, w] = self.shape;
-        let plane = h * w;
+        let [h, w] = self.resize.unwrap_or([h, w]);
+        [c, h, w]
+    }
+
+    /// Builds a batch in host memory. `augment_rng` is `Some` for training batches, which are
+    /// then augmented (if the batcher augments) with draws from it; evaluation passes `None`.
+    pub fn prepare(
+        &self,
+        items: &[ImageItem],
+        mut augment_rng: Option<&mut SmallRng>,
+    ) -> HostBatch {
+        let [c, h, w] = self.shape;
+        let [oc, oh, ow] = self.output_shape();
+        let plane = oh * ow;
         let affine: Vec<(f32, f32)> = (0..c).map(|ch| self.normalize.affine(ch)).collect();
-        let mut values = Vec::with_capacity(items.len() * c * plane);
+        let mut values = Vec::with_capacity(items.len() * oc * plane);
         let mut labels = Vec::with_capacity(items.len());
-        for item in &items {
+        for item in items {
             assert_eq!(
                 item.pixels.len(),
-                c * plane,
+                c * h * w,
                 "image size differs from the batcher's shape"
             );
-            for (ch, pixels) in item.pixels.chunks_exact(plane).enumerate() {
+            let augmented;
+            let pixels = match augment_rng.as_deref_mut() {
+                Some(rng) if !self.augment.is_identity() => {
+                    augmented = self.augment.apply(&item.pixels, c, h, w, rng);
+                    &augmented
+                }
+                _ => &item.pixels,
+            };
+            let raw: Vec<f32> = pixels.iter().map(|&p| p as f32).collect();
+            let image = match self.resize {
+                Some([rh, rw]) if [rh, rw] != [h, w] => resize_bilinear(&raw, c, h, w, rh, rw),
+                _ => raw,
+            };
+            for (ch, channel) in image.chunks_exact(plane).enumerate() {
                 let (scale, shift) = affine[ch];
-                values.extend(pixels.iter().map(|&p| p as f32 * scale + shift));
+                values.extend(channel.iter().map(|&p| p * scale + shift));
             }
             labels.push(item.label as i64);
         }
-        let n = items.len();
-        ImageBatch {
-            images: Tensor::from_data(TensorData::new(values, [n, c, h, w]), device),
-            targets: Tensor::from_data(TensorData::new(labels, [n]), device),
+        HostBatch {
+            values,
+            labels,
+            shape: [items.len(), oc, oh, ow],
         }
+    }
+}
+
+/// Burn's batcher interface: the evaluation path (no augmentation).
+impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
+        self.prepare(&items, None).to_device(device)
     }
 }
 

@@ -13,13 +13,18 @@
 //! order; each download is streamed to a temporary file in the destination directory, hashed
 //! on the way, and renamed into place only when complete and verified, so an interrupted or bad
 //! download never leaves a file that could be mistaken for a good one.
+//!
+//! Data sets published as one archive (CIFAR-10) are found with [`Locator::locate_archive`]:
+//! the same directories, searched for the unpacked folder or the archive; a downloaded archive
+//! is unpacked into a temporary folder beside it and renamed into place when complete.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -395,6 +400,291 @@ impl Locator {
             dataset: ds.name.to_string(),
             message: m,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data sets published as one archive
+// ---------------------------------------------------------------------------------------------
+
+/// A data set published as one tar archive (usually `.tar.gz`) that unpacks to one folder, such
+/// as CIFAR-10's `cifar-10-binary.tar.gz` and its `cifar-10-batches-bin/`.
+///
+/// [`Locator::locate_archive`] looks for the unpacked folder first, then for the archive (which
+/// it unpacks where it lies), and only then downloads the archive, verifies its SHA-256 and
+/// unpacks it.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveDataset {
+    /// Name (also the cache subdirectory), mirrors and system directories; `files` holds the
+    /// archive, exactly one file.
+    pub files: DatasetFiles,
+    /// The archive's top-level folder, e.g. `"cifar-10-batches-bin"`.
+    pub folder: &'static str,
+    /// The files the unpacked folder must hold to count as complete. Other files of the folder
+    /// (read-me, metadata) are unpacked too but not required.
+    pub members: &'static [&'static str],
+}
+
+impl ArchiveDataset {
+    /// True if `dir` holds every member (as a regular file).
+    pub fn is_unpacked(&self, dir: &Path) -> bool {
+        self.missing(dir).is_empty()
+    }
+
+    /// The members `dir` lacks.
+    fn missing(&self, dir: &Path) -> Vec<&'static str> {
+        self.members
+            .iter()
+            .copied()
+            .filter(|m| !dir.join(m).is_file())
+            .collect()
+    }
+
+    /// Unpacks `archive` (a tar file, gzip-compressed or not: detected from its content, never
+    /// from its name) into `parent` and returns `parent/<folder>`.
+    ///
+    /// Only regular files directly inside the archive's `<folder>/` are written, so no entry
+    /// name can make it write outside `parent`; anything else (other folders, links, devices)
+    /// is skipped. The files go to a temporary folder in `parent` first, renamed to `<folder>`
+    /// only when every member is there: an interrupted or failed unpack leaves nothing that
+    /// could be mistaken for a complete folder. An existing complete `<folder>` is returned as
+    /// it is; an incomplete one is an error (it is never deleted).
+    pub fn unpack(&self, archive: &Path, parent: &Path) -> Result<PathBuf, DataError> {
+        let target = parent.join(self.folder);
+        if target.exists() {
+            let missing = self.missing(&target);
+            if missing.is_empty() {
+                return Ok(target);
+            }
+            return Err(DataError::format(
+                &target,
+                format!(
+                    "folder exists but is incomplete: expected {}, missing {}; remove the folder \
+                     to unpack {} again",
+                    self.members.join(", "),
+                    missing.join(", "),
+                    archive.display()
+                ),
+            ));
+        }
+
+        let tmp = parent.join(format!(".{}.unpack-{}", self.folder, std::process::id()));
+        let _guard = TempDir::create(&tmp)?;
+        let staged = tmp.join(self.folder);
+        fs::create_dir(&staged).map_err(|e| DataError::io(&staged, e))?;
+
+        let io_err = |e| DataError::io(archive, e);
+        let mut reader = BufReader::new(File::open(archive).map_err(io_err)?);
+        let gzip = reader
+            .fill_buf()
+            .map_err(io_err)?
+            .starts_with(&[0x1f, 0x8b]);
+        let input: Box<dyn Read> = if gzip {
+            Box::new(MultiGzDecoder::new(reader))
+        } else {
+            Box::new(reader)
+        };
+        let corrupt = |e: io::Error| {
+            DataError::format(
+                archive,
+                format!("cannot read the archive (not a tar file, or corrupt or truncated): {e}"),
+            )
+        };
+        let mut tar = tar::Archive::new(input);
+        let mut buf = vec![0u8; 256 * 1024];
+        for entry in tar.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            let path = entry.path().map_err(corrupt)?.into_owned();
+            let kind = entry.header().entry_type();
+            let name = match member_name(&path, self.folder) {
+                Some(name) if kind.is_file() => name,
+                _ => {
+                    tracing::debug!(entry = %path.display(), "archive entry skipped");
+                    continue;
+                }
+            };
+            let out_path = staged.join(&name);
+            let mut out = File::create(&out_path).map_err(|e| DataError::io(&out_path, e))?;
+            loop {
+                let n = match entry.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(corrupt(e)),
+                };
+                out.write_all(&buf[..n])
+                    .map_err(|e| DataError::io(&out_path, e))?;
+            }
+            out.sync_all().map_err(|e| DataError::io(&out_path, e))?;
+        }
+
+        let missing = self.missing(&staged);
+        if !missing.is_empty() {
+            let missing: Vec<String> = missing
+                .iter()
+                .map(|m| format!("{}/{m}", self.folder))
+                .collect();
+            return Err(DataError::format(
+                archive,
+                format!(
+                    "the archive lacks {}: expected a {}/ folder holding {}",
+                    missing.join(", "),
+                    self.folder,
+                    self.members.join(", ")
+                ),
+            ));
+        }
+        if let Err(e) = fs::rename(&staged, &target) {
+            // Another process may have unpacked the same archive meanwhile.
+            if !self.is_unpacked(&target) {
+                return Err(DataError::io(&target, e));
+            }
+        }
+        // Make the rename durable; best effort, as in `TempFile::persist`.
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+        tracing::info!(folder = %target.display(), "unpacked {}", archive.display());
+        Ok(target)
+    }
+}
+
+/// The file name of a tar entry `<folder>/<name>` (a leading `./` allowed), or `None` for any
+/// other path (another folder, a deeper path, `..`, an absolute path).
+fn member_name(path: &Path, folder: &str) -> Option<std::ffi::OsString> {
+    use std::path::Component;
+    let mut parts = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir));
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Component::Normal(f)), Some(Component::Normal(name)), None) if f == folder => {
+            Some(name.to_os_string())
+        }
+        _ => None,
+    }
+}
+
+impl Locator {
+    /// Returns the unpacked folder of `ds` (holding every member), unpacking its archive or
+    /// downloading it first when needed.
+    ///
+    /// Searches the directories of [`Locator::locate`], in the same order; in each (its
+    /// `<name>/` subdirectory first, then itself) it takes the first of: the unpacked folder
+    /// (`<dir>/<folder>/`), `<dir>` itself when it holds the members (a user pointing
+    /// `--data-dir` at the folder), or the archive (as downloaded, or un-gzipped: `x.tar`),
+    /// which it unpacks next to itself (see [`ArchiveDataset::unpack`]). Copies found on disk
+    /// are not checksummed (see the module docs); their structure is checked when they are
+    /// read. Otherwise, unless offline, the archive is downloaded into the download directory,
+    /// verified and unpacked there; the archive is kept beside its folder.
+    ///
+    /// Fails with [`DataError::NotFound`] (with instructions) when there is nothing to find or
+    /// download, or with the unpacking error (naming the archive or folder).
+    pub fn locate_archive(&self, ds: &ArchiveDataset) -> Result<PathBuf, DataError> {
+        let files = &ds.files;
+        let candidates = self.candidates(files);
+        for c in &candidates {
+            for dir in [c.dir.join(files.name), c.dir.clone()] {
+                let folder = dir.join(ds.folder);
+                if ds.is_unpacked(&folder) {
+                    tracing::debug!(dataset = files.name, dir = %folder.display(), "found data set");
+                    return Ok(folder);
+                }
+                if ds.is_unpacked(&dir) {
+                    tracing::debug!(dataset = files.name, dir = %dir.display(), "found data set");
+                    return Ok(dir);
+                }
+                if let Some(archive) = files.files.iter().find_map(|f| existing_file(&dir, f.name))
+                {
+                    tracing::info!(archive = %archive.display(), "unpacking {}", files.name);
+                    return ds.unpack(&archive, &dir);
+                }
+            }
+        }
+
+        let dest = self.download_dir(files);
+        if self.offline {
+            return Err(self.archive_not_found(
+                ds,
+                &candidates,
+                dest.as_deref(),
+                "offline mode (--offline): not downloading",
+            ));
+        }
+        let Some(dest) = dest else {
+            return Err(self.archive_not_found(
+                ds,
+                &candidates,
+                None,
+                "no directory to download into (no --data-dir, KILN_DATA_DIR or home directory)",
+            ));
+        };
+        let Some(file) = files.files.first() else {
+            return Err(self.archive_not_found(
+                ds,
+                &candidates,
+                Some(&dest),
+                "no archive is configured for this data set",
+            ));
+        };
+        if let Err(e) = self.download_missing(files, &dest) {
+            return Err(self.archive_not_found(
+                ds,
+                &candidates,
+                Some(&dest),
+                &format!("could not download it: {e}"),
+            ));
+        }
+        ds.unpack(&dest.join(file.name), &dest)
+    }
+
+    /// [`Locator::not_found`] for an archive, also saying that the unpacked folder will do.
+    fn archive_not_found(
+        &self,
+        ds: &ArchiveDataset,
+        candidates: &[Candidate],
+        dest: Option<&Path>,
+        reason: &str,
+    ) -> DataError {
+        match self.not_found(&ds.files, candidates, dest, reason) {
+            DataError::NotFound {
+                dataset,
+                mut message,
+            } => {
+                let _ = write!(
+                    message,
+                    "\ninstead of the archive, its unpacked folder {}/ will do, holding: {}",
+                    ds.folder,
+                    ds.members.join(", ")
+                );
+                DataError::NotFound { dataset, message }
+            }
+            other => other,
+        }
+    }
+}
+
+/// A temporary directory that is deleted (with its contents) when dropped.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `path`, first removing a leftover of the same name (the name holds our process
+    /// id, so a leftover is from an earlier, crashed process with the same id).
+    fn create(path: &Path) -> Result<TempDir, DataError> {
+        if path.exists() {
+            fs::remove_dir_all(path).map_err(|e| DataError::io(path, e))?;
+        }
+        fs::create_dir(path).map_err(|e| DataError::io(path, e))?;
+        Ok(TempDir {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
     }
 }
 

@@ -4,14 +4,20 @@
 //! This crate knows nothing about models or training, so another Burn project can use it alone.
 
 pub mod batcher;
+pub mod cifar;
 pub mod error;
 pub mod fetch;
+pub mod folder;
 pub mod idx;
 pub mod images;
 pub mod mnist;
+pub mod transform;
 
-pub use batcher::{ImageBatch, ImageBatcher, Normalize};
+pub use batcher::{HostBatch, ImageBatch, ImageBatcher, ImageItem, Normalize};
+pub use cifar::{Cifar10Format, CIFAR10_CLASSES};
 pub use error::DataError;
-pub use fetch::{DatasetFiles, Locator, RemoteFile};
+pub use fetch::{ArchiveDataset, DatasetFiles, Locator, RemoteFile};
+pub use folder::load_image_folder;
 pub use images::{ImageSet, Split};
 pub use mnist::IdxDataset;
+pub use transform::Augment;
