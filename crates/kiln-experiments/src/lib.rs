@@ -1,11 +1,15 @@
 //! Experiments: the spec (one TOML file: data + model + recipe), the registry of built-in
 //! experiments, and the runner that turns a spec into a self-describing run folder.
 
+pub mod models;
 pub mod registry;
 pub mod run_dir;
 pub mod runner;
 pub mod spec;
 
+pub use models::{ModelSpec, ModelTask};
 pub use registry::{builtin, load};
-pub use runner::{run, RunError, RunOptions, RunOutcome, RunSummary};
-pub use spec::{DataSpec, DatasetName, ExperimentSpec, ModelSpec, Overrides};
+pub use runner::{load_splits, run, RunError, RunOptions, RunOutcome, RunSummary, Splits};
+pub use spec::{
+    DataSpec, DatasetName, ExperimentSpec, NormalizeSpec, Overrides, Statistics, ValidationSplit,
+};

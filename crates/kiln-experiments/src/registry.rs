@@ -6,10 +6,20 @@ use std::path::Path;
 use crate::ExperimentSpec;
 
 /// `(name, TOML text)` of every built-in experiment. Adding one is a file plus a line here.
-const BUILTIN: &[(&str, &str)] = &[(
-    "lenet5-fashion-mnist",
-    include_str!("../../../experiments/lenet5-fashion-mnist.toml"),
-)];
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "lenet5-fashion-mnist",
+        include_str!("../../../experiments/lenet5-fashion-mnist.toml"),
+    ),
+    (
+        "lenet5-classic-fashion-mnist",
+        include_str!("../../../experiments/lenet5-classic-fashion-mnist.toml"),
+    ),
+    (
+        "convnet-mnist",
+        include_str!("../../../experiments/convnet-mnist.toml"),
+    ),
+];
 
 /// The built-in experiments, parsed.
 pub fn builtin() -> Vec<ExperimentSpec> {

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use kiln_data::{DataError, ImageBatcher, ImageSet, Locator, Split};
-use kiln_models::{ImageClassifier, LeNet5Config};
-use kiln_train::{FitOptions, FitSummary};
+use kiln_data::{DataError, ImageBatcher, ImageSet, Locator, Normalize, Split};
+use kiln_models::ImageClassifier;
+use kiln_train::{FitData, FitOptions, FitSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::{self, write_atomic};
-use crate::{ExperimentSpec, ModelSpec};
+use crate::{ExperimentSpec, ModelTask};
 
 /// Where and how to run; nothing here changes the numbers a run produces.
 #[derive(Debug, Clone)]
@@ -56,12 +56,17 @@ pub struct RunSummary {
     pub test_images: usize,
     pub final_test_accuracy: f64,
     pub final_test_loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_valid_accuracy: Option<f64>,
     pub best_test_accuracy: f64,
     pub best_epoch: usize,
     pub total_seconds: f64,
     pub train_images_per_sec: f64,
     pub eval_images_per_sec: f64,
     pub seed: u64,
+    /// The normalisation applied (resolved where the spec asks for training-set statistics),
+    /// so predictions on new images can apply the same.
+    pub normalize: Normalize,
     pub kiln_version: String,
 }
 
@@ -81,21 +86,8 @@ pub fn run<B: AutodiffBackend>(
 ) -> Result<RunOutcome, RunError> {
     spec.validate().map_err(RunError::Spec)?;
     // Data first: a missing data set should fail before an empty run folder exists.
-    let source = spec.data.dataset.source();
-    let mut train = source.load(&options.locator, Split::Train)?;
-    let mut test = source.load(&options.locator, Split::Test)?;
-    if let Some(n) = spec.data.limit_train {
-        train = train.truncated(n);
-    }
-    if let Some(n) = spec.data.limit_test {
-        test = test.truncated(n);
-    }
-    tracing::info!(
-        train = train.len(),
-        test = test.len(),
-        "loaded {}",
-        source.files.name
-    );
+    let splits = load_splits(spec, &options.locator)?;
+    let (train, valid, test) = (&splits.train, splits.valid.as_ref(), &splits.test);
 
     let dir = run_dir::create(&options.runs_dir, &spec.name, &options.backend)
         .map_err(io_error(&options.runs_dir))?;
@@ -104,17 +96,24 @@ pub fn run<B: AutodiffBackend>(
     write_atomic(&config_path, spec.to_toml().as_bytes()).map_err(io_error(&config_path))?;
 
     B::seed(device, spec.recipe.seed);
-    let classes = train.classes.len();
-    let fitted = match &spec.model {
-        ModelSpec::Lenet5 { dropout } => {
-            let model = LeNet5Config::new()
-                .with_num_classes(classes)
-                .with_in_channels(train.channels)
-                .with_dropout(*dropout)
-                .init::<B>(device);
-            train_and_save(model, spec, options, &train, &test, &dir, device)?
-        }
+    let batcher = ImageBatcher {
+        resize: spec.data.resize.map(|side| [side, side]),
+        augment: spec.data.augment,
+        ..ImageBatcher::for_set(train, spec.data.normalize.resolve(train))
     };
+    let task = TrainAndSave::<B> {
+        spec,
+        options,
+        train,
+        valid,
+        test,
+        batcher: &batcher,
+        dir: &dir,
+        device,
+    };
+    let fitted = spec
+        .model
+        .build(train.channels, train.classes.len(), device, task)?;
 
     let best = fitted
         .best()
@@ -130,12 +129,14 @@ pub fn run<B: AutodiffBackend>(
         test_images: test.len(),
         final_test_accuracy: last.test_accuracy,
         final_test_loss: last.test_loss,
+        final_valid_accuracy: last.valid_accuracy,
         best_test_accuracy: best.test_accuracy,
         best_epoch: best.epoch,
         total_seconds: fitted.seconds,
         train_images_per_sec: fitted.train_images_per_sec(),
         eval_images_per_sec: fitted.eval_images_per_sec(),
         seed: spec.recipe.seed,
+        normalize: batcher.normalize.clone(),
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let summary_path = dir.join("summary.json");
@@ -144,62 +145,137 @@ pub fn run<B: AutodiffBackend>(
     Ok(RunOutcome { dir, summary })
 }
 
-/// Trains, streaming events to `metrics.jsonl`, then saves the final weights.
-fn train_and_save<B, M>(
-    model: M,
-    spec: &ExperimentSpec,
-    options: &RunOptions,
-    train: &ImageSet,
-    test: &ImageSet,
-    dir: &Path,
-    device: &B::Device,
-) -> Result<FitSummary, RunError>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + ImageClassifier<B>,
-    M::InnerModule: ImageClassifier<B::InnerBackend>,
-{
-    tracing::info!(parameters = model.num_params(), model = ?spec.model, "model");
-    let metrics_path = dir.join("metrics.jsonl");
-    let file = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&metrics_path)
-        .map_err(io_error(&metrics_path))?;
-    let mut log = EventLog {
-        out: BufWriter::new(file),
-        error: None,
-    };
-    let batcher = ImageBatcher::for_set(train, spec.data.normalize.clone());
-    let fit_options = FitOptions {
-        progress: options.progress,
-    };
-    let (model, fitted) = kiln_train::fit(
-        model,
-        train,
-        test,
-        &batcher,
-        &spec.recipe,
-        device,
-        &fit_options,
-        &mut |event| log.write(event),
-    );
-    if let Some(source) = log.error {
-        return Err(RunError::Io {
-            path: metrics_path,
-            source,
-        });
-    }
+/// The images of a run, split as the experiment says.
+pub struct Splits {
+    pub train: ImageSet,
+    pub valid: Option<ImageSet>,
+    pub test: ImageSet,
+}
 
-    let model_path = dir.join("model.mpk");
-    let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .record(model.valid().into_record(), ())
-        .map_err(|e| RunError::Io {
-            path: model_path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    write_atomic(&model_path, &bytes).map_err(io_error(&model_path))?;
-    Ok(fitted)
+/// Finds (or fetches) the data set and splits it: validation hold-out first, then the
+/// `limit_*` truncations.
+pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, RunError> {
+    let source = spec.data.dataset.source();
+    let mut train = source.load(locator, Split::Train)?;
+    let mut test = source.load(locator, Split::Test)?;
+    let mut valid = None;
+    if let Some(v) = spec.data.validation {
+        let from = match v.from {
+            Split::Train => &mut train,
+            Split::Test => &mut test,
+        };
+        if v.count >= from.len() {
+            return Err(RunError::Spec(format!(
+                "data.validation.count: expected fewer than the {} images of the {:?} split, found {}",
+                from.len(),
+                v.from,
+                v.count
+            )));
+        }
+        let (head, rest) = from.clone().split_at(v.count);
+        *from = rest;
+        valid = Some(head);
+    }
+    if spec.data.grayscale {
+        train = train.to_grayscale();
+        test = test.to_grayscale();
+        valid = valid.map(ImageSet::to_grayscale);
+    }
+    if let Some(p) = spec.data.percent {
+        let n = ((train.len() as f64) * p / 100.0).ceil() as usize;
+        train = train.truncated(n);
+    }
+    if let Some(n) = spec.data.limit_train {
+        train = train.truncated(n);
+    }
+    if let Some(n) = spec.data.limit_test {
+        test = test.truncated(n);
+    }
+    tracing::info!(
+        train = train.len(),
+        valid = valid.as_ref().map_or(0, ImageSet::len),
+        test = test.len(),
+        "loaded {}",
+        source.files.name
+    );
+    Ok(Splits { train, valid, test })
+}
+
+/// Trains, streaming events to `metrics.jsonl`, then saves the final weights.
+struct TrainAndSave<'a, B: AutodiffBackend> {
+    spec: &'a ExperimentSpec,
+    options: &'a RunOptions,
+    train: &'a ImageSet,
+    valid: Option<&'a ImageSet>,
+    test: &'a ImageSet,
+    batcher: &'a ImageBatcher,
+    dir: &'a Path,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
+    type Output = Result<FitSummary, RunError>;
+
+    fn run<M>(self, model: M) -> Self::Output
+    where
+        M: AutodiffModule<B> + ImageClassifier<B>,
+        M::InnerModule: ImageClassifier<B::InnerBackend>,
+    {
+        let TrainAndSave {
+            spec,
+            options,
+            train,
+            valid,
+            test,
+            batcher,
+            dir,
+            device,
+        } = self;
+        tracing::info!(parameters = model.num_params(), model = ?spec.model, "model");
+        let metrics_path = dir.join("metrics.jsonl");
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&metrics_path)
+            .map_err(io_error(&metrics_path))?;
+        let mut log = EventLog {
+            out: BufWriter::new(file),
+            error: None,
+        };
+        let fit_options = FitOptions {
+            progress: options.progress,
+        };
+        let data = FitData {
+            train,
+            valid,
+            test,
+            batcher,
+        };
+        let (model, fitted) = kiln_train::fit(
+            model,
+            data,
+            &spec.recipe,
+            device,
+            &fit_options,
+            &mut |event| log.write(event),
+        );
+        if let Some(source) = log.error {
+            return Err(RunError::Io {
+                path: metrics_path,
+                source,
+            });
+        }
+
+        let model_path = dir.join("model.mpk");
+        let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .record(model.valid().into_record(), ())
+            .map_err(|e| RunError::Io {
+                path: model_path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        write_atomic(&model_path, &bytes).map_err(io_error(&model_path))?;
+        Ok(fitted)
+    }
 }
 
 /// `metrics.jsonl`, flushed after every line so a crashed run keeps every finished event.

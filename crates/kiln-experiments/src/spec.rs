@@ -2,8 +2,10 @@
 //! is checked by [`ExperimentSpec::validate`], whose messages name the key.
 
 use kiln_data::mnist::{FASHION_MNIST, MNIST};
-use kiln_data::{IdxDataset, Normalize};
+use kiln_data::{Augment, IdxDataset, Normalize, Split};
 use kiln_train::Recipe;
+
+pub use crate::models::ModelSpec;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,13 +23,70 @@ pub struct ExperimentSpec {
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     pub dataset: DatasetName,
-    pub normalize: Normalize,
+    /// Fixed `{ mean = [...], std = [...] }` of pixels scaled to [0, 1], or statistics of the
+    /// training images: `"global"` (one mean and std) or `"per-channel"`.
+    pub normalize: NormalizeSpec,
+    /// Convert RGB images to one luma channel.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grayscale: bool,
+    /// Resize to `resize` x `resize` (bilinear), e.g. CIFAR-10 to 96 for the ResNet tutorial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<usize>,
+    /// Training-time augmentation (random crop with padding, horizontal flip).
+    #[serde(default, skip_serializing_if = "Augment::is_identity")]
+    pub augment: Augment,
+    /// Train on the first `percent`% of the training images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Hold out the first `count` images of a split for validation (the MNIST tutorial takes
+    /// the first 5,000 test images; the remaining 5,000 are the test set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSplit>,
     /// Train on the first N training images only (for smoke runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_train: Option<usize>,
     /// Evaluate on the first N test images only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_test: Option<usize>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NormalizeSpec {
+    Fixed(Normalize),
+    FromTrainingSet(Statistics),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Statistics {
+    Global,
+    PerChannel,
+}
+
+impl NormalizeSpec {
+    /// The normalisation to apply, computing statistics from `train` where asked.
+    pub fn resolve(&self, train: &kiln_data::ImageSet) -> Normalize {
+        match self {
+            NormalizeSpec::Fixed(n) => n.clone(),
+            NormalizeSpec::FromTrainingSet(kind) => {
+                let (mean, std) = train.pixel_stats(*kind == Statistics::PerChannel);
+                Normalize { mean, std }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSplit {
+    /// The split the validation images are taken from (its remainder stays in that split).
+    pub from: Split,
+    pub count: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,20 +108,6 @@ impl DatasetName {
     pub fn channels(self) -> usize {
         1
     }
-}
-
-/// The network and its settings. The number of classes comes from the data set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ModelSpec {
-    Lenet5 {
-        #[serde(default = "default_dropout")]
-        dropout: f64,
-    },
-}
-
-fn default_dropout() -> f64 {
-    0.5
 }
 
 /// Command-line changes to a spec; the result is validated and saved as the run's config.
@@ -122,19 +167,29 @@ impl ExperimentSpec {
                 return Err(format!("{key}: expected at least 1, found 0"));
             }
         }
-        self.data
-            .normalize
-            .validate(self.data.dataset.channels())
-            .map_err(|e| format!("data.normalize.{e}"))?;
-        match &self.model {
-            ModelSpec::Lenet5 { dropout } => {
-                if !(0.0..1.0).contains(dropout) {
-                    return Err(format!(
-                        "model.dropout: expected a value in [0, 1), found {dropout}"
-                    ));
-                }
+        if self.data.validation.is_some_and(|v| v.count == 0) {
+            return Err("data.validation.count: expected at least 1, found 0".into());
+        }
+        let channels = if self.data.grayscale {
+            1
+        } else {
+            self.data.dataset.channels()
+        };
+        if let NormalizeSpec::Fixed(n) = &self.data.normalize {
+            n.validate(channels)
+                .map_err(|e| format!("data.normalize.{e}"))?;
+        }
+        if self.data.resize == Some(0) {
+            return Err("data.resize: expected at least 1 pixel, found 0".into());
+        }
+        if let Some(p) = self.data.percent {
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(format!(
+                    "data.percent: expected a value in (0, 100], found {p}"
+                ));
             }
         }
+        self.model.validate()?;
         self.recipe.validate()
     }
 }

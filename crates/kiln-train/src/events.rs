@@ -11,6 +11,11 @@ pub struct EpochMetrics {
     pub lr: f64,
     pub train_loss: f64,
     pub train_accuracy: f64,
+    /// On the validation split, where the experiment has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_accuracy: Option<f64>,
     pub test_loss: f64,
     pub test_accuracy: f64,
     /// Wall time of the epoch: training and evaluation.
@@ -29,6 +34,11 @@ pub struct StepMetrics {
     pub lr: f64,
     pub loss: f64,
     pub accuracy: f64,
+    /// The whole validation split at this step, every `recipe.validate_every` steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_accuracy: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,9 +13,9 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_data::{ImageBatch, ImageBatcher, ImageSet};
+use kiln_data::{HostBatch, ImageBatch, ImageBatcher, ImageItem, ImageSet};
 use kiln_models::ImageClassifier;
-use rand::rngs::StdRng;
+use rand::rngs::{SmallRng, StdRng};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -78,17 +78,24 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Trains `model` on `train` by `recipe`, evaluating on `test` after every epoch.
+/// The images a fit sees: it trains on `train`, reports `valid` (if any) every
+/// `recipe.validate_every` steps and after each epoch, and `test` after each epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct FitData<'a> {
+    pub train: &'a ImageSet,
+    pub valid: Option<&'a ImageSet>,
+    pub test: &'a ImageSet,
+    pub batcher: &'a ImageBatcher,
+}
+
+/// Trains `model` by `recipe` on `data`.
 ///
 /// The caller seeds the backend (`B::seed`) before building the model; this function seeds
 /// the shuffling from `recipe.seed`, so a seed fixes the whole run on a deterministic backend.
-/// Both sets must be non-empty.
-#[allow(clippy::too_many_arguments)]
+/// The sets must be non-empty.
 pub fn fit<B, M>(
     model: M,
-    train: &ImageSet,
-    test: &ImageSet,
-    batcher: &ImageBatcher,
+    data: FitData<'_>,
     recipe: &Recipe,
     device: &B::Device,
     options: &FitOptions,
@@ -100,9 +107,7 @@ where
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
     let run = Run {
-        train,
-        test,
-        batcher,
+        data,
         recipe,
         device,
         options,
@@ -173,9 +178,7 @@ impl Schedule {
 }
 
 struct Run<'a, B: AutodiffBackend> {
-    train: &'a ImageSet,
-    test: &'a ImageSet,
-    batcher: &'a ImageBatcher,
+    data: FitData<'a>,
     recipe: &'a Recipe,
     device: &'a B::Device,
     options: &'a FitOptions,
@@ -221,8 +224,14 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let mut rng = StdRng::seed_from_u64(recipe.seed);
         let mut schedule = Schedule::new(recipe);
         let loss_fn = CrossEntropyLossConfig::new().init(self.device);
-        let mut order: Vec<usize> = (0..self.train.len()).collect();
-        let steps_per_epoch = self.train.len().div_ceil(recipe.batch_size);
+        let FitData {
+            train,
+            valid,
+            test,
+            batcher,
+        } = self.data;
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let steps_per_epoch = train.len().div_ceil(recipe.batch_size);
         let mut step = 0;
         let mut summary = FitSummary {
             epochs: Vec::new(),
@@ -236,43 +245,70 @@ impl<B: AutodiffBackend> Run<'_, B> {
             let bar = self.progress_bar(epoch, steps_per_epoch);
             let epoch_start = Instant::now();
             let (mut epoch_tally, mut interval) = (Tally::default(), Tally::default());
+            // Mid-epoch validation is not training time: kept apart for images/s.
+            let mut validation_seconds = 0.0;
 
-            for chunk in order.chunks(recipe.batch_size) {
-                let items = chunk.iter().map(|&i| self.train.item(i)).collect();
-                let batch: ImageBatch<B> = self.batcher.batch(items, self.device);
-                let (loss, correct) = batch_loss(&model, &loss_fn, batch);
-                let loss_value: f64 = loss.clone().into_scalar().elem();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model, grads);
+            // A worker thread decodes, augments and normalises the next batches while the
+            // device trains on this one.
+            let augment_seed = recipe.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            model = std::thread::scope(|scope| {
+                let (sender, batches) = std::sync::mpsc::sync_channel::<(HostBatch, usize)>(2);
+                let order = &order;
+                scope.spawn(move || {
+                    let mut rng = SmallRng::seed_from_u64(augment_seed);
+                    for chunk in order.chunks(recipe.batch_size) {
+                        let items: Vec<ImageItem> = chunk.iter().map(|&i| train.item(i)).collect();
+                        if sender
+                            .send((batcher.prepare(&items, Some(&mut rng)), chunk.len()))
+                            .is_err()
+                        {
+                            break; // the training side stopped
+                        }
+                    }
+                });
+                let mut model = model;
+                for (host, n) in batches {
+                    let batch: ImageBatch<B> = host.to_device(self.device);
+                    let (loss, correct) = batch_loss(&model, &loss_fn, batch);
+                    let loss_value: f64 = loss.clone().into_scalar().elem();
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    model = optim.step(lr, model, grads);
 
-                step += 1;
-                epoch_tally.add(loss_value, correct, chunk.len());
-                interval.add(loss_value, correct, chunk.len());
-                bar.inc(1);
-                bar.set_message(format!("loss {loss_value:.4}"));
-                if step % recipe.log_every == 0 {
-                    let m = interval.metrics();
-                    on_event(&Event::Step(StepMetrics {
-                        epoch,
-                        step,
-                        lr,
-                        loss: m.loss,
-                        accuracy: m.accuracy,
-                    }));
-                    interval = Tally::default();
+                    step += 1;
+                    epoch_tally.add(loss_value, correct, n);
+                    interval.add(loss_value, correct, n);
+                    bar.inc(1);
+                    bar.set_message(format!("loss {loss_value:.4}"));
+                    let validate =
+                        valid.filter(|_| recipe.validate_every.is_some_and(|k| step % k == 0));
+                    let valid_m = validate.map(|set| {
+                        let started = Instant::now();
+                        let m = self.evaluate(&model, set);
+                        validation_seconds += started.elapsed().as_secs_f64();
+                        m
+                    });
+                    if step % recipe.log_every == 0 || valid_m.is_some() {
+                        let m = interval.metrics();
+                        on_event(&Event::Step(StepMetrics {
+                            epoch,
+                            step,
+                            lr,
+                            loss: m.loss,
+                            accuracy: m.accuracy,
+                            valid_loss: valid_m.map(|v| v.loss),
+                            valid_accuracy: valid_m.map(|v| v.accuracy),
+                        }));
+                        interval = Tally::default();
+                    }
                 }
-            }
-            let train_seconds = epoch_start.elapsed().as_secs_f64();
+                model
+            });
+            let train_seconds = epoch_start.elapsed().as_secs_f64() - validation_seconds;
             bar.finish_and_clear();
 
+            let valid_m = valid.map(|set| self.evaluate(&model, set));
             let eval_start = Instant::now();
-            let test = evaluate(
-                &model.valid(),
-                self.test,
-                self.batcher,
-                recipe.eval_batch_size,
-                self.device,
-            );
+            let test_m = self.evaluate(&model, test);
             let eval_seconds = eval_start.elapsed().as_secs_f64();
             let train_m = epoch_tally.metrics();
             let metrics = EpochMetrics {
@@ -280,11 +316,13 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 lr,
                 train_loss: train_m.loss,
                 train_accuracy: train_m.accuracy,
-                test_loss: test.loss,
-                test_accuracy: test.accuracy,
+                valid_loss: valid_m.map(|v| v.loss),
+                valid_accuracy: valid_m.map(|v| v.accuracy),
+                test_loss: test_m.loss,
+                test_accuracy: test_m.accuracy,
                 seconds: epoch_start.elapsed().as_secs_f64(),
-                train_images_per_sec: self.train.len() as f64 / train_seconds,
-                eval_images_per_sec: self.test.len() as f64 / eval_seconds,
+                train_images_per_sec: train.len() as f64 / train_seconds,
+                eval_images_per_sec: test.len() as f64 / eval_seconds,
             };
             tracing::info!(
                 epoch,
@@ -303,6 +341,20 @@ impl<B: AutodiffBackend> Run<'_, B> {
         }
         summary.seconds = started.elapsed().as_secs_f64();
         (model, summary)
+    }
+
+    fn evaluate<M>(&self, model: &M, set: &ImageSet) -> Metrics
+    where
+        M: AutodiffModule<B>,
+        M::InnerModule: ImageClassifier<B::InnerBackend>,
+    {
+        evaluate(
+            &model.valid(),
+            set,
+            self.data.batcher,
+            self.recipe.eval_batch_size,
+            self.device,
+        )
     }
 
     fn progress_bar(&self, epoch: usize, steps: usize) -> ProgressBar {

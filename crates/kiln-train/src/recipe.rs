@@ -14,6 +14,10 @@ pub struct Recipe {
     /// Emit a step event (mean loss and accuracy since the last one) every this many batches.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
+    /// Evaluate the validation split (where the data has one) every this many batches, as the
+    /// MNIST tutorial does every 100; it is always evaluated after each epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_every: Option<usize>,
     /// Batch size for evaluation; it does not change results, only speed and memory.
     #[serde(default = "default_eval_batch_size")]
     pub eval_batch_size: usize,
@@ -95,6 +99,9 @@ impl Recipe {
             if value == 0 {
                 return Err(format!("{key}: expected at least 1, found 0"));
             }
+        }
+        if self.validate_every == Some(0) {
+            return Err("recipe.validate_every: expected at least 1, found 0".into());
         }
         let lr = self.optimizer.lr();
         if !(lr > 0.0 && lr.is_finite()) {

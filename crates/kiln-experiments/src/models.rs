@@ -1,0 +1,212 @@
+//! The `[model]` table of an experiment and the one place that maps it to a network type.
+//!
+//! Adding a network: a variant here, its arm in [`ModelSpec::build`], and its checks in
+//! [`ModelSpec::validate`].
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use kiln_models::{
+    ActivationKind, CnnDropoutConfig, ConvNetConfig, HeadPool, ImageClassifier, LeNet5Config,
+    PoolingKind, ResNetConfig, SimpleCnnConfig, Stem, WeightInit,
+};
+use serde::{Deserialize, Serialize};
+
+/// The network and its settings. The number of classes and input channels come from the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// LeNet-5 (see `kiln_models::lenet5`); the defaults are the modern variant.
+    Lenet5 {
+        #[serde(default = "half")]
+        dropout: f64,
+        #[serde(default)]
+        activation: ActivationKind,
+        #[serde(default)]
+        pooling: PoolingKind,
+        #[serde(default)]
+        init: WeightInit,
+    },
+    /// Conv2d(3,16,3) -> MaxPool(2) -> ReLU -> Linear(3600,10), for `image_size` square inputs.
+    SimpleCnn {
+        #[serde(default = "thirty_two")]
+        image_size: usize,
+    },
+    /// The MNIST tutorial's two-conv ConvNet.
+    Convnet {
+        #[serde(default = "half")]
+        dropout: f64,
+    },
+    /// The CIFAR-10 tutorial's two-conv dropout CNN.
+    CnnDropout {
+        #[serde(default = "conv_dropout")]
+        conv_dropout: f64,
+        #[serde(default = "half")]
+        fc_dropout: f64,
+    },
+    /// A ResNet of basic blocks (see `kiln_models::resnet`).
+    Resnet {
+        blocks: Vec<usize>,
+        widths: Vec<usize>,
+        stem: Stem,
+        head_pool: HeadPool,
+        #[serde(default = "bn_eps")]
+        bn_eps: f64,
+        #[serde(default)]
+        conv_bias: bool,
+        #[serde(default)]
+        relu_before_add: bool,
+        #[serde(default = "yes")]
+        shortcut_bn: bool,
+        #[serde(default)]
+        init: WeightInit,
+    },
+}
+
+fn half() -> f64 {
+    0.5
+}
+fn conv_dropout() -> f64 {
+    0.3
+}
+fn thirty_two() -> usize {
+    32
+}
+fn bn_eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+
+/// Something to do with a freshly built model, whatever its type: the runner trains it, other
+/// commands may summarise or load it. (A trait, because closures cannot be generic.)
+pub trait ModelTask<B: AutodiffBackend> {
+    type Output;
+    fn run<M>(self, model: M) -> Self::Output
+    where
+        M: AutodiffModule<B> + ImageClassifier<B>,
+        M::InnerModule: ImageClassifier<B::InnerBackend>;
+}
+
+impl ModelSpec {
+    /// Builds the network for `channels`-channel images and `classes` classes on `device` and
+    /// hands it to `task`. Weights are drawn from the backend's RNG: seed it first.
+    pub fn build<B: AutodiffBackend, T: ModelTask<B>>(
+        &self,
+        channels: usize,
+        classes: usize,
+        device: &B::Device,
+        task: T,
+    ) -> T::Output {
+        match self.clone() {
+            ModelSpec::Lenet5 {
+                dropout,
+                activation,
+                pooling,
+                init,
+            } => task.run(
+                LeNet5Config::new()
+                    .with_in_channels(channels)
+                    .with_num_classes(classes)
+                    .with_dropout(dropout)
+                    .with_activation(activation)
+                    .with_pooling(pooling)
+                    .with_init(init)
+                    .init::<B>(device),
+            ),
+            ModelSpec::SimpleCnn { image_size } => task.run(
+                SimpleCnnConfig::new()
+                    .with_in_channels(channels)
+                    .with_num_classes(classes)
+                    .with_image_size(image_size)
+                    .init::<B>(device),
+            ),
+            ModelSpec::Convnet { dropout } => task.run(
+                ConvNetConfig::new()
+                    .with_in_channels(channels)
+                    .with_num_classes(classes)
+                    .with_dropout(dropout)
+                    .init::<B>(device),
+            ),
+            ModelSpec::CnnDropout {
+                conv_dropout,
+                fc_dropout,
+            } => task.run(
+                CnnDropoutConfig::new()
+                    .with_in_channels(channels)
+                    .with_num_classes(classes)
+                    .with_conv_dropout(conv_dropout)
+                    .with_fc_dropout(fc_dropout)
+                    .init::<B>(device),
+            ),
+            ModelSpec::Resnet { .. } => task.run(
+                self.resnet_config(channels, classes)
+                    .expect("matched a ResNet")
+                    .init::<B>(device),
+            ),
+        }
+    }
+
+    fn resnet_config(&self, channels: usize, classes: usize) -> Option<ResNetConfig> {
+        let ModelSpec::Resnet {
+            blocks,
+            widths,
+            stem,
+            head_pool,
+            bn_eps,
+            conv_bias,
+            relu_before_add,
+            shortcut_bn,
+            init,
+        } = self.clone()
+        else {
+            return None;
+        };
+        Some(
+            ResNetConfig::new(blocks, widths, stem, head_pool)
+                .with_in_channels(channels)
+                .with_num_classes(classes)
+                .with_bn_eps(bn_eps)
+                .with_conv_bias(conv_bias)
+                .with_relu_before_add(relu_before_add)
+                .with_shortcut_bn(shortcut_bn)
+                .with_init(init),
+        )
+    }
+
+    /// Checks every value; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let probability = |key: &str, p: f64| {
+            if (0.0..1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "model.{key}: expected a value in [0, 1), found {p}"
+                ))
+            }
+        };
+        match self {
+            ModelSpec::Lenet5 { dropout, .. } | ModelSpec::Convnet { dropout } => {
+                probability("dropout", *dropout)
+            }
+            ModelSpec::CnnDropout {
+                conv_dropout,
+                fc_dropout,
+            } => {
+                probability("conv_dropout", *conv_dropout)?;
+                probability("fc_dropout", *fc_dropout)
+            }
+            ModelSpec::SimpleCnn { image_size } if *image_size < 4 => Err(format!(
+                "model.image_size: expected at least 4, found {image_size}"
+            )),
+            ModelSpec::SimpleCnn { .. } => Ok(()),
+            ModelSpec::Resnet { bn_eps, .. } => {
+                if !(*bn_eps > 0.0) {
+                    return Err(format!("model.bn_eps: expected > 0, found {bn_eps}"));
+                }
+                let config = self.resnet_config(3, 10).expect("matched a ResNet");
+                config.validate().map_err(|e| format!("model.{e}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Every network, built through the same `[model]` specs the experiment files use, learns: a
+//! few epochs on a small fixed set of images lower its training loss.
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn_autodiff::Autodiff;
+use burn_ndarray::NdArray;
+use kiln_data::{ImageBatcher, ImageSet, Normalize};
+use kiln_experiments::{ModelSpec, ModelTask};
+use kiln_models::ImageClassifier;
+use kiln_train::{FitData, FitOptions, Recipe};
+
+type B = Autodiff<NdArray<f32>>;
+
+/// 32 random images of `size`x`size` with `channels` channels, 4 classes.
+fn noise_images(channels: usize, size: usize) -> ImageSet {
+    let n = 32;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let pixels = (0..n * channels * size * size)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    let labels = (0..n).map(|i| (i % 4) as u8).collect();
+    let classes = (0..4).map(|c| c.to_string()).collect();
+    ImageSet::new(channels, size, size, pixels, labels, classes)
+}
+
+struct Learn<'a> {
+    set: &'a ImageSet,
+}
+
+impl ModelTask<B> for Learn<'_> {
+    type Output = Vec<f64>;
+
+    fn run<M>(self, model: M) -> Vec<f64>
+    where
+        M: AutodiffModule<B> + ImageClassifier<B>,
+        M::InnerModule: ImageClassifier<<B as AutodiffBackend>::InnerBackend>,
+    {
+        let recipe: Recipe = toml::from_str(
+            "epochs = 4\nbatch_size = 8\nseed = 1\n[optimizer]\nname = \"adam\"\nlr = 0.001\n",
+        )
+        .unwrap();
+        let batcher = ImageBatcher::for_set(
+            self.set,
+            Normalize {
+                mean: vec![0.5],
+                std: vec![0.25],
+            },
+        );
+        let data = FitData {
+            train: self.set,
+            valid: None,
+            test: self.set,
+            batcher: &batcher,
+        };
+        let (_, summary) = kiln_train::fit(
+            model,
+            data,
+            &recipe,
+            &Default::default(),
+            &FitOptions::default(),
+            &mut |_| {},
+        );
+        summary.epochs.iter().map(|e| e.train_loss).collect()
+    }
+}
+
+fn assert_learns(model_toml: &str, channels: usize, size: usize) {
+    let spec: ModelSpec = toml::from_str(model_toml).unwrap();
+    spec.validate().unwrap();
+    let set = noise_images(channels, size);
+    let losses = spec.build::<B, _>(channels, 4, &Default::default(), Learn { set: &set });
+    println!(
+        "{}: train loss by epoch {losses:?}",
+        model_toml.lines().next().unwrap()
+    );
+    assert!(losses[3] < 0.9 * losses[0], "loss did not fall: {losses:?}");
+}
+
+#[test]
+fn lenet5_modern_and_classic_learn() {
+    assert_learns("name = \"lenet5\"", 1, 28);
+    assert_learns(
+        "name = \"lenet5\"\nactivation = \"sigmoid\"\npooling = \"avg\"\ndropout = 0.0\ninit = \"xavier-uniform\"",
+        1,
+        28,
+    );
+}
+
+#[test]
+fn convnet_learns() {
+    assert_learns("name = \"convnet\"", 1, 28);
+}
+
+#[test]
+fn simple_cnn_and_cnn_dropout_learn() {
+    assert_learns("name = \"simple-cnn\"", 3, 32);
+    assert_learns("name = \"cnn-dropout\"", 3, 32);
+}
+
+#[test]
+fn resnets_learn() {
+    assert_learns(
+        "name = \"resnet\"\nblocks = [1, 1]\nwidths = [8, 16]\nstem = \"cifar\"\nhead_pool = \"global\"",
+        3,
+        32,
+    );
+    // The tutorial's network, at its 96x96 input.
+    assert_learns(
+        "name = \"resnet\"\nblocks = [2, 2, 2, 2]\nwidths = [64, 128, 256, 512]\nstem = \"imagenet\"\n\
+         head_pool = { window = 3 }\nbn_eps = 1e-3\nconv_bias = true\nrelu_before_add = true\n\
+         shortcut_bn = false\ninit = \"xavier-uniform\"",
+        3,
+        96,
+    );
+}
