@@ -2,72 +2,16 @@
 //! Fashion-MNIST-format files: the loss falls and the run folder holds every promised file.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn_ndarray::NdArray;
-use kiln_data::{idx, ImageBatcher, Split};
+use kiln_data::{ImageBatcher, Split};
 use kiln_experiments::{ExperimentSpec, RunSummary};
 use kiln_models::LeNet5Config;
 
-/// Writes a learnable 10-class data set in the Fashion-MNIST file layout: class `k` is a bright
-/// 7x7 square at one of ten positions, on noise.
-fn write_synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut noise = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 60) as u8
-    };
-    for (images_name, labels_name, n) in [
-        (
-            "train-images-idx3-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-            train,
-        ),
-        (
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-            test,
-        ),
-    ] {
-        let mut pixels = Vec::with_capacity(n * 784);
-        let mut labels = Vec::with_capacity(n);
-        for i in 0..n {
-            let label = (i % 10) as u8;
-            let (top, left) = (2 + 12 * (label as usize / 5), 1 + 5 * (label as usize % 5));
-            for r in 0..28 {
-                for c in 0..28 {
-                    let inside = (top..top + 7).contains(&r) && (left..left + 7).contains(&c);
-                    pixels.push(if inside { 200 + noise() / 2 } else { noise() });
-                }
-            }
-            labels.push(label);
-        }
-        idx::write_images(&dir.join(images_name), 28, 28, &pixels, true).unwrap();
-        idx::write_labels(&dir.join(labels_name), &labels, true).unwrap();
-    }
-}
-
-fn only_entry(dir: &Path) -> PathBuf {
-    let entries: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(
-        entries.len(),
-        1,
-        "expected exactly one entry in {}: {entries:?}",
-        dir.display()
-    );
-    entries.into_iter().next().unwrap()
-}
-
-fn arg(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
+mod common;
+use common::{arg, only_entry, write_synthetic_fashion_mnist};
 
 #[test]
 fn tiny_run_learns_and_writes_a_complete_run_folder() {
@@ -193,8 +137,7 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
             &device,
         )
         .expect("model.mpk loads");
-    let test = kiln_experiments::DatasetName::FashionMnist
-        .source()
+    let test = kiln_data::mnist::FASHION_MNIST
         .load_from(&data, Split::Test)
         .unwrap();
     let batcher = ImageBatcher::for_set(&test, summary.normalize.clone());
@@ -231,52 +174,4 @@ fn bad_experiment_file_fails_before_any_run_folder() {
         "{message}"
     );
     assert!(!runs.exists());
-}
-
-/// The metrics of a run, without the timing fields that differ from run to run.
-fn metrics_without_timings(run: &Path) -> Vec<serde_json::Value> {
-    fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            for key in ["seconds", "train_images_per_sec", "eval_images_per_sec"] {
-                v.as_object_mut().unwrap().remove(key);
-            }
-            v
-        })
-        .collect()
-}
-
-#[test]
-fn same_seed_gives_the_same_numbers_and_another_seed_does_not() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    fs::create_dir_all(&data).unwrap();
-    write_synthetic_fashion_mnist(&data, 512, 100);
-    let run = |seed: &str, runs: &Path| {
-        kiln_cli::main_with_args([
-            "kiln",
-            "run",
-            "lenet5-fashion-mnist",
-            "--epochs",
-            "2",
-            "--seed",
-            seed,
-            "--data-dir",
-            &arg(&data),
-            "--offline",
-            "--runs-dir",
-            &arg(runs),
-            "--quiet",
-        ])
-        .unwrap();
-        metrics_without_timings(&only_entry(&runs.join("lenet5-fashion-mnist")))
-    };
-    let a = run("7", &tmp.path().join("a"));
-    let b = run("7", &tmp.path().join("b"));
-    let c = run("8", &tmp.path().join("c"));
-    assert_eq!(a.len(), 2);
-    assert_eq!(a, b, "two runs with seed 7 differ");
-    assert_ne!(a, c, "seeds 7 and 8 gave identical runs");
 }

@@ -11,5 +11,6 @@ pub use models::{ModelSpec, ModelTask};
 pub use registry::{builtin, load};
 pub use runner::{load_splits, run, RunError, RunOptions, RunOutcome, RunSummary, Splits};
 pub use spec::{
-    DataSpec, DatasetName, ExperimentSpec, NormalizeSpec, Overrides, Statistics, ValidationSplit,
+    DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,
+    ValidationSplit,
 };

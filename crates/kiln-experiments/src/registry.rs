@@ -19,6 +19,22 @@ const BUILTIN: &[(&str, &str)] = &[
         "convnet-mnist",
         include_str!("../../../experiments/convnet-mnist.toml"),
     ),
+    (
+        "simple-cnn-cifar10",
+        include_str!("../../../experiments/simple-cnn-cifar10.toml"),
+    ),
+    (
+        "cnn-dropout-cifar10",
+        include_str!("../../../experiments/cnn-dropout-cifar10.toml"),
+    ),
+    (
+        "resnet-cifar10",
+        include_str!("../../../experiments/resnet-cifar10.toml"),
+    ),
+    (
+        "resnet18-cifar10-fast",
+        include_str!("../../../experiments/resnet18-cifar10-fast.toml"),
+    ),
 ];
 
 /// The built-in experiments, parsed.

@@ -155,9 +155,8 @@ pub struct Splits {
 /// Finds (or fetches) the data set and splits it: validation hold-out first, then the
 /// `limit_*` truncations.
 pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, RunError> {
-    let source = spec.data.dataset.source();
-    let mut train = source.load(locator, Split::Train)?;
-    let mut test = source.load(locator, Split::Test)?;
+    let mut train = spec.data.load(locator, Split::Train)?;
+    let mut test = spec.data.load(locator, Split::Test)?;
     let mut valid = None;
     if let Some(v) = spec.data.validation {
         let from = match v.from {
@@ -196,7 +195,7 @@ pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, R
         valid = valid.as_ref().map_or(0, ImageSet::len),
         test = test.len(),
         "loaded {}",
-        source.files.name
+        spec.data.dataset.name()
     );
     Ok(Splits { train, valid, test })
 }

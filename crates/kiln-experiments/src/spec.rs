@@ -2,7 +2,10 @@
 //! is checked by [`ExperimentSpec::validate`], whose messages name the key.
 
 use kiln_data::mnist::{FASHION_MNIST, MNIST};
-use kiln_data::{Augment, IdxDataset, Normalize, Split};
+use kiln_data::{
+    load_image_folder, Augment, Cifar10Format, DataError, IdxDataset, ImageSet, Locator, Normalize,
+    Split, CIFAR10_CLASSES,
+};
 use kiln_train::Recipe;
 
 pub use crate::models::ModelSpec;
@@ -23,6 +26,9 @@ pub struct ExperimentSpec {
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     pub dataset: DatasetName,
+    /// The files' layout; the data set's usual one if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
     /// Fixed `{ mean = [...], std = [...] }` of pixels scaled to [0, 1], or statistics of the
     /// training images: `"global"` (one mean and std) or `"per-channel"`.
     pub normalize: NormalizeSpec,
@@ -94,19 +100,93 @@ pub struct ValidationSplit {
 pub enum DatasetName {
     Mnist,
     FashionMnist,
+    Cifar10,
+}
+
+/// How a data set's files are laid out on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// The four IDX files of the MNIST family.
+    Idx,
+    /// CIFAR-10's binary batches (`cifar-10-batches-bin/`), the default for CIFAR-10.
+    Binary,
+    /// CIFAR-10's python pickles (`cifar-10-batches-py/`, torchvision's copy).
+    Python,
+    /// `<data-dir>/{train,test}/<class>/*.png|jpg`, e.g. the JPEG copy of CIFAR-10.
+    Folder,
 }
 
 impl DatasetName {
-    pub fn source(self) -> &'static IdxDataset {
+    pub fn name(self) -> &'static str {
         match self {
-            DatasetName::Mnist => &MNIST,
-            DatasetName::FashionMnist => &FASHION_MNIST,
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+            DatasetName::Cifar10 => "cifar-10",
         }
     }
 
     /// Colour channels of the images.
     pub fn channels(self) -> usize {
-        1
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => 1,
+            DatasetName::Cifar10 => 3,
+        }
+    }
+
+    fn default_layout(self) -> Layout {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => Layout::Idx,
+            DatasetName::Cifar10 => Layout::Binary,
+        }
+    }
+
+    fn idx(self) -> Option<&'static IdxDataset> {
+        match self {
+            DatasetName::Mnist => Some(&MNIST),
+            DatasetName::FashionMnist => Some(&FASHION_MNIST),
+            DatasetName::Cifar10 => None,
+        }
+    }
+
+    fn classes(self) -> &'static [&'static str] {
+        match self.idx() {
+            Some(idx) => idx.classes,
+            None => &CIFAR10_CLASSES,
+        }
+    }
+}
+
+impl DataSpec {
+    pub fn layout(&self) -> Layout {
+        self.layout.unwrap_or(self.dataset.default_layout())
+    }
+
+    /// Finds (or fetches) the files and loads one split.
+    pub fn load(&self, locator: &Locator, split: Split) -> Result<ImageSet, DataError> {
+        let dataset = self.dataset;
+        match (self.layout(), dataset.idx()) {
+            (Layout::Idx, Some(idx)) => idx.load(locator, split),
+            (Layout::Binary, None) => Cifar10Format::Binary.load(locator, split),
+            (Layout::Python, None) => Cifar10Format::Python.load(locator, split),
+            (Layout::Folder, _) => {
+                let Some(root) = locator.data_dir.as_ref().or(locator.env_dir.as_ref()) else {
+                    return Err(DataError::NotFound {
+                        dataset: dataset.name().into(),
+                        message:
+                            "the folder layout is read from --data-dir DIR (or KILN_DATA_DIR), \
+                                  which must hold train/<class>/ and test/<class>/ image folders"
+                                .into(),
+                    });
+                };
+                let split_dir = match split {
+                    Split::Train => "train",
+                    Split::Test => "test",
+                };
+                load_image_folder(root, split_dir, Some(dataset.classes()))
+            }
+            (layout, _) => unreachable!("validate() rejects {layout:?} for {dataset:?}"),
+        }
     }
 }
 
@@ -169,6 +249,19 @@ impl ExperimentSpec {
         }
         if self.data.validation.is_some_and(|v| v.count == 0) {
             return Err("data.validation.count: expected at least 1, found 0".into());
+        }
+        let layout_fits = match self.data.layout() {
+            Layout::Idx => self.data.dataset.idx().is_some(),
+            Layout::Binary | Layout::Python => self.data.dataset == DatasetName::Cifar10,
+            Layout::Folder => true,
+        };
+        if !layout_fits {
+            return Err(format!(
+                "data.layout: {:?} does not fit {}; expected {:?} or folder",
+                self.data.layout(),
+                self.data.dataset.name(),
+                self.data.dataset.default_layout()
+            ));
         }
         let channels = if self.data.grayscale {
             1

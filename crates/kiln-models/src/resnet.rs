@@ -304,40 +304,53 @@ mod tests {
         2 * c
     }
 
-    /// Hand count of a ResNet with basic blocks, written out as PyTorch's
-    /// `sum(p.numel() for p in model.parameters())` would add it up.
-    fn hand_count(c: &ResNetConfig) -> usize {
+    /// Hand count of a ResNet with basic blocks: the parameters as PyTorch's
+    /// `sum(p.numel() for p in model.parameters())` adds them up, and the batch-norm running
+    /// means and variances (PyTorch buffers), which Burn's `num_params` counts too.
+    fn hand_count(c: &ResNetConfig) -> (usize, usize) {
         let stem_k = if c.stem == Stem::Imagenet { 7 } else { 3 };
-        let mut total = conv(c.in_channels, c.widths[0], stem_k, c.conv_bias) + bn(c.widths[0]);
+        let mut params = conv(c.in_channels, c.widths[0], stem_k, c.conv_bias) + bn(c.widths[0]);
+        let mut bn_channels = c.widths[0];
         let mut in_c = c.widths[0];
         for (stage, (&n, &w)) in c.blocks.iter().zip(&c.widths).enumerate() {
             for b in 0..n {
-                total += conv(in_c, w, 3, c.conv_bias) + bn(w) + conv(w, w, 3, c.conv_bias) + bn(w);
+                params +=
+                    conv(in_c, w, 3, c.conv_bias) + bn(w) + conv(w, w, 3, c.conv_bias) + bn(w);
+                bn_channels += 2 * w;
                 if (stage > 0 && b == 0) || in_c != w {
-                    total += conv(in_c, w, 1, c.conv_bias) + if c.shortcut_bn { bn(w) } else { 0 };
+                    params += conv(in_c, w, 1, c.conv_bias);
+                    if c.shortcut_bn {
+                        params += bn(w);
+                        bn_channels += w;
+                    }
                 }
                 in_c = w;
             }
         }
-        total + in_c * c.num_classes + c.num_classes
+        (
+            params + in_c * c.num_classes + c.num_classes,
+            2 * bn_channels,
+        )
     }
 
     #[test]
     fn resnet18_has_the_well_known_parameter_count() {
         let config = ResNetConfig::resnet18();
         // The CIFAR ResNet-18 (3x3 stem, no conv biases, BN shortcuts) has 11,173,962 parameters.
-        assert_eq!(hand_count(&config), 11_173_962);
+        let (params, buffers) = hand_count(&config);
+        assert_eq!(params, 11_173_962);
         let model = config.init::<B>(&Default::default());
-        assert_eq!(model.num_params(), 11_173_962);
+        assert_eq!(model.num_params(), params + buffers);
     }
 
     #[test]
     fn resnet34_parameter_count() {
         let config = ResNetConfig::resnet34();
-        assert_eq!(hand_count(&config), 21_282_122);
+        let (params, buffers) = hand_count(&config);
+        assert_eq!(params, 21_282_122);
         assert_eq!(
             config.init::<B>(&Default::default()).num_params(),
-            21_282_122
+            params + buffers
         );
     }
 
@@ -346,7 +359,8 @@ mod tests {
         let config = ResNetConfig::tutorial();
         let device = Default::default();
         let model = config.init::<B>(&device);
-        assert_eq!(model.num_params(), hand_count(&config));
+        let (params, buffers) = hand_count(&config);
+        assert_eq!(model.num_params(), params + buffers);
         // 96 -> 48 (stem conv) -> 24 (max pool) -> 24, 12, 6, 3 -> AvgPool(3) -> 1.
         let logits = model.forward(Tensor::zeros([2, 3, 96, 96], &device));
         assert_eq!(logits.dims(), [2, 10]);

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub struct EpochMetrics {
     /// 1-based.
     pub epoch: usize,
+    /// Learning rate of the epoch's last batch.
     pub lr: f64,
     pub train_loss: f64,
     pub train_accuracy: f64,

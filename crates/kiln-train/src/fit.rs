@@ -3,6 +3,8 @@
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
+use burn::lr_scheduler::cosine::{CosineAnnealingLrScheduler, CosineAnnealingLrSchedulerConfig};
+use burn::lr_scheduler::linear::{LinearLrScheduler, LinearLrSchedulerConfig};
 use burn::lr_scheduler::step::{StepLrScheduler, StepLrSchedulerConfig};
 use burn::lr_scheduler::LrScheduler;
 use burn::module::AutodiffModule;
@@ -130,12 +132,14 @@ where
         OptimizerSpec::Sgd {
             momentum,
             weight_decay,
+            nesterov,
             ..
         } => {
             let momentum = (*momentum > 0.0).then(|| {
                 MomentumConfig::new()
                     .with_momentum(*momentum)
                     .with_dampening(0.0)
+                    .with_nesterov(*nesterov)
             });
             let config = SgdConfig::new()
                 .with_momentum(momentum)
@@ -149,30 +153,80 @@ fn weight_decay_config(penalty: f64) -> Option<WeightDecayConfig> {
     (penalty > 0.0).then(|| WeightDecayConfig::new(penalty as f32))
 }
 
-/// Learning rate per epoch, from Burn's schedulers.
+/// The learning rate, from Burn's schedulers: per epoch or per batch as the recipe says.
 enum Schedule {
     Constant(f64),
     Step(StepLrScheduler),
+    WarmupCosine {
+        warmup: Option<LinearLrScheduler>,
+        cosine: CosineAnnealingLrScheduler,
+        warmup_steps: usize,
+        taken: usize,
+    },
 }
 
 impl Schedule {
-    fn new(recipe: &Recipe) -> Self {
+    fn new(recipe: &Recipe, steps_per_epoch: usize) -> Self {
         let lr = recipe.optimizer.lr();
+        let valid = "recipe.validate() checks the scheduler's values";
         match &recipe.scheduler {
             SchedulerSpec::Constant => Schedule::Constant(lr),
             SchedulerSpec::Step { step_size, gamma } => Schedule::Step(
                 StepLrSchedulerConfig::new(lr, *step_size)
                     .with_gamma(*gamma)
                     .init()
-                    .expect("recipe.validate() rejects a zero step_size"),
+                    .expect(valid),
             ),
+            SchedulerSpec::WarmupCosine {
+                warmup_epochs,
+                min_lr,
+            } => {
+                let warmup_steps = warmup_epochs * steps_per_epoch;
+                let total = recipe.epochs * steps_per_epoch;
+                let warmup = (warmup_steps > 1).then(|| {
+                    LinearLrSchedulerConfig::new(lr / warmup_steps as f64, lr, warmup_steps - 1)
+                        .init()
+                        .expect(valid)
+                });
+                // Its first step gives lr and its last (num_iters later) min_lr, on the last batch.
+                let cosine = CosineAnnealingLrSchedulerConfig::new(
+                    lr,
+                    (total - warmup_steps).saturating_sub(1).max(1),
+                )
+                .with_min_lr(*min_lr)
+                .init()
+                .expect(valid);
+                Schedule::WarmupCosine {
+                    warmup,
+                    cosine,
+                    warmup_steps,
+                    taken: 0,
+                }
+            }
         }
     }
 
-    fn next_epoch_lr(&mut self) -> f64 {
+    /// Whether the rate changes every batch (else at the start of every epoch).
+    fn per_batch(&self) -> bool {
+        matches!(self, Schedule::WarmupCosine { .. })
+    }
+
+    fn next(&mut self) -> f64 {
         match self {
             Schedule::Constant(lr) => *lr,
             Schedule::Step(s) => s.step(),
+            Schedule::WarmupCosine {
+                warmup,
+                cosine,
+                warmup_steps,
+                taken,
+            } => {
+                *taken += 1;
+                match warmup {
+                    Some(w) if *taken <= *warmup_steps => w.step(),
+                    _ => cosine.step(),
+                }
+            }
         }
     }
 }
@@ -222,8 +276,12 @@ impl<B: AutodiffBackend> Run<'_, B> {
     {
         let recipe = self.recipe;
         let mut rng = StdRng::seed_from_u64(recipe.seed);
-        let mut schedule = Schedule::new(recipe);
-        let loss_fn = CrossEntropyLossConfig::new().init(self.device);
+        let steps_per_epoch = self.data.train.len().div_ceil(recipe.batch_size);
+        let mut schedule = Schedule::new(recipe, steps_per_epoch);
+        let smoothing = (recipe.label_smoothing > 0.0).then_some(recipe.label_smoothing);
+        let loss_fn = CrossEntropyLossConfig::new()
+            .with_smoothing(smoothing)
+            .init(self.device);
         let FitData {
             train,
             valid,
@@ -231,7 +289,6 @@ impl<B: AutodiffBackend> Run<'_, B> {
             batcher,
         } = self.data;
         let mut order: Vec<usize> = (0..train.len()).collect();
-        let steps_per_epoch = train.len().div_ceil(recipe.batch_size);
         let mut step = 0;
         let mut summary = FitSummary {
             epochs: Vec::new(),
@@ -240,7 +297,8 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let started = Instant::now();
 
         for epoch in 1..=recipe.epochs {
-            let lr = schedule.next_epoch_lr();
+            // The rate at the epoch's start (per-batch schedules move on within the epoch).
+            let mut lr = schedule.next();
             order.shuffle(&mut rng);
             let bar = self.progress_bar(epoch, steps_per_epoch);
             let epoch_start = Instant::now();
@@ -267,7 +325,10 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     }
                 });
                 let mut model = model;
-                for (host, n) in batches {
+                for (i, (host, n)) in batches.into_iter().enumerate() {
+                    if schedule.per_batch() && i > 0 {
+                        lr = schedule.next();
+                    }
                     let batch: ImageBatch<B> = host.to_device(self.device);
                     let (loss, correct) = batch_loss(&model, &loss_fn, batch);
                     let loss_value: f64 = loss.clone().into_scalar().elem();
@@ -409,4 +470,51 @@ pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
         tally.add(loss.into_scalar().elem(), correct, chunk.len());
     }
     tally.metrics()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(scheduler: &str, epochs: usize) -> Recipe {
+        let text = format!(
+            "epochs = {epochs}\nbatch_size = 8\nseed = 0\n[optimizer]\nname = \"sgd\"\nlr = 0.1\n\
+             [scheduler]\n{scheduler}"
+        );
+        let recipe: Recipe = toml::from_str(&text).unwrap();
+        recipe.validate().unwrap();
+        recipe
+    }
+
+    fn rates(recipe: &Recipe, steps_per_epoch: usize) -> Vec<f64> {
+        let mut schedule = Schedule::new(recipe, steps_per_epoch);
+        let n = if schedule.per_batch() {
+            recipe.epochs * steps_per_epoch
+        } else {
+            recipe.epochs
+        };
+        (0..n).map(|_| schedule.next()).collect()
+    }
+
+    fn assert_close(got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn step_lr_decays_once_per_epoch_like_pytorch() {
+        let r = recipe("name = \"step\"\nstep_size = 2\ngamma = 0.5", 5);
+        assert_close(&rates(&r, 10), &[0.1, 0.1, 0.05, 0.05, 0.025]);
+    }
+
+    #[test]
+    fn warmup_cosine_ramps_up_then_anneals_per_batch() {
+        // 3 epochs of 2 batches, 1 warm-up epoch: 0.05, 0.1 (linear), then cosine from 0.1 down
+        // to 0 on the last of the remaining 4 batches.
+        let r = recipe("name = \"warmup-cosine\"\nwarmup_epochs = 1", 3);
+        let c = |k: f64| 0.05 * (1.0 + (k / 3.0 * std::f64::consts::PI).cos());
+        assert_close(&rates(&r, 2), &[0.05, 0.1, c(0.0), c(1.0), c(2.0), c(3.0)]);
+    }
 }

@@ -24,6 +24,9 @@ pub struct Recipe {
     pub optimizer: OptimizerSpec,
     #[serde(default)]
     pub scheduler: SchedulerSpec,
+    /// Cross-entropy label smoothing for training (evaluation losses are never smoothed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f32,
 }
 
 fn default_log_every() -> usize {
@@ -55,6 +58,8 @@ pub enum OptimizerSpec {
         momentum: f64,
         #[serde(default)]
         weight_decay: f64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        nesterov: bool,
     },
 }
 
@@ -76,6 +81,21 @@ pub enum SchedulerSpec {
     Constant,
     /// `torch.optim.lr_scheduler.StepLR`: multiply by `gamma` every `step_size` epochs.
     Step { step_size: usize, gamma: f64 },
+    /// Per batch: a linear warm-up from lr/W to lr over the first `warmup_epochs` (W batches),
+    /// then cosine annealing to `min_lr` at the last batch.
+    WarmupCosine {
+        warmup_epochs: usize,
+        #[serde(default)]
+        min_lr: f64,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 impl OptimizerSpec {
@@ -131,8 +151,12 @@ impl Recipe {
             OptimizerSpec::Sgd {
                 momentum,
                 weight_decay,
+                nesterov,
                 ..
             } => {
+                if *nesterov && *momentum == 0.0 {
+                    return Err("recipe.optimizer.nesterov: needs a momentum above 0".into());
+                }
                 non_negative("recipe.optimizer.weight_decay", *weight_decay)?;
                 if !(0.0..1.0).contains(momentum) {
                     return Err(format!(
@@ -141,15 +165,46 @@ impl Recipe {
                 }
             }
         }
-        if let SchedulerSpec::Step { step_size, gamma } = &self.scheduler {
-            if *step_size == 0 {
-                return Err("recipe.scheduler.step_size: expected at least 1, found 0".into());
+        match &self.scheduler {
+            SchedulerSpec::Constant => {}
+            SchedulerSpec::Step { step_size, gamma } => {
+                if *step_size == 0 {
+                    return Err("recipe.scheduler.step_size: expected at least 1, found 0".into());
+                }
+                if !(*gamma > 0.0 && *gamma <= 1.0) {
+                    return Err(format!(
+                        "recipe.scheduler.gamma: expected a value in (0, 1], found {gamma}"
+                    ));
+                }
             }
-            if !(*gamma > 0.0 && *gamma <= 1.0) {
-                return Err(format!(
-                    "recipe.scheduler.gamma: expected a value in (0, 1], found {gamma}"
-                ));
+            SchedulerSpec::WarmupCosine {
+                warmup_epochs,
+                min_lr,
+            } => {
+                if *warmup_epochs >= self.epochs {
+                    return Err(format!(
+                        "recipe.scheduler.warmup_epochs: expected fewer than the {} epochs, found {warmup_epochs}",
+                        self.epochs
+                    ));
+                }
+                // Burn's linear and cosine schedulers take learning rates in (0, 1].
+                if lr > 1.0 {
+                    return Err(format!(
+                        "recipe.optimizer.lr: expected at most 1 with warmup-cosine, found {lr}"
+                    ));
+                }
+                if !(0.0..=lr).contains(min_lr) {
+                    return Err(format!(
+                        "recipe.scheduler.min_lr: expected a value in [0, lr = {lr}], found {min_lr}"
+                    ));
+                }
             }
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!(
+                "recipe.label_smoothing: expected a value in [0, 1), found {}",
+                self.label_smoothing
+            ));
         }
         Ok(())
     }

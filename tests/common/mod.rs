@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kiln_data::idx;
+
+/// Writes a learnable 10-class data set in the Fashion-MNIST file layout: class `k` is a bright
+/// 7x7 square at one of ten positions, on noise.
+pub fn write_synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 60) as u8
+    };
+    for (images_name, labels_name, n) in [
+        (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            train,
+        ),
+        (
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+            test,
+        ),
+    ] {
+        let mut pixels = Vec::with_capacity(n * 784);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = (i % 10) as u8;
+            let (top, left) = (2 + 12 * (label as usize / 5), 1 + 5 * (label as usize % 5));
+            for r in 0..28 {
+                for c in 0..28 {
+                    let inside = (top..top + 7).contains(&r) && (left..left + 7).contains(&c);
+                    pixels.push(if inside { 200 + noise() / 2 } else { noise() });
+                }
+            }
+            labels.push(label);
+        }
+        idx::write_images(&dir.join(images_name), 28, 28, &pixels, true).unwrap();
+        idx::write_labels(&dir.join(labels_name), &labels, true).unwrap();
+    }
+}
+
+pub fn only_entry(dir: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "expected exactly one entry in {}: {entries:?}",
+        dir.display()
+    );
+    entries.into_iter().next().unwrap()
+}
+
+pub fn arg(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
