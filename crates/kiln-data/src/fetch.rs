@@ -129,31 +129,30 @@ impl Locator {
             }
         }
 
+        self.download_missing_or_reason(ds)
+            .map_err(|(dest, reason)| self.not_found(ds, &candidates, dest.as_deref(), &reason))
+    }
+
+    /// Downloads the files `ds` lacks into the download directory and returns it; otherwise
+    /// the directory (if any) and the reason to give in a [`DataError::NotFound`] message.
+    fn download_missing_or_reason(
+        &self,
+        ds: &DatasetFiles,
+    ) -> Result<PathBuf, (Option<PathBuf>, String)> {
         let dest = self.download_dir(ds);
         if self.offline {
-            return Err(self.not_found(
-                ds,
-                &candidates,
-                dest.as_deref(),
-                "offline mode (--offline): not downloading",
-            ));
+            return Err((dest, "offline mode (--offline): not downloading".into()));
         }
         let Some(dest) = dest else {
-            return Err(self.not_found(
-                ds,
-                &candidates,
+            return Err((
                 None,
-                "no directory to download into (no --data-dir, KILN_DATA_DIR or home directory)",
+                "no directory to download into (no --data-dir, KILN_DATA_DIR or home directory)"
+                    .into(),
             ));
         };
         match self.download_missing(ds, &dest) {
             Ok(()) => Ok(dest),
-            Err(e) => Err(self.not_found(
-                ds,
-                &candidates,
-                Some(&dest),
-                &format!("could not download it: {e}"),
-            )),
+            Err(e) => Err((Some(dest), format!("could not download it: {e}"))),
         }
     }
 
@@ -601,23 +600,11 @@ impl Locator {
             }
         }
 
-        let dest = self.download_dir(files);
-        if self.offline {
-            return Err(self.archive_not_found(
-                ds,
-                &candidates,
-                dest.as_deref(),
-                "offline mode (--offline): not downloading",
-            ));
-        }
-        let Some(dest) = dest else {
-            return Err(self.archive_not_found(
-                ds,
-                &candidates,
-                None,
-                "no directory to download into (no --data-dir, KILN_DATA_DIR or home directory)",
-            ));
-        };
+        let dest = self
+            .download_missing_or_reason(files)
+            .map_err(|(dest, reason)| {
+                self.archive_not_found(ds, &candidates, dest.as_deref(), &reason)
+            })?;
         let Some(file) = files.files.first() else {
             return Err(self.archive_not_found(
                 ds,
@@ -626,14 +613,6 @@ impl Locator {
                 "no archive is configured for this data set",
             ));
         };
-        if let Err(e) = self.download_missing(files, &dest) {
-            return Err(self.archive_not_found(
-                ds,
-                &candidates,
-                Some(&dest),
-                &format!("could not download it: {e}"),
-            ));
-        }
         ds.unpack(&dest.join(file.name), &dest)
     }
 
