@@ -6,7 +6,7 @@
 //! - `test`: installs what the tests need (Fashion-MNIST from Debian's package), then runs the
 //!   whole test suite in release mode (the tests train real models).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -155,10 +155,17 @@ fn cargo() -> Command {
     cmd
 }
 
-fn project_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout `cargo xtask` was invoked in. `cargo run` sets CARGO_MANIFEST_DIR at run time;
+/// the compile-time value is only a fallback, because clones sharing one CARGO_TARGET_DIR (as
+/// CI's do) reuse an xtask binary built in another clone.
+fn project_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives in the project root")
+        .to_path_buf()
 }
 
 fn status(mut cmd: Command) -> Result<()> {
