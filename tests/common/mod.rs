@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+// Every test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -61,4 +64,39 @@ pub fn only_entry(dir: &Path) -> PathBuf {
 
 pub fn arg(p: &Path) -> String {
     p.to_str().unwrap().to_string()
+}
+
+/// Runs `kiln run <experiment> <extra...>` into a fresh runs directory under `runs` and returns
+/// the run folder and its summary.
+pub fn run_and_summarise(
+    runs: &Path,
+    experiment: &str,
+    extra: &[&str],
+) -> (PathBuf, kiln_experiments::RunSummary) {
+    let mut args = vec!["kiln", "run", experiment, "--offline", "--quiet"];
+    let runs_dir = arg(runs);
+    args.extend(["--runs-dir", &runs_dir]);
+    args.extend(extra);
+    kiln_cli::main_with_args(args.clone()).unwrap_or_else(|e| panic!("kiln {args:?}: {e:#}"));
+    let run = only_entry(&runs.join(experiment));
+    let summary =
+        serde_json::from_str(&fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    (run, summary)
+}
+
+/// A real data set from `../shared/datasets/` beside the repository, or from `$env_var`. The
+/// tests that use it fail, never skip, when it is missing.
+pub fn shared_dataset(name: &str, env_var: &str) -> PathBuf {
+    let path = match std::env::var_os(env_var).filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/datasets")
+            .join(name),
+    };
+    assert!(
+        path.exists(),
+        "real data set missing: expected {} (set {env_var} to its path)",
+        path.display()
+    );
+    path
 }

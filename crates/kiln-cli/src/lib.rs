@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
-use kiln_experiments::{ExperimentSpec, Overrides, RunOptions, RunOutcome};
+use kiln_experiments::{ExperimentSpec, Layout, Overrides, RunOptions, RunOutcome};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// system folders); downloads go here too.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Read the data set in this layout instead of the experiment's: idx, binary, python or
+    /// folder (`DIR/{train,test}/<class>/*.jpg|png` under --data-dir).
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<Layout>,
     /// Never download; if the files are missing, say which files to place where.
     #[arg(long)]
     pub offline: bool,
@@ -138,6 +142,7 @@ pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
         seed: args.seed,
         limit_train: args.limit_train,
         limit_test: args.limit_test,
+        layout: args.layout,
     });
     spec.validate()
         .map_err(|e| anyhow::anyhow!("{} (after command-line overrides): {e}", args.experiment))?;

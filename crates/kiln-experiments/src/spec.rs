@@ -117,6 +117,17 @@ pub enum Layout {
     Folder,
 }
 
+impl std::str::FromStr for Layout {
+    type Err = String;
+
+    /// The names the TOML files use, so `--layout` and `data.layout` accept the same words.
+    fn from_str(s: &str) -> Result<Self, String> {
+        use serde::de::value::{Error, StrDeserializer};
+        Self::deserialize(StrDeserializer::<Error>::new(s))
+            .map_err(|_| format!("expected one of idx, binary, python, folder; found {s:?}"))
+    }
+}
+
 impl DatasetName {
     pub fn name(self) -> &'static str {
         match self {
@@ -197,6 +208,9 @@ pub struct Overrides {
     pub seed: Option<u64>,
     pub limit_train: Option<usize>,
     pub limit_test: Option<usize>,
+    /// Read the data set from another layout than the experiment's (e.g. the JPEG folder copy
+    /// of CIFAR-10 instead of the binary batches).
+    pub layout: Option<Layout>,
 }
 
 impl ExperimentSpec {
@@ -223,6 +237,9 @@ impl ExperimentSpec {
         }
         if o.limit_test.is_some() {
             self.data.limit_test = o.limit_test;
+        }
+        if o.layout.is_some() {
+            self.data.layout = o.layout;
         }
     }
 
@@ -292,6 +309,19 @@ mod tests {
     use super::*;
 
     const BUILTIN: &str = include_str!("../../../experiments/lenet5-fashion-mnist.toml");
+
+    #[test]
+    fn layout_override_uses_the_toml_names() {
+        let mut spec = ExperimentSpec::from_toml(BUILTIN, "lenet5").unwrap();
+        let folder: Layout = "folder".parse().unwrap();
+        spec.apply(&Overrides {
+            layout: Some(folder),
+            ..Overrides::default()
+        });
+        assert_eq!(spec.data.layout(), Layout::Folder);
+        let err = "jpeg".parse::<Layout>().unwrap_err();
+        assert!(err.contains("idx, binary, python, folder") && err.contains("\"jpeg\""), "{err}");
+    }
 
     #[test]
     fn builtin_lenet5_has_the_published_recipe() {

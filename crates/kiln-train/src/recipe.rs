@@ -51,7 +51,7 @@ pub enum OptimizerSpec {
         #[serde(default = "default_eps")]
         eps: f32,
     },
-    /// `torch.optim.SGD` (dampening 0, no Nesterov).
+    /// `torch.optim.SGD` (dampening 0); `nesterov` as PyTorch defines it.
     Sgd {
         lr: f64,
         #[serde(default)]
@@ -72,8 +72,8 @@ fn default_eps() -> f32 {
     1e-8
 }
 
-/// The learning rate over epochs. The schedule advances once per epoch, as the tutorials'
-/// `scheduler.step()` after each epoch does.
+/// The learning rate over training. `step` advances once per epoch, as the tutorials'
+/// `scheduler.step()` after each epoch does; `warmup-cosine` changes it every batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SchedulerSpec {
