@@ -2,6 +2,7 @@
 //! Fashion-MNIST-format files: the loss falls and the run folder holds every promised file.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -13,23 +14,32 @@ use kiln_models::LeNet5Config;
 mod common;
 use common::{arg, only_entry, write_synthetic_fashion_mnist};
 
+/// Synthetic Fashion-MNIST files under `dir/data` and, at `dir/<name>`, the built-in LeNet-5
+/// experiment as changed by `edit`. Returns (data dir, experiment file).
+fn synthetic_setup(
+    dir: &Path,
+    train: usize,
+    test: usize,
+    name: &str,
+    edit: impl Fn(&str) -> String,
+) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    fs::create_dir_all(&data).unwrap();
+    write_synthetic_fashion_mnist(&data, train, test);
+    let experiment = dir.join(name);
+    let builtin = include_str!("../experiments/lenet5-fashion-mnist.toml");
+    fs::write(&experiment, edit(builtin)).unwrap();
+    (data, experiment)
+}
+
 #[test]
 fn tiny_run_learns_and_writes_a_complete_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    fs::create_dir_all(&data).unwrap();
-    write_synthetic_fashion_mnist(&data, 640, 200);
-
     // The built-in experiment with a batch size that gives several steps per epoch.
-    let builtin = include_str!("../experiments/lenet5-fashion-mnist.toml");
-    let experiment = tmp.path().join("tiny.toml");
-    fs::write(
-        &experiment,
-        builtin
-            .replace("batch_size = 256", "batch_size = 32")
-            .replace("log_every = 50", "log_every = 5"),
-    )
-    .unwrap();
+    let (data, experiment) = synthetic_setup(tmp.path(), 640, 200, "tiny.toml", |t| {
+        t.replace("batch_size = 256", "batch_size = 32")
+            .replace("log_every = 50", "log_every = 5")
+    });
     let runs = tmp.path().join("runs");
 
     kiln_cli::main_with_args([
@@ -174,4 +184,33 @@ fn bad_experiment_file_fails_before_any_run_folder() {
         "{message}"
     );
     assert!(!runs.exists());
+}
+
+#[test]
+fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    // LeNet-5 is built for 28x28: at 32x32 its fc1 gets 16 x 6 x 6 = 576 features, not 400.
+    let (data, experiment) = synthetic_setup(tmp.path(), 20, 10, "resized.toml", |t| {
+        t.replace("[data]\n", "[data]\nresize = 32\n")
+    });
+    let runs = tmp.path().join("runs");
+    let err = kiln_cli::main_with_args([
+        "kiln",
+        "run",
+        &arg(&experiment),
+        "--data-dir",
+        &arg(&data),
+        "--offline",
+        "--runs-dir",
+        &arg(&runs),
+        "--quiet",
+    ])
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("does not fit 1x32x32 input images")
+            && message.contains("shape clash: fc1: expected 400 input features, found 576"),
+        "{message}"
+    );
+    assert!(!runs.exists(), "no run folder for a run that cannot start");
 }

@@ -21,7 +21,14 @@ fn simple_cnn_one_epoch_on_real_cifar10_jpeg_folders() {
     let (run, s) = run_and_summarise(
         runs.path(),
         "simple-cnn-cifar10",
-        &["--epochs", "1", "--layout", "folder", "--data-dir", &arg(data.path())],
+        &[
+            "--epochs",
+            "1",
+            "--layout",
+            "folder",
+            "--data-dir",
+            &arg(data.path()),
+        ],
     );
     println!(
         "real CIFAR-10 (JPEG folders), 1 epoch: test {:.2}%, {:.0} train images/s",
@@ -35,7 +42,11 @@ fn simple_cnn_one_epoch_on_real_cifar10_jpeg_folders() {
     // Global statistics of the training pixels, as the tutorial computes them (about 0.47 and
     // 0.25 of 255 for CIFAR-10).
     let kiln_data::Normalize { mean, std } = &s.normalize;
-    assert!((mean[0] - 0.473).abs() < 0.01 && (std[0] - 0.251).abs() < 0.01, "{:?}", s.normalize);
+    assert!(
+        (mean[0] - 0.473).abs() < 0.01 && (std[0] - 0.251).abs() < 0.01,
+        "{:?}",
+        s.normalize
+    );
     assert!(
         s.final_test_accuracy >= THRESHOLD,
         "test accuracy {:.4} < {THRESHOLD}",

@@ -5,9 +5,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
 use kiln_experiments::{ExperimentSpec, Layout, Overrides, RunOptions, RunOutcome};
+use kiln_models::Summary;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +40,18 @@ pub enum Command {
     Run(RunArgs),
     /// List the built-in experiments.
     List,
+    /// Print an experiment's network layer by layer: output shape and parameters for the
+    /// experiment's input size, and any layer that size does not fit.
+    Summary(SummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    /// Backend to build the model on (the table is the same on every backend).
+    #[arg(long, default_value = "ndarray")]
+    pub backend: String,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +128,27 @@ pub fn execute(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Summary(args) => {
+            let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
+            let input = spec.data.input_shape();
+            let summary = dispatch(&args.backend, SummaryTask { spec: &spec, input })?;
+            println!(
+                "{} ({:?}) for {}x{}x{} {} images:\n{summary}",
+                spec.name,
+                spec.model,
+                input[0],
+                input[1],
+                input[2],
+                spec.data.dataset.name()
+            );
+            if !summary.clashes.is_empty() {
+                bail!(
+                    "{}: the model does not fit its input size (see the shape clash above)",
+                    spec.name
+                );
+            }
+            Ok(())
+        }
         Command::Run(args) => {
             let outcome = run(args, !cli.quiet && std::io::stderr().is_terminal())?;
             let s = &outcome.summary;
@@ -155,15 +190,56 @@ pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
         locator,
         progress,
     };
-    let context = || format!("running {} on {}", spec.name, args.backend);
+    dispatch(
+        &args.backend,
+        RunTask {
+            spec: &spec,
+            options: &options,
+        },
+    )?
+    .with_context(|| format!("running {} on {}", spec.name, args.backend))
+}
 
-    match args.backend.as_str() {
+/// Work to do on a backend chosen at run time. (A trait, because closures cannot be generic.)
+pub trait BackendTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output;
+}
+
+/// Runs `task` on the backend called `name`: the one `match` over backends.
+pub fn dispatch<T: BackendTask>(name: &str, task: T) -> Result<T::Output> {
+    match name {
         #[cfg(feature = "ndarray")]
         "ndarray" => {
             type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
-            kiln_experiments::run::<B>(&spec, &options, &Default::default()).with_context(context)
+            Ok(task.run::<B>(&Default::default()))
         }
         other => bail!(unknown_backend(other)),
+    }
+}
+
+struct RunTask<'a> {
+    spec: &'a ExperimentSpec,
+    options: &'a RunOptions,
+}
+
+impl BackendTask for RunTask<'_> {
+    type Output = Result<RunOutcome, kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        kiln_experiments::run::<B>(self.spec, self.options, device)
+    }
+}
+
+struct SummaryTask<'a> {
+    spec: &'a ExperimentSpec,
+    input: [usize; 3],
+}
+
+impl BackendTask for SummaryTask<'_> {
+    type Output = Summary;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Summary {
+        let classes = self.spec.data.dataset.classes().len();
+        self.spec.model.summary::<B>(self.input, classes, device)
     }
 }
 

@@ -7,7 +7,7 @@ pub mod run_dir;
 pub mod runner;
 pub mod spec;
 
-pub use models::{ModelSpec, ModelTask};
+pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
 pub use runner::{load_splits, run, RunError, RunOptions, RunOutcome, RunSummary, Splits};
 pub use spec::{

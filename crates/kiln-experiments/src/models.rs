@@ -7,7 +7,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use kiln_models::{
     ActivationKind, CnnDropoutConfig, ConvNetConfig, HeadPool, ImageClassifier, LeNet5Config,
-    PoolingKind, ResNetConfig, SimpleCnnConfig, Stem, WeightInit,
+    PoolingKind, ResNetConfig, SimpleCnnConfig, Stem, Summary, WeightInit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +88,37 @@ pub trait ModelTask<B: AutodiffBackend> {
         M::InnerModule: ImageClassifier<B::InnerBackend>;
 }
 
+/// The layer table of a freshly built model for one input of `input` = `[channels, height,
+/// width]`, computed on the inference module so nothing about the model changes.
+pub struct Summarise<'a, B: AutodiffBackend> {
+    pub input: [usize; 3],
+    pub device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> ModelTask<B> for Summarise<'_, B> {
+    type Output = Summary;
+
+    fn run<M>(self, model: M) -> Summary
+    where
+        M: AutodiffModule<B> + ImageClassifier<B>,
+        M::InnerModule: ImageClassifier<B::InnerBackend>,
+    {
+        model.valid().summary(self.input, self.device)
+    }
+}
+
 impl ModelSpec {
+    /// The layer table for `input` = `[channels, height, width]` images and `classes` classes.
+    /// Builds the model with weights from the backend's RNG: call before seeding for training.
+    pub fn summary<B: AutodiffBackend>(
+        &self,
+        input: [usize; 3],
+        classes: usize,
+        device: &B::Device,
+    ) -> Summary {
+        self.build(input[0], classes, device, Summarise::<B> { input, device })
+    }
+
     /// Builds the network for `channels`-channel images and `classes` classes on `device` and
     /// hands it to `task`. Weights are drawn from the backend's RNG: seed it first.
     pub fn build<B: AutodiffBackend, T: ModelTask<B>>(

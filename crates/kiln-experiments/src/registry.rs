@@ -78,6 +78,32 @@ mod tests {
         }
     }
 
+    /// What `kiln summary` prints: every built-in network fits its experiment's input size,
+    /// and the parameter totals are the PyTorch originals' (hand-counted in kiln-models).
+    #[test]
+    fn every_builtin_model_fits_its_input_size() {
+        type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
+        let device = Default::default();
+        for spec in builtin() {
+            let input = spec.data.input_shape();
+            let summary = spec.model.summary::<B>(input, 10, &device);
+            assert!(summary.clashes.is_empty(), "{}: {summary}", spec.name);
+            let expected = match spec.name.as_str() {
+                "lenet5-fashion-mnist" | "lenet5-classic-fashion-mnist" => 61_706,
+                "convnet-mnist" => 207_258,
+                "simple-cnn-cifar10" => 36_458,
+                "cnn-dropout-cifar10" => 4_210_090,
+                // Convolution biases and the shortcuts without batch norm make the tutorial's
+                // ResNet-18 larger than the standard one (11,173,962).
+                "resnet-cifar10" => 11_184_650,
+                "resnet18-cifar10-fast" => 11_173_962,
+                other => panic!("add {other}'s parameter count here"),
+            };
+            assert_eq!(summary.total_params(), expected, "{}", spec.name);
+            assert_eq!(summary.rows.last().unwrap().output, [10], "{}", spec.name);
+        }
+    }
+
     #[test]
     fn unknown_name_lists_the_choices() {
         let err = load("lenet7").unwrap_err();

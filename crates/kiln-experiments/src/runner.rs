@@ -89,6 +89,22 @@ pub fn run<B: AutodiffBackend>(
     let splits = load_splits(spec, &options.locator)?;
     let (train, valid, test) = (&splits.train, splits.valid.as_ref(), &splits.test);
 
+    // A model whose layers do not fit the images fails here, with the shapes that clash,
+    // rather than deep inside the first batch. (Before seeding, so training's weights are
+    // the same with or without this check.)
+    let input = [
+        train.channels,
+        spec.data.resize.unwrap_or(train.height),
+        spec.data.resize.unwrap_or(train.width),
+    ];
+    let summary = spec.model.summary::<B>(input, train.classes.len(), device);
+    if !summary.clashes.is_empty() {
+        return Err(RunError::Spec(format!(
+            "{}: the model does not fit {}x{}x{} input images:\n{summary}",
+            spec.name, input[0], input[1], input[2]
+        )));
+    }
+
     let dir = run_dir::create(&options.runs_dir, &spec.name, &options.backend)
         .map_err(io_error(&options.runs_dir))?;
     tracing::info!(dir = %dir.display(), "run folder");
@@ -230,7 +246,11 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
             dir,
             device,
         } = self;
-        tracing::info!(parameters = model.num_params(), model = ?spec.model, "model");
+        tracing::info!(
+            parameters = kiln_models::probe::trainable_params(&model),
+            model = ?spec.model,
+            "model"
+        );
         let metrics_path = dir.join("metrics.jsonl");
         let file = OpenOptions::new()
             .create_new(true)

@@ -145,6 +145,14 @@ impl DatasetName {
         }
     }
 
+    /// Side of the (square) images as the data set publishes them.
+    pub fn image_size(self) -> usize {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => 28,
+            DatasetName::Cifar10 => 32,
+        }
+    }
+
     fn default_layout(self) -> Layout {
         match self {
             DatasetName::Mnist | DatasetName::FashionMnist => Layout::Idx,
@@ -160,7 +168,7 @@ impl DatasetName {
         }
     }
 
-    fn classes(self) -> &'static [&'static str] {
+    pub fn classes(self) -> &'static [&'static str] {
         match self.idx() {
             Some(idx) => idx.classes,
             None => &CIFAR10_CLASSES,
@@ -169,6 +177,19 @@ impl DatasetName {
 }
 
 impl DataSpec {
+    /// `[channels, height, width]` of the images the model sees, for the data set's published
+    /// image size (grayscale and resize applied). Image folders may hold other sizes; a run
+    /// uses the size it loads.
+    pub fn input_shape(&self) -> [usize; 3] {
+        let channels = if self.grayscale {
+            1
+        } else {
+            self.dataset.channels()
+        };
+        let side = self.resize.unwrap_or(self.dataset.image_size());
+        [channels, side, side]
+    }
+
     pub fn layout(&self) -> Layout {
         self.layout.unwrap_or(self.dataset.default_layout())
     }
@@ -320,7 +341,10 @@ mod tests {
         });
         assert_eq!(spec.data.layout(), Layout::Folder);
         let err = "jpeg".parse::<Layout>().unwrap_err();
-        assert!(err.contains("idx, binary, python, folder") && err.contains("\"jpeg\""), "{err}");
+        assert!(
+            err.contains("idx, binary, python, folder") && err.contains("\"jpeg\""),
+            "{err}"
+        );
     }
 
     #[test]

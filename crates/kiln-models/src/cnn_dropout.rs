@@ -7,6 +7,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use crate::probe::{flatten, linear, tap, Probe};
 use crate::ImageClassifier;
 
 #[derive(Config, Debug)]
@@ -53,25 +54,30 @@ impl CnnDropoutConfig {
     }
 }
 
-impl<B: Backend> CnnDropout<B> {
-    /// Logits for images `[batch, in_channels, 32, 32]`.
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self
-            .conv_dropout
-            .forward(self.activation.forward(self.conv1.forward(images)));
-        let x = self
-            .pool
-            .forward(self.activation.forward(self.conv2.forward(x)));
-        let x = self
-            .fc_dropout
-            .forward(self.activation.forward(self.fc1.forward(x.flatten(1, 3))));
-        self.fc2.forward(x)
-    }
-}
-
+/// Logits for images `[batch, in_channels, 32, 32]`.
 impl<B: Backend> ImageClassifier<B> for CnnDropout<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
+    fn forward_probed<P: Probe<B> + ?Sized>(
+        &self,
+        images: Tensor<B, 4>,
+        p: &mut P,
+    ) -> Tensor<B, 2> {
+        let relu = &self.activation;
+        let x = tap(p, "conv1", &self.conv1, self.conv1.forward(images));
+        let x = tap(p, "relu1", relu, relu.forward(x));
+        let x = tap(
+            p,
+            "dropout1",
+            &self.conv_dropout,
+            self.conv_dropout.forward(x),
+        );
+        let x = tap(p, "conv2", &self.conv2, self.conv2.forward(x));
+        let x = tap(p, "relu2", relu, relu.forward(x));
+        let x = tap(p, "pool", &self.pool, self.pool.forward(x));
+        let x = flatten(p, "flatten", x);
+        let x = linear(p, "fc1", &self.fc1, x);
+        let x = tap(p, "relu3", relu, relu.forward(x));
+        let x = tap(p, "dropout2", &self.fc_dropout, self.fc_dropout.forward(x));
+        linear(p, "fc2", &self.fc2, x)
     }
 }
 
@@ -85,7 +91,7 @@ mod tests {
         let device = Default::default();
         let model = CnnDropoutConfig::new().init::<NdArray>(&device);
         assert_eq!(
-            model.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
+            model.logits(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
             [2, 10]
         );
         // conv1: 32*3*9 + 32 = 896; conv2: 32*32*9 + 32 = 9248; fc1: 8192*512 + 512 = 4194816;

@@ -7,6 +7,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use crate::probe::{flatten, linear, tap, Probe};
 use crate::ImageClassifier;
 
 #[derive(Config, Debug)]
@@ -47,25 +48,25 @@ impl ConvNetConfig {
     }
 }
 
-impl<B: Backend> ConvNet<B> {
-    /// Logits for images `[batch, in_channels, 28, 28]`.
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self
-            .pool
-            .forward(self.activation.forward(self.conv1.forward(images)));
-        let x = self
-            .pool
-            .forward(self.activation.forward(self.conv2.forward(x)));
-        let x = self
-            .dropout
-            .forward(self.activation.forward(self.fc1.forward(x.flatten(1, 3))));
-        self.fc2.forward(x)
-    }
-}
-
+/// Logits for images `[batch, in_channels, 28, 28]`.
 impl<B: Backend> ImageClassifier<B> for ConvNet<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
+    fn forward_probed<P: Probe<B> + ?Sized>(
+        &self,
+        images: Tensor<B, 4>,
+        p: &mut P,
+    ) -> Tensor<B, 2> {
+        let relu = &self.activation;
+        let x = tap(p, "conv1", &self.conv1, self.conv1.forward(images));
+        let x = tap(p, "relu1", relu, relu.forward(x));
+        let x = tap(p, "pool1", &self.pool, self.pool.forward(x));
+        let x = tap(p, "conv2", &self.conv2, self.conv2.forward(x));
+        let x = tap(p, "relu2", relu, relu.forward(x));
+        let x = tap(p, "pool2", &self.pool, self.pool.forward(x));
+        let x = flatten(p, "flatten", x);
+        let x = linear(p, "fc1", &self.fc1, x);
+        let x = tap(p, "relu3", relu, relu.forward(x));
+        let x = tap(p, "dropout", &self.dropout, self.dropout.forward(x));
+        linear(p, "fc2", &self.fc2, x)
     }
 }
 
@@ -79,7 +80,7 @@ mod tests {
         let device = Default::default();
         let model = ConvNetConfig::new().init::<NdArray>(&device);
         assert_eq!(
-            model.forward(Tensor::zeros([2, 1, 28, 28], &device)).dims(),
+            model.logits(Tensor::zeros([2, 1, 28, 28], &device)).dims(),
             [2, 10]
         );
         // conv1: 4*1*25 + 4 = 104; conv2: 8*4*25 + 8 = 808; fc1: 392*512 + 512 = 201216;

@@ -38,6 +38,15 @@ impl ActivationKind {
     }
 }
 
+impl<B: Backend> crate::probe::Layer<B> for Activation {
+    fn kind(&self) -> &'static str {
+        match self {
+            Activation::Relu(_) => "ReLU",
+            Activation::Sigmoid(_) => "Sigmoid",
+        }
+    }
+}
+
 impl Activation {
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
@@ -67,6 +76,15 @@ impl PoolingKind {
                     .with_strides([size, size])
                     .init(),
             ),
+        }
+    }
+}
+
+impl<B: Backend> crate::probe::Layer<B> for Pool2d {
+    fn kind(&self) -> &'static str {
+        match self {
+            Pool2d::Max(_) => "MaxPool2d",
+            Pool2d::Avg(_) => "AvgPool2d",
         }
     }
 }

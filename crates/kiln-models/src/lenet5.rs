@@ -13,6 +13,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::layers::{Activation, ActivationKind, Pool2d, PoolingKind};
+use crate::probe::{flatten, linear, tap, Probe};
 use crate::{ImageClassifier, WeightInit};
 
 /// Shape and regularisation of a [`LeNet5`].
@@ -81,29 +82,28 @@ impl LeNet5Config {
     }
 }
 
-impl<B: Backend> LeNet5<B> {
-    /// Logits `[batch, num_classes]` for images `[batch, in_channels, 28, 28]`.
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self
-            .pool
-            .forward(self.activation.forward(self.conv1.forward(images)));
-        let x = self
-            .pool
-            .forward(self.activation.forward(self.conv2.forward(x)));
-        let x = x.flatten(1, 3);
-        let x = self
-            .dropout
-            .forward(self.activation.forward(self.fc1.forward(x)));
-        let x = self
-            .dropout
-            .forward(self.activation.forward(self.fc2.forward(x)));
-        self.fc3.forward(x)
-    }
-}
-
+/// Logits `[batch, num_classes]` for images `[batch, in_channels, 28, 28]`.
 impl<B: Backend> ImageClassifier<B> for LeNet5<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
+    fn forward_probed<P: Probe<B> + ?Sized>(
+        &self,
+        images: Tensor<B, 4>,
+        p: &mut P,
+    ) -> Tensor<B, 2> {
+        let (act, pool, dropout) = (&self.activation, &self.pool, &self.dropout);
+        let x = tap(p, "conv1", &self.conv1, self.conv1.forward(images));
+        let x = tap(p, "act1", act, act.forward(x));
+        let x = tap(p, "pool1", pool, pool.forward(x));
+        let x = tap(p, "conv2", &self.conv2, self.conv2.forward(x));
+        let x = tap(p, "act2", act, act.forward(x));
+        let x = tap(p, "pool2", pool, pool.forward(x));
+        let x = flatten(p, "flatten", x);
+        let x = linear(p, "fc1", &self.fc1, x);
+        let x = tap(p, "act3", act, act.forward(x));
+        let x = tap(p, "dropout1", dropout, dropout.forward(x));
+        let x = linear(p, "fc2", &self.fc2, x);
+        let x = tap(p, "act4", act, act.forward(x));
+        let x = tap(p, "dropout2", dropout, dropout.forward(x));
+        linear(p, "fc3", &self.fc3, x)
     }
 }
 
@@ -120,7 +120,7 @@ mod tests {
     fn output_shape_is_batch_by_classes() {
         let device = Default::default();
         let model = LeNet5Config::new().init::<B>(&device);
-        let logits = model.forward(Tensor::zeros([3, 1, 28, 28], &device));
+        let logits = model.logits(Tensor::zeros([3, 1, 28, 28], &device));
         assert_eq!(logits.dims(), [3, 10]);
     }
 
@@ -164,8 +164,8 @@ mod tests {
         let model = LeNet5Config::new().init::<Autodiff<B>>(&device).valid();
         let x =
             Tensor::<B, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
-        let a = model.forward(x.clone());
-        let b = model.forward(x);
+        let a = model.logits(x.clone());
+        let b = model.logits(x);
         a.into_data().assert_eq(&b.into_data(), true);
     }
 }

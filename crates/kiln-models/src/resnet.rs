@@ -13,6 +13,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::probe::{flatten, linear, tap, Layer, Probe};
 use crate::{ImageClassifier, WeightInit};
 
 /// The layers before the first stage.
@@ -262,30 +263,54 @@ impl<B: Backend> BasicBlock<B> {
     }
 }
 
-impl<B: Backend> ResNet<B> {
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = self
-            .relu
-            .forward(self.bn1.forward(self.conv1.forward(images)));
-        if let Some(pool) = &self.maxpool {
-            x = pool.forward(x);
-        }
-        for stage in &self.layers {
-            for block in &stage.blocks {
-                x = block.forward(x);
-            }
-        }
-        let x = match &self.head {
-            Head::Global(p) => p.forward(x),
-            Head::Window(p) => p.forward(x),
-        };
-        self.fc.forward(x.flatten(1, 3))
+impl<B: Backend> Layer<B> for BasicBlock<B> {
+    fn kind(&self) -> &'static str {
+        "BasicBlock"
     }
 }
 
+impl<B: Backend> Layer<B> for Head {
+    fn kind(&self) -> &'static str {
+        match self {
+            Head::Global(_) => "AdaptiveAvgPool2d",
+            Head::Window(_) => "AvgPool2d",
+        }
+    }
+}
+
+impl Head {
+    fn forward<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Head::Global(p) => p.forward(x),
+            Head::Window(p) => p.forward(x),
+        }
+    }
+}
+
+/// Residual blocks are reported whole (`layers.S.blocks.B`), one row and one feature map each.
 impl<B: Backend> ImageClassifier<B> for ResNet<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
+    fn forward_probed<P: Probe<B> + ?Sized>(
+        &self,
+        images: Tensor<B, 4>,
+        p: &mut P,
+    ) -> Tensor<B, 2> {
+        let x = tap(p, "conv1", &self.conv1, self.conv1.forward(images));
+        let x = tap(p, "bn1", &self.bn1, self.bn1.forward(x));
+        let mut x = tap(p, "relu", &self.relu, self.relu.forward(x));
+        if let Some(pool) = &self.maxpool {
+            x = tap(p, "maxpool", pool, pool.forward(x));
+        }
+        for (s, stage) in self.layers.iter().enumerate() {
+            for (b, block) in stage.blocks.iter().enumerate() {
+                x = block.forward(x);
+                if p.active() {
+                    x = tap(p, &format!("layers.{s}.blocks.{b}"), block, x);
+                }
+            }
+        }
+        let x = tap(p, "head", &self.head, self.head.forward(x));
+        let x = flatten(p, "flatten", x);
+        linear(p, "fc", &self.fc, x)
     }
 }
 
@@ -362,7 +387,7 @@ mod tests {
         let (params, buffers) = hand_count(&config);
         assert_eq!(model.num_params(), params + buffers);
         // 96 -> 48 (stem conv) -> 24 (max pool) -> 24, 12, 6, 3 -> AvgPool(3) -> 1.
-        let logits = model.forward(Tensor::zeros([2, 3, 96, 96], &device));
+        let logits = model.logits(Tensor::zeros([2, 3, 96, 96], &device));
         assert_eq!(logits.dims(), [2, 10]);
     }
 
@@ -371,7 +396,7 @@ mod tests {
         let device = Default::default();
         let model = ResNetConfig::resnet18().init::<B>(&device);
         assert_eq!(
-            model.forward(Tensor::zeros([1, 3, 32, 32], &device)).dims(),
+            model.logits(Tensor::zeros([1, 3, 32, 32], &device)).dims(),
             [1, 10]
         );
     }

@@ -9,6 +9,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
+use crate::probe::{flatten, linear, tap, Probe};
 use crate::ImageClassifier;
 
 #[derive(Config, Debug)]
@@ -47,18 +48,17 @@ impl SimpleCnnConfig {
     }
 }
 
-impl<B: Backend> SimpleCnn<B> {
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self
-            .activation
-            .forward(self.pool.forward(self.conv1.forward(images)));
-        self.fc.forward(x.flatten(1, 3))
-    }
-}
-
 impl<B: Backend> ImageClassifier<B> for SimpleCnn<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
+    fn forward_probed<P: Probe<B> + ?Sized>(
+        &self,
+        images: Tensor<B, 4>,
+        p: &mut P,
+    ) -> Tensor<B, 2> {
+        let x = tap(p, "conv1", &self.conv1, self.conv1.forward(images));
+        let x = tap(p, "pool", &self.pool, self.pool.forward(x));
+        let x = tap(p, "relu", &self.activation, self.activation.forward(x));
+        let x = flatten(p, "flatten", x);
+        linear(p, "fc", &self.fc, x)
     }
 }
 
@@ -74,7 +74,7 @@ mod tests {
         assert_eq!(config.flat_features(), 3600);
         let model = config.init::<NdArray>(&device);
         assert_eq!(
-            model.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
+            model.logits(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
             [2, 10]
         );
         // conv1: 16*3*3*3 + 16 = 448; fc: 3600*10 + 10 = 36010.
