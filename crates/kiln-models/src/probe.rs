@@ -143,14 +143,13 @@ where
     L: Layer<B>,
     Y: Observable<B>,
 {
-    if probe.active() {
-        let info = LayerInfo {
-            name,
-            kind: layer.kind(),
-            params: trainable_params(layer),
-        };
-        probe.observe(info, output.output());
-    }
+    report(
+        probe,
+        name,
+        layer.kind(),
+        || trainable_params(layer),
+        &output,
+    );
     output
 }
 
@@ -161,15 +160,27 @@ pub fn flatten<B: Backend, P: Probe<B> + ?Sized>(
     maps: Tensor<B, 4>,
 ) -> Tensor<B, 2> {
     let flat = maps.flatten(1, 3);
+    report(probe, name, "Flatten", || 0, &flat);
+    flat
+}
+
+/// Hands one layer to the probe; nothing (not even the parameter count) is computed for an
+/// inactive probe.
+fn report<B: Backend, P: Probe<B> + ?Sized, Y: Observable<B>>(
+    probe: &mut P,
+    name: &str,
+    kind: &'static str,
+    params: impl FnOnce() -> usize,
+    output: &Y,
+) {
     if probe.active() {
         let info = LayerInfo {
             name,
-            kind: "Flatten",
-            params: 0,
+            kind,
+            params: params(),
         };
-        probe.observe(info, flat.output());
+        probe.observe(info, output.output());
     }
-    flat
 }
 
 /// A fully connected layer, checked: a wrong number of input features goes to
