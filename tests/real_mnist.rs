@@ -22,8 +22,9 @@ fn convnet_one_epoch_on_real_mnist_with_the_tutorial_split() {
     );
     // The tutorial's split: validation = first 5,000 test images, test = the last 5,000.
     assert_eq!((s.train_images, s.test_images), (60_000, 5_000));
-    // PyTorch with this recipe reaches 91.3% after the first epoch; this build measured 91.8%
-    // validation and 95.5% test (the last 5,000 test digits are the easier half).
+    // PyTorch with this recipe reaches 91.3% after the first epoch; this test measures 92.5%
+    // validation and 95.8% test (the last 5,000 test digits are the easier half). The full
+    // 20-epoch run's first epoch gave 91.8% / 95.5%: see the note on determinism under load.
     assert!(valid >= 0.89, "validation accuracy {valid:.4} < 0.89");
     assert!(
         s.final_test_accuracy >= 0.93,
