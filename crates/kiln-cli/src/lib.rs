@@ -9,6 +9,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
 use kiln_experiments::{ExperimentSpec, Layout, Overrides, RunOptions, RunOutcome};
+
+pub mod compare;
 use kiln_models::Summary;
 
 #[derive(Debug, Parser)]
@@ -43,6 +45,12 @@ pub enum Command {
     /// Print an experiment's network layer by layer: output shape and parameters for the
     /// experiment's input size, and any layer that size does not fit.
     Summary(SummaryArgs),
+    /// Train one experiment on several backends from the same initial weights and batch order,
+    /// and report speed, memory, accuracy and how far each backend's numbers are from the
+    /// first's (runs/compare/<experiment>-<timestamp>/report.md and report.json).
+    Compare(compare::CompareArgs),
+    /// List the backends and whether this binary was built with each.
+    Backends,
 }
 
 #[derive(Debug, Args)]
@@ -50,20 +58,54 @@ pub struct SummaryArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
     pub experiment: String,
     /// Backend to build the model on (the table is the same on every backend).
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Which backend, and which of its devices.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// ndarray, flex, wgpu, tch, tch-cuda or cuda (each needs its cargo feature; see
+    /// `kiln backends`).
     #[arg(long, default_value = "ndarray")]
     pub backend: String,
+    /// Device number, for backends with several (wgpu: the Nth discrete GPU; tch-cuda and cuda:
+    /// the CUDA device). Default: the backend's default device.
+    #[arg(long, value_name = "N")]
+    pub device: Option<usize>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
     pub experiment: String,
-    /// Backend to train on; see BACKENDS below for the names.
-    #[arg(long, default_value = "ndarray")]
-    pub backend: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run folders are created under DIR/<experiment>/.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Start from these weights (a model.mpk of the same network, e.g. a comparison's
+    /// init.mpk) instead of the seeded initialisation.
+    #[arg(long, value_name = "FILE")]
+    pub init_weights: Option<PathBuf>,
+    /// Also write logits.json: the logits of the first N test images before and after training.
+    #[arg(long, value_name = "N")]
+    pub logits_of: Option<usize>,
+}
+
+/// Changes to the experiment's recipe and data, recorded in the run's config.toml.
+#[derive(Debug, Clone, Args)]
+pub struct OverrideArgs {
     /// Override the recipe's number of epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Stop after N optimiser steps in all (the schedule still spans every epoch).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
     /// Train on the first N training images only.
     #[arg(long, value_name = "N")]
     pub limit_train: Option<usize>,
@@ -73,25 +115,64 @@ pub struct RunArgs {
     /// Override the recipe's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Look for the data set's files here first (then $KILN_DATA_DIR, the user cache and the
-    /// system folders); downloads go here too.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Log the training loss every N steps (1: every step).
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<usize>,
     /// Read the data set in this layout instead of the experiment's: idx, binary, python or
     /// folder (`DIR/{train,test}/<class>/*.jpg|png` under --data-dir).
     #[arg(long, value_name = "LAYOUT")]
     pub layout: Option<Layout>,
+}
+
+impl OverrideArgs {
+    /// The experiment `name_or_path` with these changes, validated.
+    pub fn resolve(&self, name_or_path: &str) -> Result<ExperimentSpec> {
+        let mut spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
+        spec.apply(&Overrides {
+            epochs: self.epochs,
+            seed: self.seed,
+            limit_train: self.limit_train,
+            limit_test: self.limit_test,
+            layout: self.layout,
+            max_steps: self.steps,
+            log_every: self.log_every,
+        });
+        spec.validate()
+            .map_err(|e| anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}"))?;
+        Ok(spec)
+    }
+}
+
+/// Where the data set's files are.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Look for the data set's files here first (then $KILN_DATA_DIR, the user cache and the
+    /// system folders); downloads go here too.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Never download; if the files are missing, say which files to place where.
     #[arg(long)]
     pub offline: bool,
-    /// Run folders are created under DIR/<experiment>/.
-    #[arg(long, value_name = "DIR", default_value = "runs")]
-    pub runs_dir: PathBuf,
+}
+
+impl DataArgs {
+    fn locator(&self, progress: bool) -> Locator {
+        let mut locator = Locator::from_env(self.data_dir.clone(), self.offline);
+        locator.progress = progress;
+        locator
+    }
 }
 
 /// Backends this binary was built with, by `--backend` name. Each is a cargo feature of
 /// `kiln-cli`; `cargo xtask run-experiment --backend NAME` turns the right one on.
-pub const BACKENDS: &[(&str, bool)] = &[("ndarray", cfg!(feature = "ndarray"))];
+pub const BACKENDS: &[(&str, bool)] = &[
+    ("ndarray", cfg!(feature = "ndarray")),
+    ("flex", cfg!(feature = "flex")),
+    ("wgpu", cfg!(feature = "wgpu")),
+    ("tch", cfg!(feature = "tch")),
+    ("tch-cuda", cfg!(feature = "tch-cuda")),
+    ("cuda", cfg!(feature = "cuda")),
+];
 
 /// Parses the arguments, sets up logging and runs the command.
 pub fn main_with_args<I, T>(args: I) -> Result<()>
@@ -128,10 +209,18 @@ pub fn execute(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Backends => {
+            for (name, built) in BACKENDS {
+                let state = if *built { "built in" } else { "not built (cargo feature missing)" };
+                println!("{name:<10} {state}");
+            }
+            Ok(())
+        }
+        Command::Compare(args) => compare::compare(args, cli.quiet),
         Command::Summary(args) => {
             let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
             let input = spec.data.input_shape();
-            let summary = dispatch(&args.backend, SummaryTask { spec: &spec, input })?;
+            let summary = dispatch(&args.backend.backend, args.backend.device, SummaryTask { spec: &spec, input })?;
             println!(
                 "{} ({:?}) for {}x{}x{} {} images:\n{summary}",
                 spec.name,
@@ -170,34 +259,25 @@ pub fn execute(cli: &Cli) -> Result<()> {
 
 /// Resolves the experiment and dispatches on the backend name.
 pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
-    let mut spec: ExperimentSpec =
-        kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
-    spec.apply(&Overrides {
-        epochs: args.epochs,
-        seed: args.seed,
-        limit_train: args.limit_train,
-        limit_test: args.limit_test,
-        layout: args.layout,
-    });
-    spec.validate()
-        .map_err(|e| anyhow::anyhow!("{} (after command-line overrides): {e}", args.experiment))?;
-
-    let mut locator = Locator::from_env(args.data_dir.clone(), args.offline);
-    locator.progress = progress;
+    let spec = args.overrides.resolve(&args.experiment)?;
     let options = RunOptions {
         runs_dir: args.runs_dir.clone(),
-        backend: args.backend.clone(),
-        locator,
+        backend: args.backend.backend.clone(),
+        locator: args.data.locator(progress),
         progress,
+        init_weights: args.init_weights.clone(),
+        logits_of: args.logits_of,
     };
+    let backend = &args.backend.backend;
     dispatch(
-        &args.backend,
+        backend,
+        args.backend.device,
         RunTask {
             spec: &spec,
             options: &options,
         },
     )?
-    .with_context(|| format!("running {} on {}", spec.name, args.backend))
+    .with_context(|| format!("running {} on {backend}", spec.name))
 }
 
 /// Work to do on a backend chosen at run time. (A trait, because closures cannot be generic.)
@@ -206,16 +286,85 @@ pub trait BackendTask {
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output;
 }
 
-/// Runs `task` on the backend called `name`: the one `match` over backends.
-pub fn dispatch<T: BackendTask>(name: &str, task: T) -> Result<T::Output> {
+/// Runs `task` on the backend called `name`, on its device number `device` where it has
+/// several (`None`: the backend's default device). This is the one `match` over backends.
+///
+/// A backend that fails at run time (no adapter, out of memory, an op it lacks) panics inside
+/// Burn; the panic is caught here and returned as an error that names the backend, so callers
+/// keep what they wrote before it.
+pub fn dispatch<T: BackendTask>(name: &str, device: Option<usize>, task: T) -> Result<T::Output> {
+    let single = |name: &str| -> Result<()> {
+        match device {
+            Some(n) => bail!("backend {name:?} has one device; found --device {n}"),
+            None => Ok(()),
+        }
+    };
     match name {
         #[cfg(feature = "ndarray")]
         "ndarray" => {
+            single(name)?;
             type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
-            Ok(task.run::<B>(&Default::default()))
+            catch(name, || task.run::<B>(&Default::default()))
+        }
+        #[cfg(feature = "flex")]
+        "flex" => {
+            single(name)?;
+            type B = burn_autodiff::Autodiff<burn_flex::Flex<f32>>;
+            catch(name, || task.run::<B>(&burn_flex::FlexDevice))
+        }
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            type B = burn_autodiff::Autodiff<burn_wgpu::Wgpu<f32>>;
+            let device = match device {
+                None => burn_wgpu::WgpuDevice::DefaultDevice,
+                Some(n) => burn_wgpu::WgpuDevice::DiscreteGpu(n),
+            };
+            catch(name, || task.run::<B>(&device))
+        }
+        #[cfg(feature = "tch")]
+        "tch" => {
+            single(name)?;
+            type B = burn_autodiff::Autodiff<burn_tch::LibTorch<f32>>;
+            catch(name, || task.run::<B>(&burn_tch::LibTorchDevice::Cpu))
+        }
+        #[cfg(feature = "tch-cuda")]
+        "tch-cuda" => {
+            type B = burn_autodiff::Autodiff<burn_tch::LibTorch<f32>>;
+            let device = burn_tch::LibTorchDevice::Cuda(device.unwrap_or(0));
+            catch(name, || task.run::<B>(&device))
+        }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            type B = burn_autodiff::Autodiff<burn_cuda::Cuda<f32>>;
+            let device = burn_cuda::CudaDevice::new(device.unwrap_or(0));
+            catch(name, || task.run::<B>(&device))
         }
         other => bail!(unknown_backend(other)),
     }
+}
+
+/// Runs `f`, turning a panic into an error that names the backend and, where we know one, the
+/// remedy.
+#[allow(dead_code)] // unused only when no backend feature is on
+fn catch<R>(backend: &str, f: impl FnOnce() -> R) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let cause = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        let hint = match backend {
+            "wgpu" if cause.to_lowercase().contains("adapter") => {
+                "\nno GPU adapter was found: install your GPU's Vulkan driver, or Mesa's software \
+                 Vulkan device (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)"
+            }
+            "tch-cuda" | "cuda" if cause.to_lowercase().contains("cuda") => {
+                "\nthis backend needs an NVIDIA GPU and its driver"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("backend {backend} failed: {cause}{hint}")
+    })
 }
 
 struct RunTask<'a> {
