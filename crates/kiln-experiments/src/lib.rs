@@ -9,7 +9,8 @@ pub mod spec;
 
 pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
-pub use runner::{load_splits, run, RunError, RunOptions, RunOutcome, RunSummary, Splits};
+pub use runner::{
+    load_splits, load_weights, run, FixedBatchLogits, RunError, RunOptions, RunOutcome, RunSummary, Splits};
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,
     ValidationSplit,

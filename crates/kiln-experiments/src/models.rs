@@ -108,6 +108,24 @@ impl<B: AutodiffBackend> ModelTask<B> for Summarise<'_, B> {
 }
 
 impl ModelSpec {
+    /// The same network with every dropout probability set to zero: backends draw dropout
+    /// masks from their own random generators, so comparisons of their numbers turn it off.
+    pub fn without_dropout(&self) -> ModelSpec {
+        let mut spec = self.clone();
+        match &mut spec {
+            ModelSpec::Lenet5 { dropout, .. } | ModelSpec::Convnet { dropout } => *dropout = 0.0,
+            ModelSpec::CnnDropout {
+                conv_dropout,
+                fc_dropout,
+            } => {
+                *conv_dropout = 0.0;
+                *fc_dropout = 0.0;
+            }
+            ModelSpec::SimpleCnn { .. } | ModelSpec::Resnet { .. } => {}
+        }
+        spec
+    }
+
     /// The layer table for `input` = `[channels, height, width]` images and `classes` classes.
     /// Builds the model with weights from the backend's RNG: call before seeding for training.
     pub fn summary<B: AutodiffBackend>(

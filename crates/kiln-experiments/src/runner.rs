@@ -5,9 +5,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::data::dataloader::batcher::Batcher;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use kiln_data::{DataError, ImageBatcher, ImageSet, Locator, Normalize, Split};
+use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageSet, Locator, Normalize, Split};
 use kiln_models::ImageClassifier;
 use kiln_train::{FitData, FitOptions, FitSummary};
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::run_dir::{self, write_atomic};
 use crate::{ExperimentSpec, ModelTask};
 
-/// Where and how to run; nothing here changes the numbers a run produces.
-#[derive(Debug, Clone)]
+/// Where and how to run. Only `init_weights` changes the numbers a run produces, and the
+/// summary records it.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Run folders go under `runs_dir/<experiment>/`.
     pub runs_dir: PathBuf,
@@ -24,6 +26,12 @@ pub struct RunOptions {
     pub backend: String,
     pub locator: Locator,
     pub progress: bool,
+    /// Start from these weights (a `model.mpk` of the same experiment's network) instead of
+    /// the seeded initialisation: how backends are compared from identical weights.
+    pub init_weights: Option<PathBuf>,
+    /// Write `logits.json`: the logits of the first N test images before and after training,
+    /// for comparing backends on a fixed batch.
+    pub logits_of: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,13 @@ pub struct RunSummary {
     pub train_images_per_sec: f64,
     pub eval_images_per_sec: f64,
     pub seed: u64,
+    /// The weights training started from, when not the seeded initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_weights: Option<PathBuf>,
+    /// The process's peak resident memory (Linux `VmHWM`), in MiB: host memory only, so for a
+    /// GPU backend it leaves out what lives on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
     /// The normalisation applied (resolved where the spec asks for training-set statistics),
     /// so predictions on new images can apply the same.
     pub normalize: Normalize,
@@ -112,11 +127,7 @@ pub fn run<B: AutodiffBackend>(
     write_atomic(&config_path, spec.to_toml().as_bytes()).map_err(io_error(&config_path))?;
 
     B::seed(device, spec.recipe.seed);
-    let batcher = ImageBatcher {
-        resize: spec.data.resize.map(|side| [side, side]),
-        augment: spec.data.augment,
-        ..ImageBatcher::for_set(train, spec.data.normalize.resolve(train))
-    };
+    let batcher = spec.data.batcher(train);
     let task = TrainAndSave::<B> {
         spec,
         options,
@@ -152,6 +163,8 @@ pub fn run<B: AutodiffBackend>(
         train_images_per_sec: fitted.train_images_per_sec(),
         eval_images_per_sec: fitted.eval_images_per_sec(),
         seed: spec.recipe.seed,
+        init_weights: options.init_weights.clone(),
+        peak_rss_mib: peak_rss_mib(),
         normalize: batcher.normalize.clone(),
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -251,6 +264,17 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
             model = ?spec.model,
             "model"
         );
+        let model = match &options.init_weights {
+            Some(path) => load_weights(model, path, device)?,
+            None => model,
+        };
+        let fixed_batch = options.logits_of.map(|n| {
+            let n = n.min(test.len());
+            batcher.batch((0..n).map(|i| test.item(i)).collect(), device)
+        });
+        let initial_logits = fixed_batch
+            .as_ref()
+            .map(|b: &ImageBatch<B::InnerBackend>| logits_of(&model.valid(), b));
         let metrics_path = dir.join("metrics.jsonl");
         let file = OpenOptions::new()
             .create_new(true)
@@ -285,6 +309,17 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
             });
         }
 
+        if let (Some(batch), Some(initial)) = (&fixed_batch, initial_logits) {
+            let logits = FixedBatchLogits {
+                images: batch.targets.dims()[0],
+                initial,
+                r#final: logits_of(&model.valid(), batch),
+            };
+            let path = dir.join("logits.json");
+            let json = serde_json::to_vec(&logits).expect("logits always serialise");
+            write_atomic(&path, &json).map_err(io_error(&path))?;
+        }
+
         let model_path = dir.join("model.mpk");
         let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
             .record(model.valid().into_record(), ())
@@ -295,6 +330,52 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
         write_atomic(&model_path, &bytes).map_err(io_error(&model_path))?;
         Ok(fitted)
     }
+}
+
+/// `logits.json`: a model's logits on the first `images` test images, row-major
+/// `[images, classes]`, before and after training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixedBatchLogits {
+    pub images: usize,
+    pub initial: Vec<f32>,
+    pub r#final: Vec<f32>,
+}
+
+fn logits_of<B: burn::tensor::backend::Backend, M: ImageClassifier<B>>(
+    model: &M,
+    batch: &ImageBatch<B>,
+) -> Vec<f32> {
+    model
+        .logits(batch.images.clone())
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("converted to f32")
+}
+
+/// Loads `path` (a `model.mpk`) into `model`, which must be the same network.
+pub fn load_weights<B: AutodiffBackend, M: Module<B>>(
+    model: M,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M, RunError> {
+    let record = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+        .load(path.to_path_buf(), device)
+        .map_err(|e| {
+            RunError::Spec(format!(
+                "{}: cannot load it as this experiment's weights: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(model.load_record(record))
+}
+
+/// The process's peak resident set in MiB, where the OS reports it (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// `metrics.jsonl`, flushed after every line so a crashed run keeps every finished event.

@@ -3,7 +3,7 @@
 
 use kiln_data::mnist::{FASHION_MNIST, MNIST};
 use kiln_data::{
-    load_image_folder, Augment, Cifar10Format, DataError, IdxDataset, ImageSet, Locator, Normalize,
+    load_image_folder, Augment, Cifar10Format, DataError, IdxDataset, ImageBatcher, ImageSet, Locator, Normalize,
     Split, CIFAR10_CLASSES,
 };
 use kiln_train::Recipe;
@@ -194,6 +194,16 @@ impl DataSpec {
         self.layout.unwrap_or(self.dataset.default_layout())
     }
 
+    /// The batcher for a run that trains on `train`: this spec's resize, augmentation and
+    /// normalisation (statistics, where asked for, computed over `train`).
+    pub fn batcher(&self, train: &ImageSet) -> ImageBatcher {
+        ImageBatcher {
+            resize: self.resize.map(|side| [side, side]),
+            augment: self.augment,
+            ..ImageBatcher::for_set(train, self.normalize.resolve(train))
+        }
+    }
+
     /// Finds (or fetches) the files and loads one split.
     pub fn load(&self, locator: &Locator, split: Split) -> Result<ImageSet, DataError> {
         let dataset = self.dataset;
@@ -232,6 +242,10 @@ pub struct Overrides {
     /// Read the data set from another layout than the experiment's (e.g. the JPEG folder copy
     /// of CIFAR-10 instead of the binary batches).
     pub layout: Option<Layout>,
+    /// Stop after this many optimiser steps (`recipe.max_steps`).
+    pub max_steps: Option<usize>,
+    /// Log the training loss every this many steps (`recipe.log_every`); 1 gives the whole curve.
+    pub log_every: Option<usize>,
 }
 
 impl ExperimentSpec {
@@ -261,6 +275,12 @@ impl ExperimentSpec {
         }
         if o.layout.is_some() {
             self.data.layout = o.layout;
+        }
+        if o.max_steps.is_some() {
+            self.recipe.max_steps = o.max_steps;
+        }
+        if let Some(n) = o.log_every {
+            self.recipe.log_every = n;
         }
     }
 

@@ -297,6 +297,9 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let started = Instant::now();
 
         for epoch in 1..=recipe.epochs {
+            if recipe.max_steps.is_some_and(|max| step >= max) {
+                break;
+            }
             // The rate at the epoch's start (per-batch schedules move on within the epoch).
             let mut lr = schedule.next();
             order.shuffle(&mut rng);
@@ -361,6 +364,9 @@ impl<B: AutodiffBackend> Run<'_, B> {
                         }));
                         interval = Tally::default();
                     }
+                    if recipe.max_steps.is_some_and(|max| step >= max) {
+                        break; // dropping `batches` stops the worker
+                    }
                 }
                 model
             });
@@ -382,7 +388,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 test_loss: test_m.loss,
                 test_accuracy: test_m.accuracy,
                 seconds: epoch_start.elapsed().as_secs_f64(),
-                train_images_per_sec: train.len() as f64 / train_seconds,
+                train_images_per_sec: epoch_tally.images as f64 / train_seconds,
                 eval_images_per_sec: test.len() as f64 / eval_seconds,
             };
             tracing::info!(

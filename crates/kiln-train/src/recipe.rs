@@ -27,6 +27,10 @@ pub struct Recipe {
     /// Cross-entropy label smoothing for training (evaluation losses are never smoothed).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub label_smoothing: f32,
+    /// Stop after this many optimiser steps in all, evaluating the epoch they end in; for short
+    /// comparisons of backends. The learning-rate schedule still spans all `epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
 }
 
 fn default_log_every() -> usize {
@@ -119,6 +123,9 @@ impl Recipe {
             if value == 0 {
                 return Err(format!("{key}: expected at least 1, found 0"));
             }
+        }
+        if self.max_steps == Some(0) {
+            return Err("recipe.max_steps: expected at least 1, found 0".into());
         }
         if self.validate_every == Some(0) {
             return Err("recipe.validate_every: expected at least 1, found 0".into());
