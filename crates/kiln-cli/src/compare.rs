@@ -1,0 +1,423 @@
+//! `kiln compare`: one experiment on several backends, from the same initial weights and the
+//! same batch order, and a report of how they differ.
+//!
+//! Each backend trains in its own `kiln run` process (this same binary), so a backend that
+//! crashes or runs out of memory cannot take the others down and each one's peak memory is its
+//! own. The comparison folder holds the resolved experiment, the initial weights, every run
+//! folder and the report:
+//!
+//! ```text
+//! runs/compare/<experiment>-<timestamp>/
+//!   experiment.toml  init.mpk  report.md  report.json
+//!   <experiment>/<backend>-<timestamp>/   (one ordinary run folder per backend)
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use burn::module::{AutodiffModule, Module};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+use kiln_experiments::run_dir::{self, write_atomic};
+use kiln_experiments::{ExperimentSpec, FixedBatchLogits, ModelTask, RunSummary};
+use kiln_models::ImageClassifier;
+use kiln_train::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::{dispatch, BackendTask, DataArgs, OverrideArgs};
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    /// Backends to compare, comma-separated; the first is the reference the others are
+    /// measured against.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub backends: Vec<String>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of test images whose logits are compared.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub logits_of: usize,
+    /// The comparison folder is created under DIR/compare/.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+/// `report.json`: one row per backend, in the order asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub experiment: String,
+    pub reference: String,
+    pub seed: u64,
+    pub epochs: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    pub backends: Vec<BackendRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendRow {
+    pub backend: String,
+    /// The backend's run folder, or why it has none.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Finished(Measured),
+    Failed { cause: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measured {
+    pub run_dir: PathBuf,
+    pub wall_seconds: f64,
+    pub train_images_per_sec: f64,
+    pub eval_images_per_sec: f64,
+    /// Mean training loss of the last logged step.
+    pub final_train_loss: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub steps: usize,
+    /// Against the reference backend (zero for the reference itself); `None` when either run
+    /// lacks the numbers.
+    pub agreement: Option<Agreement>,
+}
+
+/// Largest absolute differences from the reference backend.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Agreement {
+    /// Logits of the fixed test batch from the shared initial weights.
+    pub initial_logits: f64,
+    /// Logits of the fixed test batch after training.
+    pub final_logits: f64,
+    /// Training loss, step by step, over the steps both runs logged.
+    pub loss_curve: f64,
+    /// The largest |logit| of the reference's initial logits, to read the first figure
+    /// relative to.
+    pub logit_scale: f64,
+}
+
+pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
+    let spec = args.overrides.resolve(&args.experiment)?;
+    for (i, name) in args.backends.iter().enumerate() {
+        if args.backends[..i].contains(name) {
+            bail!("--backends: {name:?} is listed twice");
+        }
+    }
+    let dir = run_dir::create(&args.runs_dir, "compare", &spec.name)
+        .with_context(|| format!("creating a folder under {}", args.runs_dir.display()))?;
+    eprintln!("comparing {} on {}: {}", spec.name, args.backends.join(", "), dir.display());
+
+    // Every backend reads the resolved spec (overrides included) and starts from init.mpk.
+    let spec_path = dir.join("experiment.toml");
+    write_atomic(&spec_path, spec.to_toml().as_bytes())
+        .with_context(|| spec_path.display().to_string())?;
+    let init = dir.join("init.mpk");
+    dispatch(
+        &args.backends[0],
+        None,
+        InitTask {
+            spec: &spec,
+            path: &init,
+        },
+    )??;
+
+    let mut rows = Vec::new();
+    for backend in &args.backends {
+        eprintln!("--- {backend} ---");
+        let outcome = match train_on(&spec.name, backend, &spec_path, &init, &dir, args, quiet) {
+            Ok(run_dir) => Outcome::Finished(measure(&run_dir)?),
+            Err(cause) => {
+                eprintln!("{backend}: {cause:#}");
+                Outcome::Failed {
+                    cause: format!("{cause:#}"),
+                }
+            }
+        };
+        rows.push(BackendRow {
+            backend: backend.clone(),
+            outcome,
+        });
+    }
+    let report = Report {
+        experiment: spec.name.clone(),
+        reference: args.backends[0].clone(),
+        seed: spec.recipe.seed,
+        epochs: spec.recipe.epochs,
+        max_steps: spec.recipe.max_steps,
+        backends: agree(rows)?,
+    };
+    let markdown = report.markdown();
+    let json = serde_json::to_vec_pretty(&report).expect("a report always serialises");
+    for (name, bytes) in [("report.json", json.as_slice()), ("report.md", markdown.as_bytes())] {
+        let path = dir.join(name);
+        write_atomic(&path, bytes).with_context(|| path.display().to_string())?;
+    }
+    println!("{markdown}");
+    println!("report: {}", dir.join("report.md").display());
+    if let Some(failed) = report.backends.iter().find(|r| matches!(r.outcome, Outcome::Failed { .. })) {
+        bail!("backend {} did not finish (see the report)", failed.backend);
+    }
+    Ok(())
+}
+
+/// Trains on `backend` in a child `kiln run`; returns its run folder.
+fn train_on(
+    experiment: &str,
+    backend: &str,
+    spec_path: &Path,
+    init: &Path,
+    dir: &Path,
+    args: &CompareArgs,
+    quiet: bool,
+) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the kiln executable")?;
+    let mut cmd = Command::new(exe);
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    cmd.arg("run")
+        .arg(spec_path)
+        .args(["--backend", backend])
+        .arg("--init-weights")
+        .arg(init)
+        .args(["--log-every", "1", "--logits-of", &args.logits_of.to_string()])
+        .arg("--runs-dir")
+        .arg(dir);
+    if let Some(data_dir) = &args.data.data_dir {
+        cmd.arg("--data-dir").arg(data_dir);
+    }
+    if args.data.offline {
+        cmd.arg("--offline");
+    }
+    // The child's messages pass through; its final `error: ...` (main's last words, which
+    // may run over several lines) is kept as the cause.
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting kiln run")?;
+    let mut error: Option<String> = None;
+    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
+        let line = line.unwrap_or_default();
+        eprintln!("{line}");
+        if let Some(message) = line.strip_prefix("error: ") {
+            error = Some(message.to_string());
+        } else if let Some(e) = &mut error {
+            e.push(' ');
+            e.push_str(line.trim());
+        }
+    }
+    let status = child.wait().context("waiting for kiln run")?;
+    if !status.success() {
+        bail!("{} ({status})", error.unwrap_or_else(|| "kiln run failed".into()));
+    }
+    let parent = dir.join(experiment);
+    let prefix = format!("{backend}-");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&parent)
+        .with_context(|| parent.display().to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                // "tch-2026..." but not "tch-cuda-2026...": timestamps start with a digit.
+                .is_some_and(|n| {
+                    n.strip_prefix(&prefix)
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                })
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .with_context(|| format!("no {backend} run folder in {}", parent.display()))
+}
+
+/// The headline numbers of a finished run folder (agreement is filled in later).
+fn measure(run: &Path) -> Result<Measured> {
+    let summary: RunSummary = read_json(&run.join("summary.json"))?;
+    let losses = loss_curve(run)?;
+    Ok(Measured {
+        run_dir: run.to_path_buf(),
+        wall_seconds: summary.total_seconds,
+        train_images_per_sec: summary.train_images_per_sec,
+        eval_images_per_sec: summary.eval_images_per_sec,
+        final_train_loss: losses.last().copied().unwrap_or(f64::NAN),
+        test_loss: summary.final_test_loss,
+        test_accuracy: summary.final_test_accuracy,
+        peak_rss_mib: summary.peak_rss_mib,
+        steps: losses.len(),
+        agreement: None,
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: unexpected contents", path.display()))
+}
+
+/// The step-by-step training loss of a run logged with `--log-every 1`.
+fn loss_curve(run: &Path) -> Result<Vec<f64>> {
+    let path = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let mut losses = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let event: Event = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a metrics event", path.display(), i + 1))?;
+        if let Event::Step(step) = event {
+            losses.push(step.loss);
+        }
+    }
+    Ok(losses)
+}
+
+/// Fills in each finished row's agreement with the first row.
+fn agree(mut rows: Vec<BackendRow>) -> Result<Vec<BackendRow>> {
+    let Some(Outcome::Finished(reference)) = rows.first().map(|r| r.outcome.clone()) else {
+        return Ok(rows);
+    };
+    let ref_logits: FixedBatchLogits = read_json(&reference.run_dir.join("logits.json"))?;
+    let ref_losses = loss_curve(&reference.run_dir)?;
+    for row in &mut rows {
+        let Outcome::Finished(m) = &mut row.outcome else {
+            continue;
+        };
+        let logits: FixedBatchLogits = read_json(&m.run_dir.join("logits.json"))?;
+        let losses = loss_curve(&m.run_dir)?;
+        m.agreement = Some(Agreement {
+            initial_logits: max_abs_diff(&ref_logits.initial, &logits.initial),
+            final_logits: max_abs_diff(&ref_logits.r#final, &logits.r#final),
+            loss_curve: max_abs_diff_f64(&ref_losses, &losses),
+            logit_scale: ref_logits
+                .initial
+                .iter()
+                .fold(0.0f64, |m, &x| m.max(f64::from(x).abs())),
+        });
+    }
+    Ok(rows)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() {
+        return f64::NAN;
+    }
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max(f64::from(x - y).abs()))
+}
+
+fn max_abs_diff_f64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "# {} on {} backends\n\nSeed {}, {} epochs{}; every backend starts from the same \
+             init.mpk and sees the same batches. Differences are against {} (largest absolute \
+             difference: logits of the first test images from the shared initial weights and \
+             after training, and the training loss step by step). Peak memory is the host \
+             process's (VmHWM); memory on a GPU is not included.\n\n",
+            self.experiment,
+            self.backends.len(),
+            self.seed,
+            self.epochs,
+            self.max_steps
+                .map(|s| format!(", stopped after {s} steps"))
+                .unwrap_or_default(),
+            self.reference,
+        );
+        out.push_str(
+            "| backend | wall s | train img/s | eval img/s | final train loss | test loss | \
+             test acc | peak MiB | max Δ logits (initial) | max Δ logits (final) | max Δ loss curve |\n",
+        );
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for row in &self.backends {
+            match &row.outcome {
+                Outcome::Failed { cause } => {
+                    let cause = cause.replace('|', "\\|").replace('\n', " ");
+                    out.push_str(&format!("| {} | failed: {cause} |||||||||||\n", row.backend));
+                }
+                Outcome::Finished(m) => {
+                    let (a, b, c) = m.agreement.map_or(("-".into(), "-".into(), "-".into()), |a| {
+                        (sci(a.initial_logits), sci(a.final_logits), sci(a.loss_curve))
+                    });
+                    out.push_str(&format!(
+                        "| {} | {:.1} | {:.0} | {:.0} | {:.4} | {:.4} | {:.2}% | {} | {a} | {b} | {c} |\n",
+                        row.backend,
+                        m.wall_seconds,
+                        m.train_images_per_sec,
+                        m.eval_images_per_sec,
+                        m.final_train_loss,
+                        m.test_loss,
+                        100.0 * m.test_accuracy,
+                        m.peak_rss_mib.map_or("-".into(), |p| format!("{p:.0}")),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn sci(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+/// Draws the experiment's initial weights (seeded, as a run would) and saves them.
+struct InitTask<'a> {
+    spec: &'a ExperimentSpec,
+    path: &'a Path,
+}
+
+impl BackendTask for InitTask<'_> {
+    type Output = Result<()>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
+        let [channels, ..] = self.spec.data.input_shape();
+        let classes = self.spec.data.dataset.classes().len();
+        B::seed(device, self.spec.recipe.seed);
+        self.spec.model.build(
+            channels,
+            classes,
+            device,
+            Save::<B> {
+                path: self.path,
+                backend: PhantomData,
+            },
+        )
+    }
+}
+
+struct Save<'a, B: AutodiffBackend> {
+    path: &'a Path,
+    backend: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModelTask<B> for Save<'_, B> {
+    type Output = Result<()>;
+    fn run<M>(self, model: M) -> Result<()>
+    where
+        M: AutodiffModule<B> + ImageClassifier<B>,
+        M::InnerModule: ImageClassifier<B::InnerBackend>,
+    {
+        model
+            .valid()
+            .save_file(self.path.to_path_buf(), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+            .with_context(|| format!("saving the initial weights to {}", self.path.display()))
+    }
+}
