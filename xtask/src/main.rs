@@ -1,21 +1,44 @@
 //! `cargo xtask ...`: project automation in Rust, so it runs wherever cargo does.
 //!
-//! - `run-experiment <experiment> [--backend NAME] [kiln run options...]`: builds `kiln` in
-//!   release mode with the features the backend needs and runs the experiment (installing
-//!   Debian's Fashion-MNIST package first when it is missing and we may).
-//! - `test`: installs what the tests need (Fashion-MNIST from Debian's package), then runs the
-//!   whole test suite in release mode (the tests train real models).
+//! - `run-experiment <experiment> [--backend NAME] [kiln run options...]`: checks the backend's
+//!   runtime, builds `kiln` in release mode with exactly the features the backend needs and
+//!   runs the experiment (installing Debian's Fashion-MNIST package first when it is missing
+//!   and we may).
+//! - `compare-backends <experiment> --backends a,b,c [kiln compare options...]`: the same for
+//!   several backends at once, then `kiln compare`.
+//! - `test`: installs what the tests need (Fashion-MNIST and Mesa's software Vulkan from
+//!   Debian's packages, PyTorch 2.9.0 into a virtualenv of its own), then runs the whole test
+//!   suite in release mode (the tests train real models), parity tests across backends included.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// `--backend` name -> the `kiln-cli` cargo features it needs.
-const BACKENDS: &[(&str, &str)] = &[("ndarray", "ndarray")];
+/// `--backend` name, the `kiln-cli` cargo features it needs, and what it needs at run time.
+const BACKENDS: &[(&str, &str, Runtime)] = &[
+    ("ndarray", "ndarray", Runtime::Nothing),
+    ("flex", "flex", Runtime::Nothing),
+    ("wgpu", "wgpu", Runtime::Vulkan),
+    ("tch", "tch", Runtime::Torch),
+    ("tch-cuda", "tch-cuda", Runtime::Torch),
+    ("cuda", "cuda", Runtime::Nothing),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    Nothing,
+    /// A Vulkan driver: the GPU's, or Mesa's software one.
+    Vulkan,
+    /// libtorch 2.9, from `LIBTORCH` or a Python with torch 2.9.0.
+    Torch,
+}
 
 const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 const FASHION_MNIST_PACKAGE: &str = "dataset-fashion-mnist";
+const VULKAN_PACKAGE: &str = "mesa-vulkan-drivers";
+/// The libtorch version burn-tch 0.21 (tch 0.22) is built against.
+const TORCH_VERSION: &str = "2.9.0";
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -23,9 +46,17 @@ usage: cargo xtask <command>
 commands:
   run-experiment <experiment> [--backend NAME] [options passed to `kiln run`]
       build kiln (release) with the backend's features and run the experiment;
-      e.g. cargo xtask run-experiment lenet5-fashion-mnist --backend ndarray --epochs 1
+      e.g. cargo xtask run-experiment lenet5-fashion-mnist --backend tch --epochs 1
+  compare-backends <experiment> --backends A,B,... [options passed to `kiln compare`]
+      train on each backend from the same initial weights and report the differences;
+      e.g. cargo xtask compare-backends lenet5-fashion-mnist --backends ndarray,tch --steps 50
+  bench [--backends A,B,...] [--epochs N] [--limit-train N]
+      LeNet-5 training speed on each backend (default ndarray,flex,wgpu,tch, one epoch of
+      Fashion-MNIST) as a ratio to PyTorch eager on the same data and threads, in one run
   test [cargo test options]
-      install the test data if missing, then run every test (release build)";
+      install what the tests need if missing, then run every test (release build)
+
+backends: ndarray, flex, wgpu, tch, tch-cuda, cuda";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -41,6 +72,8 @@ fn run(args: Vec<String>) -> Result<()> {
     };
     match command.as_str() {
         "run-experiment" => run_experiment(rest),
+        "compare-backends" => compare_backends(rest),
+        "bench" => bench(rest),
         "test" => test(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -51,21 +84,111 @@ fn run(args: Vec<String>) -> Result<()> {
 }
 
 fn run_experiment(args: &[String]) -> Result<()> {
-    let (backend, kiln_args) = take_backend(args)?;
-    let Some(features) = BACKENDS
-        .iter()
-        .find(|(name, _)| *name == backend)
-        .map(|(_, f)| *f)
-    else {
-        let names: Vec<&str> = BACKENDS.iter().map(|(n, _)| *n).collect();
-        bail!(
-            "unknown backend {backend:?}; expected one of: {}",
-            names.join(", ")
-        );
-    };
+    let (backend, kiln_args) = take_option(args, "--backend")?;
+    let backend = backend.unwrap_or_else(|| "ndarray".into());
+    let features = features_of(&[backend.as_str()])?;
     if kiln_args.first().is_none_or(|a| a.starts_with('-')) {
         bail!("missing the experiment name\n\n{USAGE}");
     }
+    let env = runtime_env(&[backend.as_str()], Install::No)?;
+    offer_fashion_mnist(&kiln_args[0]);
+    let mut cmd = kiln(&features, &env);
+    cmd.args(["run", "--backend", &backend]).args(&kiln_args);
+    status(cmd)
+}
+
+fn compare_backends(args: &[String]) -> Result<()> {
+    let (backends, kiln_args) = take_option(args, "--backends")?;
+    let backends = backends.context("--backends A,B,... is required")?;
+    let names: Vec<&str> = backends.split(',').map(str::trim).collect();
+    let features = features_of(&names)?;
+    if kiln_args.first().is_none_or(|a| a.starts_with('-')) {
+        bail!("missing the experiment name\n\n{USAGE}");
+    }
+    let env = runtime_env(&names, Install::No)?;
+    offer_fashion_mnist(&kiln_args[0]);
+    let mut cmd = kiln(&features, &env);
+    cmd.args(["compare", "--backends", &backends]).args(&kiln_args);
+    status(cmd)
+}
+
+/// LeNet-5 training throughput per backend, against PyTorch measured in the same run: `kiln
+/// compare` trains every backend, then xtask/bench/lenet5_pytorch.py trains PyTorch on the
+/// same files with the same number of threads; bench.md and bench.json go into the comparison
+/// folder.
+fn bench(args: &[String]) -> Result<()> {
+    let (backends, rest) = take_option(args, "--backends")?;
+    let (epochs, rest) = take_option(&rest, "--epochs")?;
+    let (limit, rest) = take_option(&rest, "--limit-train")?;
+    if let Some(unknown) = rest.first() {
+        bail!("bench: unexpected argument {unknown:?}\n\n{USAGE}");
+    }
+    let backends = backends.unwrap_or_else(|| "ndarray,flex,wgpu,tch".into());
+    let epochs = epochs.unwrap_or_else(|| "1".into());
+    let names: Vec<&str> = backends.split(',').map(str::trim).collect();
+    let features = features_of(&names)?;
+    ensure_fashion_mnist()?;
+    // PyTorch is the reference, so it is needed whatever the backends.
+    let mut all = names.clone();
+    all.push("tch");
+    let env = runtime_env(&all, Install::Yes)?;
+
+    let mut cmd = kiln(&features, &env);
+    cmd.args(["--quiet", "compare", "lenet5-fashion-mnist", "--backends", &backends])
+        .args(["--epochs", &epochs, "--offline"]);
+    if let Some(n) = &limit {
+        cmd.args(["--limit-train", n]);
+    }
+    let out = output(cmd)?;
+    let report_md = out
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .context("kiln compare did not say where its report is")?;
+    let dir = Path::new(report_md.trim()).parent().context("report path")?.to_path_buf();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut py = Command::new(torch_venv().join("bin/python"));
+    py.arg(project_root().join("xtask/bench/lenet5_pytorch.py"))
+        .arg(FASHION_MNIST_DIR)
+        .args(["--threads", &threads.to_string(), "--epochs", &epochs]);
+    if let Some(n) = &limit {
+        py.args(["--limit-train", n]);
+    }
+    let reference: serde_json::Value = serde_json::from_str(
+        output(py)?.lines().last().context("the PyTorch reference printed nothing")?,
+    )?;
+    let torch_speed = reference["train_images_per_sec"].as_f64().context("PyTorch speed")?;
+
+    let mut md = format!(
+        "# LeNet-5 training speed, lenet5-fashion-mnist, {epochs} epoch(s){}, {threads} threads\n\n\
+         Reference: PyTorch {} eager on the same files and threads, measured in this run: \
+         {torch_speed:.0} images/s, test accuracy {:.2}%.\n\n\
+         | backend | train images/s | vs PyTorch | test accuracy |\n| --- | ---: | ---: | ---: |\n",
+        limit.as_ref().map(|n| format!(" of the first {n} images")).unwrap_or_default(),
+        reference["torch"].as_str().unwrap_or("?"),
+        100.0 * reference["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+    );
+    for row in report["backends"].as_array().context("report.json: backends")? {
+        let name = row["backend"].as_str().unwrap_or("?");
+        match row["train_images_per_sec"].as_f64() {
+            Some(speed) => md.push_str(&format!(
+                "| {name} | {speed:.0} | {:.3}x | {:.2}% |\n",
+                speed / torch_speed,
+                100.0 * row["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+            )),
+            None => md.push_str(&format!("| {name} | failed | | |\n")),
+        }
+    }
+    std::fs::write(dir.join("bench.md"), &md)?;
+    let json = serde_json::json!({ "reference": reference, "report": report });
+    std::fs::write(dir.join("bench.json"), serde_json::to_vec_pretty(&json)?)?;
+    println!("{md}\nwritten to {}", dir.join("bench.md").display());
+    Ok(())
+}
+
+/// `cargo run` of the release `kiln` binary with exactly `features`.
+fn kiln(features: &str, env: &[(String, String)]) -> Command {
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -73,38 +196,232 @@ fn run_experiment(args: &[String]) -> Result<()> {
         "--package",
         "kiln-cli",
         "--no-default-features",
+        "--features",
+        features,
+        "--",
     ])
-    .args(["--features", features, "--", "run", "--backend", &backend])
-    .args(&kiln_args);
-    status(cmd)
+    .envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
 }
 
-/// Splits `--backend NAME` / `--backend=NAME` (anywhere in `args`) from the arguments for kiln.
-fn take_backend(args: &[String]) -> Result<(String, Vec<String>)> {
-    let mut backend = None;
+/// The comma-joined cargo features for `backends`, or an error listing the known names.
+fn features_of(backends: &[&str]) -> Result<String> {
+    let mut features = Vec::new();
+    for name in backends {
+        let Some((_, feature, _)) = BACKENDS.iter().find(|(n, ..)| n == name) else {
+            let names: Vec<&str> = BACKENDS.iter().map(|(n, ..)| *n).collect();
+            bail!(
+                "unknown backend {name:?}; expected one of: {}",
+                names.join(", ")
+            );
+        };
+        if !features.contains(feature) {
+            features.push(*feature);
+        }
+    }
+    Ok(features.join(","))
+}
+
+/// Splits `NAME VALUE` / `NAME=VALUE` (anywhere in `args`) from the arguments for kiln.
+fn take_option(args: &[String], name: &str) -> Result<(Option<String>, Vec<String>)> {
+    let mut value = None;
     let mut rest = Vec::new();
     let mut it = args.iter();
+    let prefix = format!("{name}=");
     while let Some(arg) = it.next() {
-        if arg == "--backend" {
-            backend = Some(it.next().context("--backend needs a value")?.clone());
-        } else if let Some(value) = arg.strip_prefix("--backend=") {
-            backend = Some(value.to_string());
+        if arg == name {
+            value = Some(it.next().with_context(|| format!("{name} needs a value"))?.clone());
+        } else if let Some(v) = arg.strip_prefix(&prefix) {
+            value = Some(v.to_string());
         } else {
             rest.push(arg.clone());
         }
     }
-    Ok((backend.unwrap_or_else(|| "ndarray".into()), rest))
+    Ok((value, rest))
 }
 
 fn test(args: &[String]) -> Result<()> {
     ensure_fashion_mnist()?;
+    let all: Vec<&str> = ["ndarray", "flex", "wgpu", "tch"].into();
+    let env = runtime_env(&all, Install::Yes)?;
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "--workspace"]).args(args);
+    // `parity` builds the wgpu, tch and flex backends into kiln and the tests, once, in the
+    // release profile the CLI uses too.
+    cmd.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--features",
+        "kiln-integration-tests/parity",
+    ])
+    .args(args)
+    .envs(env.iter().map(|(k, v)| (k, v)));
     status(cmd)
 }
 
-/// Installs Debian's Fashion-MNIST package (the real-data tests read it) when it is missing
-/// and we may: as root or with password-less sudo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Install {
+    /// Install what is missing (tests: a new machine sets itself up).
+    Yes,
+    /// Say what is missing and the commands that install it.
+    No,
+}
+
+/// Checks the run-time needs of `backends` and returns the environment cargo and kiln need.
+fn runtime_env(backends: &[&str], install: Install) -> Result<Vec<(String, String)>> {
+    let needs = |r: Runtime| {
+        BACKENDS
+            .iter()
+            .any(|(n, _, runtime)| *runtime == r && backends.contains(n))
+    };
+    let mut env = Vec::new();
+    if needs(Runtime::Vulkan) {
+        ensure_vulkan(install)?;
+    }
+    if needs(Runtime::Torch) {
+        env.extend(torch_env(install)?);
+    }
+    Ok(env)
+}
+
+/// A Vulkan loader and at least one driver (ICD). wgpu would otherwise fail at its first
+/// tensor with "no adapter".
+fn ensure_vulkan(install: Install) -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        return Ok(()); // Metal / DX12: nothing to install
+    }
+    let has_driver = std::env::var_os("VK_ICD_FILENAMES").is_some()
+        || std::env::var_os("VK_DRIVER_FILES").is_some()
+        || ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+            .iter()
+            .any(|dir| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()));
+    let has_loader = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libvulkan.so.1"));
+    if has_driver && has_loader {
+        return Ok(());
+    }
+    let why = "the wgpu backend needs a Vulkan driver; without a GPU, Mesa's software one";
+    match install {
+        Install::Yes => apt_install(VULKAN_PACKAGE, why),
+        Install::No => bail!(
+            "no Vulkan driver found ({why}); install it with\n    sudo apt-get update && \
+             sudo apt-get install -y {VULKAN_PACKAGE}\n(or your GPU vendor's Vulkan driver)"
+        ),
+    }
+}
+
+/// The virtualenv `cargo xtask` owns for PyTorch, outside any clone so every checkout and CI
+/// run reuses it: `$KILN_TORCH_VENV`, else `~/.cache/kiln/torch-venv`.
+fn torch_venv() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_TORCH_VENV") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/kiln/torch-venv")
+}
+
+/// Where libtorch is, as environment for building (torch-sys) and running (the dynamic
+/// loader): `LIBTORCH` if set, else the virtualenv's torch.
+fn torch_env(install: Install) -> Result<Vec<(String, String)>> {
+    if let Some(libtorch) = std::env::var_os("LIBTORCH") {
+        let lib = Path::new(&libtorch).join("lib");
+        if !lib.join("libtorch_cpu.so").is_file() && !lib.join("libtorch_cpu.dylib").is_file() {
+            bail!(
+                "LIBTORCH={} has no lib/libtorch_cpu.so; point it at an unpacked libtorch {TORCH_VERSION}",
+                lib.parent().unwrap_or(&lib).display()
+            );
+        }
+        return Ok(vec![library_path(&lib)]);
+    }
+    let venv = torch_venv();
+    let python = venv.join("bin/python");
+    let torch_dir = match torch_dir(&python) {
+        Some(dir) => dir,
+        None if install == Install::Yes => {
+            install_torch(&venv)?;
+            torch_dir(&python).with_context(|| {
+                format!("{} still has no torch {TORCH_VERSION} after installing it", venv.display())
+            })?
+        }
+        None => bail!(
+            "the tch backends need libtorch {TORCH_VERSION}; none found (no LIBTORCH, no torch \
+             {TORCH_VERSION} in {}). Install it with\n    python3 -m venv {0}\n    \
+             {0}/bin/pip install torch=={TORCH_VERSION}\n(or set LIBTORCH to an unpacked \
+             libtorch {TORCH_VERSION}; `cargo xtask test` installs the virtualenv itself)",
+            venv.display()
+        ),
+    };
+    let path = std::env::var("PATH").unwrap_or_default();
+    Ok(vec![
+        ("LIBTORCH_USE_PYTORCH".into(), "1".into()),
+        // torch-sys asks `python` for torch's location: the virtualenv's must come first.
+        ("PATH".into(), format!("{}:{path}", venv.join("bin").display())),
+        library_path(&torch_dir.join("lib")),
+    ])
+}
+
+/// torch's folder if `python` imports torch of the right version.
+fn torch_dir(python: &Path) -> Option<PathBuf> {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import os, torch; print(torch.__version__); print(os.path.dirname(torch.__file__))",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let version = lines.next()?;
+    let dir = lines.next()?;
+    (out.status.success() && version.split('+').next() == Some(TORCH_VERSION))
+        .then(|| PathBuf::from(dir))
+}
+
+fn install_torch(venv: &Path) -> Result<()> {
+    eprintln!(
+        "xtask: installing PyTorch {TORCH_VERSION} into {} (the tch backend links its libtorch; \
+         a download of a few GB, once)",
+        venv.display()
+    );
+    if !venv.join("bin/python").exists() {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "venv"]).arg(venv);
+        status(cmd).context("creating the virtualenv (Debian: apt-get install python3-venv)")?;
+    }
+    let mut cmd = Command::new(venv.join("bin/pip"));
+    cmd.args(["install", "--quiet", &format!("torch=={TORCH_VERSION}")]);
+    status(cmd)
+}
+
+/// `LD_LIBRARY_PATH` (macOS: `DYLD_LIBRARY_PATH`) with `lib` first.
+fn library_path(lib: &Path) -> (String, String) {
+    let var = if cfg!(target_os = "macos") {
+        "DYLD_LIBRARY_PATH"
+    } else {
+        "LD_LIBRARY_PATH"
+    };
+    let value = match std::env::var(var) {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
+        _ => lib.display().to_string(),
+    };
+    (var.into(), value)
+}
+
+/// The Fashion-MNIST experiments (the quick start's among them) read Debian's package where
+/// there is one, so a machine without internet access runs them too; where it cannot be
+/// installed, kiln looks elsewhere and downloads, and says so if that fails.
+fn offer_fashion_mnist(experiment: &str) {
+    if experiment.contains("fashion-mnist") {
+        if let Err(e) = ensure_fashion_mnist() {
+            eprintln!("xtask: note: {e:#}");
+        }
+    }
+}
+
+/// Installs Debian's Fashion-MNIST package (the quick start and the real-data tests read it)
+/// when it is missing.
 fn ensure_fashion_mnist() -> Result<()> {
     if Path::new(FASHION_MNIST_DIR)
         .join("t10k-labels-idx1-ubyte.gz")
@@ -112,7 +429,17 @@ fn ensure_fashion_mnist() -> Result<()> {
     {
         return Ok(());
     }
-    let install = format!("apt-get install -y {FASHION_MNIST_PACKAGE}");
+    apt_install(
+        FASHION_MNIST_PACKAGE,
+        &format!("Fashion-MNIST in {FASHION_MNIST_DIR}"),
+    )
+    .context("or set KILN_DATA_DIR to a folder holding the four Fashion-MNIST IDX files")
+}
+
+/// Installs a Debian package when we may: as root or with password-less sudo; otherwise says
+/// which command to run.
+fn apt_install(package: &str, why: &str) -> Result<()> {
+    let install = format!("apt-get install -y {package}");
     let as_root = is_root();
     let sudo = !as_root
         && Command::new("sudo")
@@ -120,12 +447,9 @@ fn ensure_fashion_mnist() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success());
     if !as_root && !sudo {
-        bail!(
-            "the tests need Fashion-MNIST in {FASHION_MNIST_DIR}; install it with\n    sudo apt-get update && sudo {install}\n\
-             (or set KILN_DATA_DIR to a folder holding the four Fashion-MNIST IDX files)"
-        );
+        bail!("{why}: install it with\n    sudo apt-get update && sudo {install}");
     }
-    eprintln!("xtask: installing {FASHION_MNIST_PACKAGE} (the real-data tests read it)");
+    eprintln!("xtask: installing {package} ({why})");
     let apt = |args: &[&str]| {
         let mut cmd = if sudo {
             Command::new("sudo")
@@ -139,7 +463,7 @@ fn ensure_fashion_mnist() -> Result<()> {
         cmd
     };
     status(apt(&["update", "-q"]))?;
-    status(apt(&["install", "-y", "-q", FASHION_MNIST_PACKAGE]))
+    status(apt(&["install", "-y", "-q", package]))
 }
 
 fn is_root() -> bool {
@@ -168,6 +492,21 @@ fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs `cmd` with stderr passing through and returns its stdout, echoed.
+fn output(mut cmd: Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {shown}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{stdout}");
+    if !out.status.success() {
+        bail!("{shown} failed ({})", out.status);
+    }
+    Ok(stdout)
+}
+
 fn status(mut cmd: Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd
@@ -189,17 +528,27 @@ mod tests {
 
     #[test]
     fn backend_is_taken_from_anywhere_and_the_rest_is_forwarded() {
-        let (b, rest) =
-            take_backend(&strings(&["exp", "--epochs", "1", "--backend", "ndarray"])).unwrap();
+        let take = |args: &[&str]| take_option(&strings(args), "--backend");
+        let (b, rest) = take(&["exp", "--epochs", "1", "--backend", "ndarray"]).unwrap();
         assert_eq!(
-            (b.as_str(), rest),
-            ("ndarray", strings(&["exp", "--epochs", "1"]))
+            (b.as_deref(), rest),
+            (Some("ndarray"), strings(&["exp", "--epochs", "1"]))
         );
-        let (b, rest) = take_backend(&strings(&["--backend=wgpu", "exp"])).unwrap();
-        assert_eq!((b.as_str(), rest), ("wgpu", strings(&["exp"])));
-        let (b, _) = take_backend(&strings(&["exp"])).unwrap();
-        assert_eq!(b, "ndarray");
-        assert!(take_backend(&strings(&["exp", "--backend"])).is_err());
+        let (b, rest) = take(&["--backend=wgpu", "exp"]).unwrap();
+        assert_eq!((b.as_deref(), rest), (Some("wgpu"), strings(&["exp"])));
+        let (b, _) = take(&["exp"]).unwrap();
+        assert_eq!(b, None);
+        assert!(take(&["exp", "--backend"]).is_err());
+    }
+
+    #[test]
+    fn each_backend_turns_on_its_own_features_once() {
+        assert_eq!(features_of(&["ndarray"]).unwrap(), "ndarray");
+        assert_eq!(
+            features_of(&["ndarray", "tch", "wgpu", "tch"]).unwrap(),
+            "ndarray,tch,wgpu"
+        );
+        assert_eq!(features_of(&["tch-cuda"]).unwrap(), "tch-cuda");
     }
 
     #[test]
@@ -207,6 +556,9 @@ mod tests {
         let err = run_experiment(&strings(&["exp", "--backend", "tpu"]))
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "unknown backend \"tpu\"; expected one of: ndarray");
+        assert_eq!(
+            err,
+            "unknown backend \"tpu\"; expected one of: ndarray, flex, wgpu, tch, tch-cuda, cuda"
+        );
     }
 }
