@@ -412,3 +412,61 @@ fn unknown_backend(name: &str) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns the backend's name: enough to see which arm ran.
+    struct Name;
+    impl BackendTask for Name {
+        type Output = String;
+        fn run<B: AutodiffBackend>(self, _: &B::Device) -> String {
+            B::name(&Default::default())
+        }
+    }
+
+    fn error(name: &str, device: Option<usize>) -> String {
+        format!("{:#}", dispatch(name, device, Name).unwrap_err())
+    }
+
+    #[test]
+    fn names_pick_backends_and_bad_names_list_the_choices() {
+        assert!(dispatch("ndarray", None, Name).unwrap().contains("ndarray"));
+        assert_eq!(
+            error("tpu", None),
+            "unknown backend \"tpu\"; expected one of: ndarray, flex, wgpu, tch, tch-cuda, cuda"
+        );
+        // No build turns on `cuda` without a GPU to test it on.
+        #[cfg(not(feature = "cuda"))]
+        assert!(
+            error("cuda", None).starts_with("backend \"cuda\" is not built into this binary"),
+            "{}",
+            error("cuda", None)
+        );
+    }
+
+    #[test]
+    fn a_device_number_is_refused_where_there_is_one_device() {
+        assert_eq!(
+            error("ndarray", Some(1)),
+            "backend \"ndarray\" has one device; found --device 1"
+        );
+    }
+
+    #[test]
+    fn a_panicking_backend_becomes_an_error_naming_it_and_the_remedy() {
+        let err = catch("wgpu", || -> () { panic!("No possible adapter available") })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("backend wgpu failed: No possible adapter available")
+                && err.contains("apt-get install mesa-vulkan-drivers"),
+            "{err}"
+        );
+        let err = catch("tch", || -> () { panic!("{}", String::from("out of memory")) })
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "backend tch failed: out of memory");
+    }
+}
