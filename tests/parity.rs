@@ -166,14 +166,14 @@ impl Diff {
                 worst = name.clone();
             }
         }
-        let worst = |steps: usize| {
+        let curve = |steps: usize| {
             reference.losses[..steps]
                 .iter()
                 .zip(&m.losses)
                 .map(|(a, b)| (a - b).abs() / a.abs())
                 .fold(0.0f64, |w, x| if !(x <= w) { x } else { w })
         };
-        let (losses, all_losses) = (worst(checked_steps), worst(STEPS));
+        let (losses, all_losses) = (curve(checked_steps), curve(STEPS));
         let parts_at = reference
             .losses
             .iter()
