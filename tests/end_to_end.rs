@@ -2,7 +2,6 @@
 //! Fashion-MNIST-format files: the loss falls and the run folder holds every promised file.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -12,54 +11,12 @@ use kiln_experiments::{ExperimentSpec, RunSummary};
 use kiln_models::LeNet5Config;
 
 mod common;
-use common::{arg, only_entry, write_synthetic_fashion_mnist};
-
-/// Synthetic Fashion-MNIST files under `dir/data` and, at `dir/<name>`, the built-in LeNet-5
-/// experiment as changed by `edit`. Returns (data dir, experiment file).
-fn synthetic_setup(
-    dir: &Path,
-    train: usize,
-    test: usize,
-    name: &str,
-    edit: impl Fn(&str) -> String,
-) -> (PathBuf, PathBuf) {
-    let data = dir.join("data");
-    fs::create_dir_all(&data).unwrap();
-    write_synthetic_fashion_mnist(&data, train, test);
-    let experiment = dir.join(name);
-    let builtin = include_str!("../experiments/lenet5-fashion-mnist.toml");
-    fs::write(&experiment, edit(builtin)).unwrap();
-    (data, experiment)
-}
+use common::{arg, synthetic_setup, tiny_run};
 
 #[test]
 fn tiny_run_learns_and_writes_a_complete_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    // The built-in experiment with a batch size that gives several steps per epoch.
-    let (data, experiment) = synthetic_setup(tmp.path(), 640, 200, "tiny.toml", |t| {
-        t.replace("batch_size = 256", "batch_size = 32")
-            .replace("log_every = 50", "log_every = 5")
-    });
-    let runs = tmp.path().join("runs");
-
-    kiln_cli::main_with_args([
-        "kiln",
-        "run",
-        &arg(&experiment),
-        "--backend",
-        "ndarray",
-        "--epochs",
-        "3",
-        "--data-dir",
-        &arg(&data),
-        "--offline",
-        "--runs-dir",
-        &arg(&runs),
-        "--quiet",
-    ])
-    .expect("the run succeeds");
-
-    let run = only_entry(&runs.join("lenet5-fashion-mnist"));
+    let run = tiny_run(tmp.path(), 3);
     let folder = run.file_name().unwrap().to_str().unwrap();
     assert!(folder.starts_with("ndarray-"), "{folder}");
     let mut files: Vec<String> = fs::read_dir(&run)
@@ -69,7 +26,7 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
     files.sort();
     assert_eq!(
         files,
-        ["config.toml", "metrics.jsonl", "model.mpk", "summary.json"]
+        ["config.toml", "layers.txt", "metrics.jsonl", "model.mpk", "plots", "summary.json"]
     );
 
     // The resolved config holds the overrides and parses back as a spec.
@@ -148,7 +105,7 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
         )
         .expect("model.mpk loads");
     let test = kiln_data::mnist::FASHION_MNIST
-        .load_from(&data, Split::Test)
+        .load_from(&tmp.path().join("data"), Split::Test)
         .unwrap();
     let batcher = ImageBatcher::for_set(&test, summary.normalize.clone());
     let metrics = kiln_train::evaluate(&model, &test, &batcher, 100, &device);

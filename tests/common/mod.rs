@@ -48,6 +48,53 @@ pub fn write_synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
     }
 }
 
+/// Synthetic Fashion-MNIST files under `dir/data` and, at `dir/<name>`, the built-in LeNet-5
+/// experiment as changed by `edit`. Returns (data dir, experiment file).
+pub fn synthetic_setup(
+    dir: &Path,
+    train: usize,
+    test: usize,
+    name: &str,
+    edit: impl Fn(&str) -> String,
+) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    fs::create_dir_all(&data).unwrap();
+    write_synthetic_fashion_mnist(&data, train, test);
+    let experiment = dir.join(name);
+    let builtin = include_str!("../../experiments/lenet5-fashion-mnist.toml");
+    fs::write(&experiment, edit(builtin)).unwrap();
+    (data, experiment)
+}
+
+/// Trains the built-in LeNet-5 experiment for `epochs` epochs on synthetic Fashion-MNIST files
+/// (640 train, 200 test images; batch 32 so an epoch has 20 steps, a step event every 5)
+/// through the command line, under `dir`. Returns the run folder.
+pub fn tiny_run(dir: &Path, epochs: usize) -> PathBuf {
+    let (data, experiment) = synthetic_setup(dir, 640, 200, "tiny.toml", |t| {
+        t.replace("batch_size = 256", "batch_size = 32")
+            .replace("log_every = 50", "log_every = 5")
+    });
+    let runs = dir.join("runs");
+    let epochs = epochs.to_string();
+    kiln_cli::main_with_args([
+        "kiln",
+        "run",
+        &arg(&experiment),
+        "--backend",
+        "ndarray",
+        "--epochs",
+        &epochs,
+        "--data-dir",
+        &arg(&data),
+        "--offline",
+        "--runs-dir",
+        &arg(&runs),
+        "--quiet",
+    ])
+    .expect("the run succeeds");
+    only_entry(&runs.join("lenet5-fashion-mnist"))
+}
+
 pub fn only_entry(dir: &Path) -> PathBuf {
     let entries: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()

@@ -242,6 +242,7 @@ fn take_option(args: &[String], name: &str) -> Result<(Option<String>, Vec<Strin
 
 fn test(args: &[String]) -> Result<()> {
     ensure_fashion_mnist()?;
+    ensure_chromium()?;
     let all: Vec<&str> = ["ndarray", "flex", "wgpu", "tch"].into();
     let env = runtime_env(&all, Install::Yes)?;
     let mut cmd = cargo();
@@ -434,6 +435,21 @@ fn ensure_fashion_mnist() -> Result<()> {
         &format!("Fashion-MNIST in {FASHION_MNIST_DIR}"),
     )
     .context("or set KILN_DATA_DIR to a folder holding the four Fashion-MNIST IDX files")
+}
+
+/// Installs Debian's Chromium, in which the report test opens `kiln report`'s pages headless,
+/// unless `KILN_CHROMIUM` names another browser binary.
+fn ensure_chromium() -> Result<()> {
+    let name = std::env::var("KILN_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let found = Command::new(&name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Ok(());
+    }
+    apt_install("chromium", "headless Chromium for the HTML report test")
+        .context("or set KILN_CHROMIUM to a Chromium or Chrome binary")
 }
 
 /// Installs a Debian package when we may: as root or with password-less sudo; otherwise says

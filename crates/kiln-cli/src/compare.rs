@@ -269,17 +269,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// The step-by-step training loss of a run logged with `--log-every 1`.
 fn loss_curve(run: &Path) -> Result<Vec<f64>> {
-    let path = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let mut losses = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let event: Event = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a metrics event", path.display(), i + 1))?;
-        if let Event::Step(step) = event {
-            losses.push(step.loss);
-        }
-    }
-    Ok(losses)
+    let events = kiln_experiments::inspect::read_events(&run.join("metrics.jsonl"))?;
+    Ok(Event::steps(&events).map(|s| s.loss).collect())
 }
 
 /// Fills in each finished row's agreement with the first row.

@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
-use kiln_experiments::{ExperimentSpec, Layout, Overrides, RunOptions, RunOutcome};
+use kiln_experiments::{
+    ExperimentSpec, FeatureInput, Layout, Overrides, RunFolder, RunOptions, RunOutcome,
+};
 
 pub mod compare;
 use kiln_models::Summary;
@@ -51,6 +53,70 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// List the backends and whether this binary was built with each.
     Backends,
+    /// Redraw a finished run's pictures into RUN/plots/ (curves, confusion matrix, prediction
+    /// grid, kernels, feature maps); runs draw them when they finish, so this is for older
+    /// runs or after deleting them. Evaluates the saved model on the test split again.
+    Plots(PlotsArgs),
+    /// Draw the first convolution's kernels and every convolution's feature maps for one
+    /// image (a test image or a file) into RUN/plots/features-*/.
+    Features(FeaturesArgs),
+    /// Classify image files with a run's saved model: the top classes and their softmax
+    /// probabilities. Files that cannot be read are reported; the others are still predicted.
+    Predict(PredictArgs),
+    /// Write RUN/index.html for each run (summary, layers, metrics, pictures), and with several
+    /// runs a page comparing them; open them in a browser, no server needed.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlotsArgs {
+    /// Run folders (runs/<experiment>/<backend>-<timestamp>).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FeaturesArgs {
+    /// A run folder.
+    pub run: PathBuf,
+    /// A PNG or JPEG file of the run's image size.
+    #[arg(long, value_name = "FILE", conflicts_with = "index")]
+    pub image: Option<PathBuf>,
+    /// The Nth image of the run's test split (default: the first).
+    #[arg(long, value_name = "N")]
+    pub index: Option<usize>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run folder.
+    pub run: PathBuf,
+    /// PNG or JPEG files of the run's image size.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run folders.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where the comparison page of several runs goes (default runs/reports/<timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +283,32 @@ pub fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare(args) => compare::compare(args, cli.quiet),
+        Command::Plots(args) => {
+            let locator = args.data.locator(!cli.quiet && std::io::stderr().is_terminal());
+            for dir in &args.runs {
+                let run = open_run(dir)?;
+                let task = PlotsTask { run: &run, locator: &locator };
+                let files = dispatch(&args.backend.backend, args.backend.device, task)??;
+                println!("{}: {} pictures in {}", dir.display(), files.len(), run.plots_dir().display());
+            }
+            Ok(())
+        }
+        Command::Features(args) => {
+            let run = open_run(&args.run)?;
+            let input = match &args.image {
+                Some(file) => FeatureInput::File(file.clone()),
+                None => FeatureInput::TestIndex(args.index.unwrap_or(0)),
+            };
+            let locator = args.data.locator(!cli.quiet && std::io::stderr().is_terminal());
+            let task = FeaturesTask { run: &run, input: &input, locator: &locator };
+            let files = dispatch(&args.backend.backend, args.backend.device, task)??;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::Predict(args) => predict(args),
+        Command::Report(args) => report(args),
         Command::Summary(args) => {
             let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
             let input = spec.data.input_shape();
@@ -254,6 +346,91 @@ pub fn execute(cli: &Cli) -> Result<()> {
             println!("run folder: {}", outcome.dir.display());
             Ok(())
         }
+    }
+}
+
+fn open_run(dir: &std::path::Path) -> Result<RunFolder> {
+    Ok(RunFolder::open(dir)?)
+}
+
+fn predict(args: &PredictArgs) -> Result<()> {
+    let run = open_run(&args.run)?;
+    let task = PredictTask { run: &run, files: &args.images, top: args.top };
+    let results = dispatch(&args.backend.backend, args.backend.device, task)??;
+    let mut failed = 0;
+    for (file, result) in results {
+        match result {
+            Ok(ranked) => {
+                let parts: Vec<String> = ranked
+                    .iter()
+                    .map(|(class, p)| format!("{class} {:.1}%", 100.0 * p))
+                    .collect();
+                println!("{}: {}", file.display(), parts.join(", "));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} files could not be predicted (see above)", args.images.len());
+    }
+    Ok(())
+}
+
+fn report(args: &ReportArgs) -> Result<()> {
+    let runs = args.runs.iter().map(|d| open_run(d)).collect::<Result<Vec<_>>>()?;
+    for run in &runs {
+        let page = kiln_experiments::report::write_run_report(run)?;
+        println!("{}", page.display());
+    }
+    if runs.len() > 1 {
+        let out = args.out.clone().unwrap_or_else(|| {
+            PathBuf::from("runs/reports")
+                .join(kiln_experiments::run_dir::utc_timestamp(std::time::SystemTime::now()))
+        });
+        let page = kiln_experiments::report::write_comparison(&runs, &out)?;
+        println!("{}", page.display());
+    }
+    Ok(())
+}
+
+struct PlotsTask<'a> {
+    run: &'a RunFolder,
+    locator: &'a Locator,
+}
+
+impl BackendTask for PlotsTask<'_> {
+    type Output = Result<Vec<PathBuf>, kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        kiln_experiments::inspect::redraw::<B>(self.run, self.locator, device)
+    }
+}
+
+struct FeaturesTask<'a> {
+    run: &'a RunFolder,
+    input: &'a FeatureInput,
+    locator: &'a Locator,
+}
+
+impl BackendTask for FeaturesTask<'_> {
+    type Output = Result<Vec<PathBuf>, kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        kiln_experiments::inspect::features::<B>(self.run, self.input, self.locator, device)
+    }
+}
+
+struct PredictTask<'a> {
+    run: &'a RunFolder,
+    files: &'a [PathBuf],
+    top: usize,
+}
+
+impl BackendTask for PredictTask<'_> {
+    type Output = Result<Vec<kiln_experiments::inspect::FilePrediction>, kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        kiln_experiments::inspect::predict_files::<B>(self.run, self.files, self.top, device)
     }
 }
 

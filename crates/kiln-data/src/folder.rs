@@ -204,6 +204,42 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(files)
 }
 
+/// Reads one PNG or JPEG file as a `[channels, height, width]` image, channel-first: what a
+/// model trained on such images takes. Colour is converted to fit (RGB to luma as
+/// [`ImageSet::to_grayscale`] does, grayscale repeated into RGB); a different size is an error
+/// naming both sizes, not silently resized.
+pub fn read_image(path: &Path, shape: [usize; 3]) -> Result<Vec<u8>, DataError> {
+    let [channels, height, width] = shape;
+    let decoded = decode(path)?;
+    if (decoded.height as usize, decoded.width as usize) != (height, width) {
+        return Err(DataError::format(
+            path,
+            format!(
+                "expected a {width}x{height} image (width x height), found {}x{}",
+                decoded.width, decoded.height
+            ),
+        ));
+    }
+    let set = ImageSet::new(
+        decoded.channels,
+        height,
+        width,
+        decoded.pixels,
+        vec![0],
+        vec![String::new()],
+    );
+    let set = match (decoded.channels, channels) {
+        (3, 1) => set.to_grayscale(),
+        (1, 3) => {
+            let plane = set.image(0).to_vec();
+            let pixels = plane.repeat(3);
+            ImageSet::new(3, height, width, pixels, vec![0], vec![String::new()])
+        }
+        _ => set,
+    };
+    Ok(set.image(0).to_vec())
+}
+
 /// One decoded image, channel-first.
 struct Decoded {
     width: u32,
@@ -290,4 +326,34 @@ fn decode_all(files: &[(PathBuf, u8)]) -> Result<Vec<Decoded>, DataError> {
         out.extend(r?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_image_converts_colour_to_fit_and_refuses_other_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rgb = dir.path().join("rgb.png");
+        // 2x1: a pure red and a pure blue pixel.
+        image::RgbImage::from_raw(2, 1, vec![255, 0, 0, 0, 0, 255])
+            .unwrap()
+            .save(&rgb)
+            .unwrap();
+        assert_eq!(read_image(&rgb, [3, 1, 2]).unwrap(), vec![255, 0, 0, 0, 0, 255]);
+        // BT.601 luma: 0.299 * 255 = 76.2, 0.114 * 255 = 29.1.
+        assert_eq!(read_image(&rgb, [1, 1, 2]).unwrap(), vec![76, 29]);
+
+        let gray = dir.path().join("gray.png");
+        image::GrayImage::from_raw(2, 1, vec![10, 200]).unwrap().save(&gray).unwrap();
+        assert_eq!(read_image(&gray, [3, 1, 2]).unwrap(), vec![10, 200, 10, 200, 10, 200]);
+
+        let err = read_image(&gray, [1, 28, 28]).unwrap_err().to_string();
+        assert!(err.contains("gray.png: expected a 28x28 image (width x height), found 2x1"), "{err}");
+        let text = dir.path().join("a.jpg");
+        std::fs::write(&text, "hello").unwrap();
+        let err = read_image(&text, [1, 1, 2]).unwrap_err().to_string();
+        assert!(err.contains("a.jpg: cannot decode the image"), "{err}");
+    }
 }

@@ -1,12 +1,16 @@
 //! Experiments: the spec (one TOML file: data + model + recipe), the registry of built-in
 //! experiments, and the runner that turns a spec into a self-describing run folder.
 
+pub mod inspect;
 pub mod models;
+pub mod pictures;
+pub mod report;
 pub mod registry;
 pub mod run_dir;
 pub mod runner;
 pub mod spec;
 
+pub use inspect::{FeatureInput, RunFolder};
 pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
 pub use runner::{

@@ -82,6 +82,13 @@ pub struct RunSummary {
     /// The normalisation applied (resolved where the spec asks for training-set statistics),
     /// so predictions on new images can apply the same.
     pub normalize: Normalize,
+    /// Class names, in label order (absent in runs of Kiln before pictures).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    /// `[channels, height, width]` of the data set's images, before any resize: what
+    /// `kiln predict` expects of an image file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_shape: Option<[usize; 3]>,
     pub kiln_version: String,
 }
 
@@ -92,8 +99,9 @@ pub struct RunOutcome {
 }
 
 /// Runs `spec` on backend `B` and writes the run folder:
-/// `config.toml` (the resolved spec), `metrics.jsonl` (one event per line), `model.mpk` (the
-/// final weights, Burn's named MessagePack format) and `summary.json`.
+/// `config.toml` (the resolved spec), `layers.txt` (the layer table), `metrics.jsonl` (one
+/// event per line), `model.mpk` (the final weights, Burn's named MessagePack format),
+/// `plots/` (see [`crate::inspect::write_run_pictures`]) and `summary.json`.
 pub fn run<B: AutodiffBackend>(
     spec: &ExperimentSpec,
     options: &RunOptions,
@@ -125,6 +133,12 @@ pub fn run<B: AutodiffBackend>(
     tracing::info!(dir = %dir.display(), "run folder");
     let config_path = dir.join("config.toml");
     write_atomic(&config_path, spec.to_toml().as_bytes()).map_err(io_error(&config_path))?;
+    let layers_path = dir.join("layers.txt");
+    let table = format!(
+        "{} for {}x{}x{} images:\n{summary}\n",
+        spec.name, input[0], input[1], input[2]
+    );
+    write_atomic(&layers_path, table.as_bytes()).map_err(io_error(&layers_path))?;
 
     B::seed(device, spec.recipe.seed);
     let batcher = spec.data.batcher(train);
@@ -166,6 +180,8 @@ pub fn run<B: AutodiffBackend>(
         init_weights: options.init_weights.clone(),
         peak_rss_mib: peak_rss_mib(),
         normalize: batcher.normalize.clone(),
+        classes: train.classes.clone(),
+        image_shape: Some([train.channels, train.height, train.width]),
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let summary_path = dir.join("summary.json");
@@ -328,6 +344,25 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
                 source: std::io::Error::other(e.to_string()),
             })?;
         write_atomic(&model_path, &bytes).map_err(io_error(&model_path))?;
+
+        // Pictures come last: the weights and metrics are safe whatever happens here.
+        tracing::info!("drawing the run's pictures");
+        let test0 = (!test.is_empty()).then(|| test.image(0));
+        let request = crate::inspect::Request {
+            batcher,
+            test: Some(test),
+            maps_of: test0,
+            images: &[],
+            batch_size: spec.recipe.batch_size.max(64),
+        };
+        let looked = crate::inspect::look(&model.valid(), &request, device);
+        let pictures = crate::inspect::read_events(&metrics_path).and_then(|events| {
+            crate::inspect::write_run_pictures(&dir.join("plots"), &spec.name, &events, test, &looked)
+        });
+        match pictures {
+            Ok(files) => tracing::info!(pictures = files.len(), "plots written"),
+            Err(e) => tracing::warn!("the run is saved, but its pictures failed: {e}"),
+        }
         Ok(fitted)
     }
 }

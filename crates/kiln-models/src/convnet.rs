@@ -22,7 +22,7 @@ pub struct ConvNetConfig {
 
 #[derive(Module, Debug)]
 pub struct ConvNet<B: Backend> {
-    conv1: Conv2d<B>,
+    pub(crate) conv1: Conv2d<B>,
     conv2: Conv2d<B>,
     pool: MaxPool2d,
     fc1: Linear<B>,

@@ -20,7 +20,7 @@ pub use convnet::{ConvNet, ConvNetConfig};
 pub use init::WeightInit;
 pub use layers::{ActivationKind, PoolingKind};
 pub use lenet5::{LeNet5, LeNet5Config};
-pub use probe::{NoProbe, Probe, ShapeClash, Summary, SummaryRow};
+pub use probe::{first_conv_kernels, FeatureMaps, Maps, NoProbe, Probe, ShapeClash, Summary, SummaryRow};
 pub use resnet::{HeadPool, ResNet, ResNetConfig, Stem};
 pub use simple_cnn::{SimpleCnn, SimpleCnnConfig};
 
@@ -48,5 +48,13 @@ pub trait ImageClassifier<B: Backend> {
         let mut summary = Summary::default();
         self.forward_probed(Tensor::zeros([1, c, h, w], device), &mut summary);
         summary
+    }
+
+    /// The feature maps of every convolution for one image `[channels, height, width]`
+    /// (already normalised, as the model sees it). Call it on an inference module.
+    fn feature_maps(&self, image: Tensor<B, 3>) -> Vec<Maps> {
+        let mut maps = FeatureMaps::default();
+        self.forward_probed(image.unsqueeze::<4>(), &mut maps);
+        maps.layers
     }
 }

@@ -333,6 +333,66 @@ impl fmt::Display for Summary {
     }
 }
 
+/// One layer's feature maps for one image: `values` is `[channels, height, width]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Maps {
+    pub layer: String,
+    pub kind: &'static str,
+    pub shape: [usize; 3],
+    pub values: Vec<f32>,
+}
+
+/// Keeps the output of every convolution (and residual block) for the first image of the
+/// batch: the feature-map pictures of the MNIST and CIFAR tutorials.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureMaps {
+    pub layers: Vec<Maps>,
+}
+
+impl<B: Backend> Probe<B> for FeatureMaps {
+    fn observe(&mut self, layer: LayerInfo<'_>, output: Output<'_, B>) {
+        let Output::Maps(maps) = output else { return };
+        if !matches!(layer.kind, "Conv2d" | "BasicBlock") {
+            return;
+        }
+        let [_, c, h, w] = maps.dims();
+        let first = maps.clone().slice([0..1, 0..c, 0..h, 0..w]);
+        let values = first
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("converted to f32");
+        self.layers.push(Maps {
+            layer: layer.name.to_string(),
+            kind: layer.kind,
+            shape: [c, h, w],
+            values,
+        });
+    }
+}
+
+/// The weights of the first convolution, `[out, in, kh, kw]` with its values row-major: the
+/// first 4-dimensional parameter in field order, which is `conv1` (or the ResNet stem) in
+/// every network here.
+pub fn first_conv_kernels<B: Backend, M: Module<B>>(module: &M) -> Option<([usize; 4], Vec<f32>)> {
+    struct First<B: Backend>(Option<Tensor<B, 4>>);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for First<B> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            if D == 4 && self.0.is_none() {
+                let t = param.val();
+                let dims = t.dims();
+                self.0 = Some(t.reshape([dims[0], dims[1], dims[2], dims[3]]));
+            }
+        }
+    }
+    let mut first = First::<B>(None);
+    module.visit(&mut first);
+    let kernels = first.0?;
+    let shape = kernels.dims();
+    let values = kernels.into_data().convert::<f32>().into_vec().ok()?;
+    Some((shape, values))
+}
+
 fn group_thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -491,6 +551,26 @@ mod tests {
         let flat = s.rows.iter().find(|r| r.name == "flatten").unwrap();
         assert_eq!(flat.output, vec![8192]);
         assert_eq!(s.total_params(), 896 + 9_248 + 4_194_816 + 5_130);
+    }
+
+    #[test]
+    fn feature_maps_keep_each_convolution_of_the_first_image() {
+        let device = Default::default();
+        let model = ConvNetConfig::new().init::<B>(&device);
+        let image = Tensor::<B, 3>::random([1, 28, 28], burn::tensor::Distribution::Default, &device);
+        let maps = model.feature_maps(image.clone());
+        let shapes: Vec<(&str, [usize; 3])> = maps.iter().map(|m| (m.layer.as_str(), m.shape)).collect();
+        assert_eq!(shapes, vec![("conv1", [4, 28, 28]), ("conv2", [8, 14, 14])]);
+        // conv1's maps are the convolution of this image, nothing else: compare with Burn's.
+        let direct = model.conv1.forward(image.unsqueeze::<4>()).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(maps[0].values, direct);
+
+        let ([out, inp, kh, kw], values) = first_conv_kernels(&model).unwrap();
+        assert_eq!([out, inp, kh, kw], [4, 1, 5, 5]);
+        assert_eq!(values, model.conv1.weight.val().into_data().to_vec::<f32>().unwrap());
+        // The ResNet's first convolution is its 7x7 stem.
+        let resnet = ResNetConfig::tutorial().init::<B>(&device);
+        assert_eq!(first_conv_kernels(&resnet).unwrap().0, [64, 3, 7, 7]);
     }
 
     #[test]

@@ -48,3 +48,21 @@ pub enum Event {
     Step(StepMetrics),
     Epoch(EpochMetrics),
 }
+
+impl Event {
+    /// The epoch events of a run, in order.
+    pub fn epochs(events: &[Event]) -> impl Iterator<Item = &EpochMetrics> {
+        events.iter().filter_map(|e| match e {
+            Event::Epoch(m) => Some(m),
+            Event::Step(_) => None,
+        })
+    }
+
+    /// The step events of a run, in order.
+    pub fn steps(events: &[Event]) -> impl Iterator<Item = &StepMetrics> {
+        events.iter().filter_map(|e| match e {
+            Event::Step(m) => Some(m),
+            Event::Epoch(_) => None,
+        })
+    }
+}

@@ -478,6 +478,39 @@ pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
     tally.metrics()
 }
 
+/// Softmax probabilities of every class for each image of the batch, one row per image.
+pub fn probabilities<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    images: Tensor<B, 4>,
+) -> Vec<Vec<f32>> {
+    let logits = model.logits(images);
+    let [_, classes] = logits.dims();
+    let values: Vec<f32> = burn::tensor::activation::softmax(logits, 1)
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("converted to f32");
+    values.chunks(classes).map(<[f32]>::to_vec).collect()
+}
+
+/// [`probabilities`] for every image of `set`, in order, in batches of `batch_size`.
+pub fn predict<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let indices: Vec<usize> = (0..set.len()).collect();
+    let mut rows = Vec::with_capacity(set.len());
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch: ImageBatch<B> =
+            batcher.batch(chunk.iter().map(|&i| set.item(i)).collect(), device);
+        rows.extend(probabilities(model, batch.images));
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

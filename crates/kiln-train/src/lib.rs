@@ -8,5 +8,5 @@ pub mod fit;
 pub mod recipe;
 
 pub use events::{EpochMetrics, Event, StepMetrics};
-pub use fit::{evaluate, fit, FitData, FitOptions, FitSummary, Metrics};
+pub use fit::{evaluate, fit, predict, probabilities, FitData, FitOptions, FitSummary, Metrics};
 pub use recipe::{OptimizerSpec, Recipe, SchedulerSpec};
