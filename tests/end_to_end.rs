@@ -26,7 +26,14 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
     files.sort();
     assert_eq!(
         files,
-        ["config.toml", "layers.txt", "metrics.jsonl", "model.mpk", "plots", "summary.json"]
+        [
+            "config.toml",
+            "layers.txt",
+            "metrics.jsonl",
+            "model.mpk",
+            "plots",
+            "summary.json"
+        ]
     );
 
     // The resolved config holds the overrides and parses back as a spec.

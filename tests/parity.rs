@@ -144,14 +144,19 @@ impl Diff {
     fn between(reference: &Measured, m: &Measured, checked_steps: usize) -> Diff {
         let scale = max_abs(&reference.logits);
         assert_eq!(reference.grads.len(), m.grads.len(), "parameter count");
-        assert_eq!(reference.losses.len(), STEPS, "steps logged by the reference");
+        assert_eq!(
+            reference.losses.len(),
+            STEPS,
+            "steps logged by the reference"
+        );
         assert_eq!(m.losses.len(), STEPS, "steps logged");
         let largest = reference
             .grads
             .iter()
             .map(|(_, g)| norm(g))
             .fold(0.0f64, f64::max);
-        let (mut grads, mut worst, mut zero_grads, mut zero_count) = (0.0f64, "-".to_string(), 0.0f64, 0);
+        let (mut grads, mut worst, mut zero_grads, mut zero_count) =
+            (0.0f64, "-".to_string(), 0.0f64, 0);
         for ((name, g_ref), (other, g)) in reference.grads.iter().zip(&m.grads) {
             assert_eq!(name, other, "parameters visited in another order");
             if norm(g_ref) <= ZERO_GRADIENT * largest {
@@ -249,8 +254,8 @@ fn synthetic_sets(spec: &ExperimentSpec, batch: usize) -> (ImageSet, ImageSet) {
             for _ in 0..channels {
                 for r in 0..side {
                     for c in 0..side {
-                        let inside = (top..top + square).contains(&r)
-                            && (left..left + square).contains(&c);
+                        let inside =
+                            (top..top + square).contains(&r) && (left..left + square).contains(&c);
                         let noise = (next() % 96) as u8;
                         pixels.push(if inside { 150 + noise } else { noise });
                     }
@@ -320,10 +325,7 @@ impl BackendTask for Case<'_> {
             channels,
             classes,
             device,
-            Measure::<B> {
-                case: self,
-                device,
-            },
+            Measure::<B> { case: self, device },
         )
     }
 }
@@ -428,9 +430,9 @@ fn max_abs(a: &[f32]) -> f64 {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs()))
+    a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| {
+        m.max((f64::from(x) - f64::from(y)).abs())
+    })
 }
 
 fn norm(a: &[f32]) -> f64 {

@@ -27,13 +27,26 @@ fn assert_picture(path: &Path, min: (u32, u32)) -> (u32, u32) {
         .unwrap_or_else(|e| panic!("{}: not a decodable PNG: {e}", path.display()))
         .to_rgb8();
     let (w, h) = img.dimensions();
-    assert!(w >= min.0 && h >= min.1, "{}: {w}x{h}, expected at least {min:?}", path.display());
+    assert!(
+        w >= min.0 && h >= min.1,
+        "{}: {w}x{h}, expected at least {min:?}",
+        path.display()
+    );
     let mut colours: Vec<[u8; 3]> = img.pixels().map(|p| p.0).collect();
     colours.sort_unstable();
     colours.dedup();
-    assert!(colours.len() > 8, "{}: only {} colours, looks blank", path.display(), colours.len());
+    assert!(
+        colours.len() > 8,
+        "{}: only {} colours, looks blank",
+        path.display(),
+        colours.len()
+    );
     let svg = fs::read_to_string(path.with_extension("svg")).unwrap();
-    assert!(svg.starts_with("<svg"), "{}: no SVG beside it", path.display());
+    assert!(
+        svg.starts_with("<svg"),
+        "{}: no SVG beside it",
+        path.display()
+    );
     (w, h)
 }
 
@@ -41,7 +54,8 @@ fn assert_picture(path: &Path, min: (u32, u32)) -> (u32, u32) {
 fn write_class_image(path: &Path, label: usize, size: u32) {
     let (top, left) = (2 + 12 * (label / 5), 1 + 5 * (label % 5));
     let img = image::GrayImage::from_fn(size, size, |c, r| {
-        let inside = (top..top + 7).contains(&(r as usize)) && (left..left + 7).contains(&(c as usize));
+        let inside =
+            (top..top + 7).contains(&(r as usize)) && (left..left + 7).contains(&(c as usize));
         image::Luma([if inside { 220 } else { 20 }])
     });
     img.save(path).unwrap();
@@ -53,7 +67,10 @@ fn a_run_leaves_every_picture_and_predict_and_features_work_on_its_checkpoint() 
     let plots = run.join("plots");
     // Curves, the confusion matrix and the prediction grid, and the first test image's
     // kernels and feature maps: each a real image of a sensible size.
-    assert_eq!(assert_picture(&plots.join("loss.png"), (800, 500)), (800, 500));
+    assert_eq!(
+        assert_picture(&plots.join("loss.png"), (800, 500)),
+        (800, 500)
+    );
     assert_picture(&plots.join("accuracy.png"), (800, 500));
     assert_picture(&plots.join("error-by-step.png"), (800, 500));
     assert_picture(&plots.join("confusion.png"), (600, 600));
@@ -75,10 +92,16 @@ fn a_run_leaves_every_picture_and_predict_and_features_work_on_its_checkpoint() 
     write_class_image(&files.join("seven.png"), 7, 28);
     write_class_image(&files.join("big.png"), 3, 32);
     fs::write(files.join("notes.png"), "not an image").unwrap();
-    let inputs: Vec<PathBuf> = ["three.png", "notes.png", "big.png", "missing.png", "seven.png"]
-        .iter()
-        .map(|f| files.join(f))
-        .collect();
+    let inputs: Vec<PathBuf> = [
+        "three.png",
+        "notes.png",
+        "big.png",
+        "missing.png",
+        "seven.png",
+    ]
+    .iter()
+    .map(|f| files.join(f))
+    .collect();
     let folder = RunFolder::open(&run).unwrap();
     let results = predict_files::<B>(&folder, &inputs, 3, &Default::default()).unwrap();
     let top = |i: usize| results[i].1.as_ref().unwrap().clone();
@@ -88,7 +111,11 @@ fn a_run_leaves_every_picture_and_predict_and_features_work_on_its_checkpoint() 
     assert_eq!(top(4)[0].0, "Sneaker", "class 7 of Fashion-MNIST");
     assert!(top(0)[0].1 > 0.5 && top(0)[0].1 >= top(0)[1].1);
     let error = |i: usize| results[i].1.as_ref().unwrap_err().to_string();
-    assert!(error(1).contains("notes.png: cannot decode the image"), "{}", error(1));
+    assert!(
+        error(1).contains("notes.png: cannot decode the image"),
+        "{}",
+        error(1)
+    );
     assert!(
         error(2).contains("big.png: expected a 28x28 image (width x height), found 32x32"),
         "{}",
@@ -96,12 +123,22 @@ fn a_run_leaves_every_picture_and_predict_and_features_work_on_its_checkpoint() 
     );
     assert!(error(3).contains("missing.png"), "{}", error(3));
     // Through the command line: the readable files are printed, the exit is an error.
-    let err = kiln_cli::main_with_args(["kiln", "predict", &arg(&run), &arg(&inputs[0]), &arg(&inputs[1])])
-        .unwrap_err();
-    assert_eq!(err.to_string(), "1 of 2 files could not be predicted (see above)");
+    let err = kiln_cli::main_with_args([
+        "kiln",
+        "predict",
+        &arg(&run),
+        &arg(&inputs[0]),
+        &arg(&inputs[1]),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "1 of 2 files could not be predicted (see above)"
+    );
 
     // features of a file go to their own folder.
-    kiln_cli::main_with_args(["kiln", "features", &arg(&run), "--image", &arg(&inputs[4])]).unwrap();
+    kiln_cli::main_with_args(["kiln", "features", &arg(&run), "--image", &arg(&inputs[4])])
+        .unwrap();
     assert_picture(&plots.join("features-seven/maps-01-conv1.png"), (500, 100));
 }
 
@@ -109,7 +146,10 @@ fn a_run_leaves_every_picture_and_predict_and_features_work_on_its_checkpoint() 
 /// never skips, without it; `cargo xtask test` installs it.
 fn chromium() -> String {
     let name = std::env::var("KILN_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = Command::new(&name).arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new(&name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     assert!(
         found,
         "{name} not found: the report test opens the page in headless Chromium \
@@ -121,12 +161,21 @@ fn chromium() -> String {
 fn headless(args: &[&str], page: &Path) -> std::process::Output {
     let url = format!("file://{}", std::path::absolute(page).unwrap().display());
     let output = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
         .args(args)
         .arg(url)
         .output()
         .unwrap();
-    assert!(output.status.success(), "chromium: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -135,7 +184,15 @@ fn the_report_opens_in_a_browser_with_every_picture_loaded() {
     let (tmp, run) = tiny();
     let out = tmp.path().join("comparison");
     // The same run twice makes a comparison page too.
-    kiln_cli::main_with_args(["kiln", "report", &arg(&run), &arg(&run), "--out", &arg(&out)]).unwrap();
+    kiln_cli::main_with_args([
+        "kiln",
+        "report",
+        &arg(&run),
+        &arg(&run),
+        "--out",
+        &arg(&out),
+    ])
+    .unwrap();
     for page in [run.join("index.html"), out.join("index.html")] {
         let html = fs::read_to_string(&page).unwrap();
         let images = html.matches("<img ").count();
@@ -144,7 +201,12 @@ fn the_report_opens_in_a_browser_with_every_picture_loaded() {
         let dom = headless(&["--virtual-time-budget=5000", "--dump-dom"], &page);
         let dom = String::from_utf8_lossy(&dom.stdout);
         let expected = format!("data-loaded=\"{images}/{images}\"");
-        assert!(dom.contains(&expected), "{}: expected {expected} in <body>, got {:?}", page.display(), dom.lines().find(|l| l.contains("<body")));
+        assert!(
+            dom.contains(&expected),
+            "{}: expected {expected} in <body>, got {:?}",
+            page.display(),
+            dom.lines().find(|l| l.contains("<body"))
+        );
         assert!(dom.contains(&format!("all {images} pictures loaded")));
     }
     // The run's page lists what the run holds: the layer table and all nine pictures.
@@ -155,17 +217,29 @@ fn the_report_opens_in_a_browser_with_every_picture_loaded() {
     // A screenshot shows the page: a large, far from blank image.
     let shot = tmp.path().join("shot.png");
     headless(
-        &["--window-size=1280,2000", &format!("--screenshot={}", shot.display())],
+        &[
+            "--window-size=1280,2000",
+            &format!("--screenshot={}", shot.display()),
+        ],
         &run.join("index.html"),
     );
     let img = image::open(&shot).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (1280, 2000));
     let non_white = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
-    assert!(non_white > 1280 * 2000 / 20, "{non_white} non-white pixels: the page looks empty");
+    assert!(
+        non_white > 1280 * 2000 / 20,
+        "{non_white} non-white pixels: the page looks empty"
+    );
 
     // A broken picture is reported by the page itself.
     fs::remove_file(run.join("plots/loss.png")).unwrap();
-    let dom = headless(&["--virtual-time-budget=5000", "--dump-dom"], &run.join("index.html"));
+    let dom = headless(
+        &["--virtual-time-budget=5000", "--dump-dom"],
+        &run.join("index.html"),
+    );
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains("data-loaded=\"8/9\"") && dom.contains("pictures that did not load: plots/loss.png"));
+    assert!(
+        dom.contains("data-loaded=\"8/9\"")
+            && dom.contains("pictures that did not load: plots/loss.png")
+    );
 }

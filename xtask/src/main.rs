@@ -108,7 +108,8 @@ fn compare_backends(args: &[String]) -> Result<()> {
     let env = runtime_env(&names, Install::No)?;
     offer_fashion_mnist(&kiln_args[0]);
     let mut cmd = kiln(&features, &env);
-    cmd.args(["compare", "--backends", &backends]).args(&kiln_args);
+    cmd.args(["compare", "--backends", &backends])
+        .args(&kiln_args);
     status(cmd)
 }
 
@@ -134,8 +135,14 @@ fn bench(args: &[String]) -> Result<()> {
     let env = runtime_env(&all, Install::Yes)?;
 
     let mut cmd = kiln(&features, &env);
-    cmd.args(["--quiet", "compare", "lenet5-fashion-mnist", "--backends", &backends])
-        .args(["--epochs", &epochs, "--offline"]);
+    cmd.args([
+        "--quiet",
+        "compare",
+        "lenet5-fashion-mnist",
+        "--backends",
+        &backends,
+    ])
+    .args(["--epochs", &epochs, "--offline"]);
     if let Some(n) = &limit {
         cmd.args(["--limit-train", n]);
     }
@@ -144,8 +151,12 @@ fn bench(args: &[String]) -> Result<()> {
         .lines()
         .find_map(|l| l.strip_prefix("report: "))
         .context("kiln compare did not say where its report is")?;
-    let dir = Path::new(report_md.trim()).parent().context("report path")?.to_path_buf();
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
+    let dir = Path::new(report_md.trim())
+        .parent()
+        .context("report path")?
+        .to_path_buf();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut py = Command::new(torch_venv().join("bin/python"));
@@ -156,9 +167,14 @@ fn bench(args: &[String]) -> Result<()> {
         py.args(["--limit-train", n]);
     }
     let reference: serde_json::Value = serde_json::from_str(
-        output(py)?.lines().last().context("the PyTorch reference printed nothing")?,
+        output(py)?
+            .lines()
+            .last()
+            .context("the PyTorch reference printed nothing")?,
     )?;
-    let torch_speed = reference["train_images_per_sec"].as_f64().context("PyTorch speed")?;
+    let torch_speed = reference["train_images_per_sec"]
+        .as_f64()
+        .context("PyTorch speed")?;
 
     let mut md = format!(
         "# LeNet-5 training speed, lenet5-fashion-mnist, {epochs} epoch(s){}, {threads} threads\n\n\
@@ -169,7 +185,10 @@ fn bench(args: &[String]) -> Result<()> {
         reference["torch"].as_str().unwrap_or("?"),
         100.0 * reference["test_accuracy"].as_f64().unwrap_or(f64::NAN),
     );
-    for row in report["backends"].as_array().context("report.json: backends")? {
+    for row in report["backends"]
+        .as_array()
+        .context("report.json: backends")?
+    {
         let name = row["backend"].as_str().unwrap_or("?");
         match row["train_images_per_sec"].as_f64() {
             Some(speed) => md.push_str(&format!(
@@ -230,7 +249,11 @@ fn take_option(args: &[String], name: &str) -> Result<(Option<String>, Vec<Strin
     let prefix = format!("{name}=");
     while let Some(arg) = it.next() {
         if arg == name {
-            value = Some(it.next().with_context(|| format!("{name} needs a value"))?.clone());
+            value = Some(
+                it.next()
+                    .with_context(|| format!("{name} needs a value"))?
+                    .clone(),
+            );
         } else if let Some(v) = arg.strip_prefix(&prefix) {
             value = Some(v.to_string());
         } else {
@@ -343,7 +366,10 @@ fn torch_env(install: Install) -> Result<Vec<(String, String)>> {
         None if install == Install::Yes => {
             install_torch(&venv)?;
             torch_dir(&python).with_context(|| {
-                format!("{} still has no torch {TORCH_VERSION} after installing it", venv.display())
+                format!(
+                    "{} still has no torch {TORCH_VERSION} after installing it",
+                    venv.display()
+                )
             })?
         }
         None => bail!(
@@ -358,7 +384,10 @@ fn torch_env(install: Install) -> Result<Vec<(String, String)>> {
     Ok(vec![
         ("LIBTORCH_USE_PYTORCH".into(), "1".into()),
         // torch-sys asks `python` for torch's location: the virtualenv's must come first.
-        ("PATH".into(), format!("{}:{path}", venv.join("bin").display())),
+        (
+            "PATH".into(),
+            format!("{}:{path}", venv.join("bin").display()),
+        ),
         library_path(&torch_dir.join("lib")),
     ])
 }

@@ -117,7 +117,12 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     }
     let dir = run_dir::create(&args.runs_dir, "compare", &spec.name)
         .with_context(|| format!("creating a folder under {}", args.runs_dir.display()))?;
-    eprintln!("comparing {} on {}: {}", spec.name, args.backends.join(", "), dir.display());
+    eprintln!(
+        "comparing {} on {}: {}",
+        spec.name,
+        args.backends.join(", "),
+        dir.display()
+    );
 
     // Every backend reads the resolved spec (overrides included) and starts from init.mpk.
     let spec_path = dir.join("experiment.toml");
@@ -160,13 +165,20 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     };
     let markdown = report.markdown();
     let json = serde_json::to_vec_pretty(&report).expect("a report always serialises");
-    for (name, bytes) in [("report.json", json.as_slice()), ("report.md", markdown.as_bytes())] {
+    for (name, bytes) in [
+        ("report.json", json.as_slice()),
+        ("report.md", markdown.as_bytes()),
+    ] {
         let path = dir.join(name);
         write_atomic(&path, bytes).with_context(|| path.display().to_string())?;
     }
     println!("{markdown}");
     println!("report: {}", dir.join("report.md").display());
-    if let Some(failed) = report.backends.iter().find(|r| matches!(r.outcome, Outcome::Failed { .. })) {
+    if let Some(failed) = report
+        .backends
+        .iter()
+        .find(|r| matches!(r.outcome, Outcome::Failed { .. }))
+    {
         bail!("backend {} did not finish (see the report)", failed.backend);
     }
     Ok(())
@@ -192,7 +204,12 @@ fn train_on(
         .args(["--backend", backend])
         .arg("--init-weights")
         .arg(init)
-        .args(["--log-every", "1", "--logits-of", &args.logits_of.to_string()])
+        .args([
+            "--log-every",
+            "1",
+            "--logits-of",
+            &args.logits_of.to_string(),
+        ])
         .arg("--runs-dir")
         .arg(dir);
     if let Some(data_dir) = &args.data.data_dir {
@@ -221,7 +238,10 @@ fn train_on(
     }
     let status = child.wait().context("waiting for kiln run")?;
     if !status.success() {
-        bail!("{} ({status})", error.unwrap_or_else(|| "kiln run failed".into()));
+        bail!(
+            "{} ({status})",
+            error.unwrap_or_else(|| "kiln run failed".into())
+        );
     }
     let parent = dir.join(experiment);
     let prefix = format!("{backend}-");
@@ -264,7 +284,8 @@ fn measure(run: &Path) -> Result<Measured> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: unexpected contents", path.display()))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: unexpected contents", path.display()))
 }
 
 /// The step-by-step training loss of a run logged with `--log-every 1`.
@@ -309,7 +330,9 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn max_abs_diff_f64(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
 }
 
 impl Report {
@@ -333,17 +356,28 @@ impl Report {
             "| backend | wall s | train img/s | eval img/s | final train loss | test loss | \
              test acc | peak MiB | max Δ logits (initial) | max Δ logits (final) | max Δ loss curve |\n",
         );
-        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
         for row in &self.backends {
             match &row.outcome {
                 Outcome::Failed { cause } => {
                     let cause = cause.replace('|', "\\|").replace('\n', " ");
-                    out.push_str(&format!("| {} | failed: {cause} |||||||||||\n", row.backend));
+                    out.push_str(&format!(
+                        "| {} | failed: {cause} |||||||||||\n",
+                        row.backend
+                    ));
                 }
                 Outcome::Finished(m) => {
-                    let (a, b, c) = m.agreement.map_or(("-".into(), "-".into(), "-".into()), |a| {
-                        (sci(a.initial_logits), sci(a.final_logits), sci(a.loss_curve))
-                    });
+                    let (a, b, c) = m
+                        .agreement
+                        .map_or(("-".into(), "-".into(), "-".into()), |a| {
+                            (
+                                sci(a.initial_logits),
+                                sci(a.final_logits),
+                                sci(a.loss_curve),
+                            )
+                        });
                     out.push_str(&format!(
                         "| {} | {:.1} | {:.0} | {:.0} | {:.4} | {:.4} | {:.2}% | {} | {a} | {b} | {c} |\n",
                         row.backend,
@@ -408,7 +442,10 @@ impl<B: AutodiffBackend> ModelTask<B> for Save<'_, B> {
     {
         model
             .valid()
-            .save_file(self.path.to_path_buf(), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+            .save_file(
+                self.path.to_path_buf(),
+                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            )
             .with_context(|| format!("saving the initial weights to {}", self.path.display()))
     }
 }

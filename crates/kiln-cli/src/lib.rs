@@ -277,19 +277,33 @@ pub fn execute(cli: &Cli) -> Result<()> {
         }
         Command::Backends => {
             for (name, built) in BACKENDS {
-                let state = if *built { "built in" } else { "not built (cargo feature missing)" };
+                let state = if *built {
+                    "built in"
+                } else {
+                    "not built (cargo feature missing)"
+                };
                 println!("{name:<10} {state}");
             }
             Ok(())
         }
         Command::Compare(args) => compare::compare(args, cli.quiet),
         Command::Plots(args) => {
-            let locator = args.data.locator(!cli.quiet && std::io::stderr().is_terminal());
+            let locator = args
+                .data
+                .locator(!cli.quiet && std::io::stderr().is_terminal());
             for dir in &args.runs {
                 let run = open_run(dir)?;
-                let task = PlotsTask { run: &run, locator: &locator };
+                let task = PlotsTask {
+                    run: &run,
+                    locator: &locator,
+                };
                 let files = dispatch(&args.backend.backend, args.backend.device, task)??;
-                println!("{}: {} pictures in {}", dir.display(), files.len(), run.plots_dir().display());
+                println!(
+                    "{}: {} pictures in {}",
+                    dir.display(),
+                    files.len(),
+                    run.plots_dir().display()
+                );
             }
             Ok(())
         }
@@ -299,8 +313,14 @@ pub fn execute(cli: &Cli) -> Result<()> {
                 Some(file) => FeatureInput::File(file.clone()),
                 None => FeatureInput::TestIndex(args.index.unwrap_or(0)),
             };
-            let locator = args.data.locator(!cli.quiet && std::io::stderr().is_terminal());
-            let task = FeaturesTask { run: &run, input: &input, locator: &locator };
+            let locator = args
+                .data
+                .locator(!cli.quiet && std::io::stderr().is_terminal());
+            let task = FeaturesTask {
+                run: &run,
+                input: &input,
+                locator: &locator,
+            };
             let files = dispatch(&args.backend.backend, args.backend.device, task)??;
             for f in files {
                 println!("{}", f.display());
@@ -312,7 +332,11 @@ pub fn execute(cli: &Cli) -> Result<()> {
         Command::Summary(args) => {
             let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
             let input = spec.data.input_shape();
-            let summary = dispatch(&args.backend.backend, args.backend.device, SummaryTask { spec: &spec, input })?;
+            let summary = dispatch(
+                &args.backend.backend,
+                args.backend.device,
+                SummaryTask { spec: &spec, input },
+            )?;
             println!(
                 "{} ({:?}) for {}x{}x{} {} images:\n{summary}",
                 spec.name,
@@ -355,7 +379,11 @@ fn open_run(dir: &std::path::Path) -> Result<RunFolder> {
 
 fn predict(args: &PredictArgs) -> Result<()> {
     let run = open_run(&args.run)?;
-    let task = PredictTask { run: &run, files: &args.images, top: args.top };
+    let task = PredictTask {
+        run: &run,
+        files: &args.images,
+        top: args.top,
+    };
     let results = dispatch(&args.backend.backend, args.backend.device, task)??;
     let mut failed = 0;
     for (file, result) in results {
@@ -374,21 +402,29 @@ fn predict(args: &PredictArgs) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} files could not be predicted (see above)", args.images.len());
+        bail!(
+            "{failed} of {} files could not be predicted (see above)",
+            args.images.len()
+        );
     }
     Ok(())
 }
 
 fn report(args: &ReportArgs) -> Result<()> {
-    let runs = args.runs.iter().map(|d| open_run(d)).collect::<Result<Vec<_>>>()?;
+    let runs = args
+        .runs
+        .iter()
+        .map(|d| open_run(d))
+        .collect::<Result<Vec<_>>>()?;
     for run in &runs {
         let page = kiln_experiments::report::write_run_report(run)?;
         println!("{}", page.display());
     }
     if runs.len() > 1 {
         let out = args.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs/reports")
-                .join(kiln_experiments::run_dir::utc_timestamp(std::time::SystemTime::now()))
+            PathBuf::from("runs/reports").join(kiln_experiments::run_dir::utc_timestamp(
+                std::time::SystemTime::now(),
+            ))
         });
         let page = kiln_experiments::report::write_comparison(&runs, &out)?;
         println!("{}", page.display());
@@ -428,7 +464,8 @@ struct PredictTask<'a> {
 }
 
 impl BackendTask for PredictTask<'_> {
-    type Output = Result<Vec<kiln_experiments::inspect::FilePrediction>, kiln_experiments::RunError>;
+    type Output =
+        Result<Vec<kiln_experiments::inspect::FilePrediction>, kiln_experiments::RunError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
         kiln_experiments::inspect::predict_files::<B>(self.run, self.files, self.top, device)
     }
@@ -641,9 +678,11 @@ mod tests {
                 && err.contains("apt-get install mesa-vulkan-drivers"),
             "{err}"
         );
-        let err = catch("tch", || -> () { panic!("{}", String::from("out of memory")) })
-            .unwrap_err()
-            .to_string();
+        let err = catch("tch", || -> () {
+            panic!("{}", String::from("out of memory"))
+        })
+        .unwrap_err()
+        .to_string();
         assert_eq!(err, "backend tch failed: out of memory");
     }
 }

@@ -63,9 +63,15 @@ fn a_failing_backend_is_reported_and_the_others_kept() {
     assert_eq!(rows[0]["agreement"]["initial_logits"], 0.0);
     assert_eq!(rows[1]["status"], "failed");
     let cause = rows[1]["cause"].as_str().unwrap();
-    assert!(cause.contains("unknown backend \"no-such-backend\""), "{cause}");
+    assert!(
+        cause.contains("unknown backend \"no-such-backend\""),
+        "{cause}"
+    );
     let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    assert!(markdown.contains("| no-such-backend | failed: "), "{markdown}");
+    assert!(
+        markdown.contains("| no-such-backend | failed: "),
+        "{markdown}"
+    );
     assert!(dir.join("init.mpk").is_file() && dir.join("experiment.toml").is_file());
 }
 
@@ -103,7 +109,10 @@ fn every_backend_starts_from_the_same_weights() {
         let a = &row["agreement"];
         let relative = a["initial_logits"].as_f64().unwrap() / a["logit_scale"].as_f64().unwrap();
         // Same weights, same images, no dropout at inference: only float rounding differs.
-        assert!(relative <= 1e-4, "{backend}: logits differ by {relative:e} of their scale");
+        assert!(
+            relative <= 1e-4,
+            "{backend}: logits differ by {relative:e} of their scale"
+        );
         // 20 Adam steps on 2,560 images lift LeNet-5 well above chance (10%) on any backend.
         let accuracy = row["test_accuracy"].as_f64().unwrap();
         assert!(accuracy > 0.4, "{backend}: test accuracy {accuracy}");
@@ -126,7 +135,15 @@ fn write_tiny_fashion_mnist(dir: &Path) {
     for (prefix, n) in [("train", 600u32), ("t10k", 40)] {
         let pixels = (0..n * 784).map(|i| (i * 37 % 251) as u8).collect();
         let labels = (0..n).map(|i| (i % 10) as u8).collect();
-        write(&format!("{prefix}-images-idx3-ubyte.gz"), &[0x803, n, 28, 28], pixels);
-        write(&format!("{prefix}-labels-idx1-ubyte.gz"), &[0x801, n], labels);
+        write(
+            &format!("{prefix}-images-idx3-ubyte.gz"),
+            &[0x803, n, 28, 28],
+            pixels,
+        );
+        write(
+            &format!("{prefix}-labels-idx1-ubyte.gz"),
+            &[0x801, n],
+            labels,
+        );
     }
 }

@@ -341,16 +341,28 @@ mod tests {
             .unwrap()
             .save(&rgb)
             .unwrap();
-        assert_eq!(read_image(&rgb, [3, 1, 2]).unwrap(), vec![255, 0, 0, 0, 0, 255]);
+        assert_eq!(
+            read_image(&rgb, [3, 1, 2]).unwrap(),
+            vec![255, 0, 0, 0, 0, 255]
+        );
         // BT.601 luma: 0.299 * 255 = 76.2, 0.114 * 255 = 29.1.
         assert_eq!(read_image(&rgb, [1, 1, 2]).unwrap(), vec![76, 29]);
 
         let gray = dir.path().join("gray.png");
-        image::GrayImage::from_raw(2, 1, vec![10, 200]).unwrap().save(&gray).unwrap();
-        assert_eq!(read_image(&gray, [3, 1, 2]).unwrap(), vec![10, 200, 10, 200, 10, 200]);
+        image::GrayImage::from_raw(2, 1, vec![10, 200])
+            .unwrap()
+            .save(&gray)
+            .unwrap();
+        assert_eq!(
+            read_image(&gray, [3, 1, 2]).unwrap(),
+            vec![10, 200, 10, 200, 10, 200]
+        );
 
         let err = read_image(&gray, [1, 28, 28]).unwrap_err().to_string();
-        assert!(err.contains("gray.png: expected a 28x28 image (width x height), found 2x1"), "{err}");
+        assert!(
+            err.contains("gray.png: expected a 28x28 image (width x height), found 2x1"),
+            "{err}"
+        );
         let text = dir.path().join("a.jpg");
         std::fs::write(&text, "hello").unwrap();
         let err = read_image(&text, [1, 1, 2]).unwrap_err().to_string();

@@ -46,7 +46,10 @@ impl RunFolder {
             ))
         })?;
         let summary: RunSummary = serde_json::from_str(&text).map_err(|e| {
-            RunError::Spec(format!("{}: not a run summary: {e}", summary_path.display()))
+            RunError::Spec(format!(
+                "{}: not a run summary: {e}",
+                summary_path.display()
+            ))
         })?;
         let events = read_events(&dir.join("metrics.jsonl"))?;
         Ok(RunFolder {
@@ -78,7 +81,11 @@ impl RunFolder {
 
     /// The evaluation batcher of the run: its resize and its resolved normalisation.
     pub fn batcher(&self) -> ImageBatcher {
-        inference_batcher(&self.spec, self.image_shape(), self.summary.normalize.clone())
+        inference_batcher(
+            &self.spec,
+            self.image_shape(),
+            self.summary.normalize.clone(),
+        )
     }
 
     pub fn plots_dir(&self) -> PathBuf {
@@ -86,7 +93,11 @@ impl RunFolder {
     }
 }
 
-fn inference_batcher(spec: &ExperimentSpec, shape: [usize; 3], normalize: Normalize) -> ImageBatcher {
+fn inference_batcher(
+    spec: &ExperimentSpec,
+    shape: [usize; 3],
+    normalize: Normalize,
+) -> ImageBatcher {
     ImageBatcher {
         shape,
         resize: spec.data.resize.map(|side| [side, side]),
@@ -239,8 +250,14 @@ pub fn write_run_pictures(
         written.push(save(&curves, &plots.join(stem)).map_err(io)?[0].clone());
     }
     if !looked.test_probabilities.is_empty() {
-        let predicted: Vec<usize> = looked.test_probabilities.iter().map(|p| argmax(p)).collect();
-        let correct = (0..test.len()).filter(|&i| predicted[i] == test.label(i) as usize).count();
+        let predicted: Vec<usize> = looked
+            .test_probabilities
+            .iter()
+            .map(|p| argmax(p))
+            .collect();
+        let correct = (0..test.len())
+            .filter(|&i| predicted[i] == test.label(i) as usize)
+            .count();
         let confusion = Confusion::from_pairs(
             format!(
                 "{experiment}: test set, {} images, {:.2}% correct",
@@ -288,7 +305,9 @@ pub fn write_feature_pictures(
         let tiles = values
             .chunks(size)
             .enumerate()
-            .map(|(k, v)| Tile::from_kernel(*inp, *kh, *kw, v).with_caption(vec![format!("{k}")], false))
+            .map(|(k, v)| {
+                Tile::from_kernel(*inp, *kh, *kw, v).with_caption(vec![format!("{k}")], false)
+            })
             .collect();
         let what = match inp {
             1 => "",
@@ -301,7 +320,8 @@ pub fn write_feature_pictures(
             columns: 8,
             tile_px: 48,
         };
-        written.push(save(&grid, &kernels_dir.join("kernels")).map_err(io(kernels_dir))?[0].clone());
+        written
+            .push(save(&grid, &kernels_dir.join("kernels")).map_err(io(kernels_dir))?[0].clone());
     }
     let input_grid = ImageGrid {
         title: caption.to_string(),
@@ -321,9 +341,16 @@ pub fn write_feature_pictures(
             .enumerate()
             .map(|(k, v)| Tile::from_map(h, w, v).with_caption(vec![format!("{k}")], false))
             .collect();
-        let shown = if c > MAX_MAPS { format!(", first {MAX_MAPS} shown") } else { String::new() };
+        let shown = if c > MAX_MAPS {
+            format!(", first {MAX_MAPS} shown")
+        } else {
+            String::new()
+        };
         let grid = ImageGrid {
-            title: format!("{} ({}): {c} feature maps of {h}x{w}{shown}, {caption}", maps.layer, maps.kind),
+            title: format!(
+                "{} ({}): {c} feature maps of {h}x{w}{shown}, {caption}",
+                maps.layer, maps.kind
+            ),
             tiles,
             columns: 8,
             tile_px: 64,
@@ -338,7 +365,13 @@ fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -370,7 +403,10 @@ fn curves(experiment: &str, events: &[Event]) -> Vec<(&'static str, Curves)> {
                 x_label: "epoch".into(),
                 y_label: "cross-entropy loss".into(),
                 series: series(vec![
-                    ("train (mean over the epoch)", by_epoch(&|m| Some(m.train_loss))),
+                    (
+                        "train (mean over the epoch)",
+                        by_epoch(&|m| Some(m.train_loss)),
+                    ),
                     ("validation", by_epoch(&|m| m.valid_loss)),
                     ("test", by_epoch(&|m| Some(m.test_loss))),
                 ]),
@@ -384,8 +420,14 @@ fn curves(experiment: &str, events: &[Event]) -> Vec<(&'static str, Curves)> {
                 x_label: "epoch".into(),
                 y_label: "accuracy (%)".into(),
                 series: series(vec![
-                    ("train (mean over the epoch)", by_epoch(&|m| Some(100.0 * m.train_accuracy))),
-                    ("validation", by_epoch(&|m| m.valid_accuracy.map(|a| 100.0 * a))),
+                    (
+                        "train (mean over the epoch)",
+                        by_epoch(&|m| Some(100.0 * m.train_accuracy)),
+                    ),
+                    (
+                        "validation",
+                        by_epoch(&|m| m.valid_accuracy.map(|a| 100.0 * a)),
+                    ),
                     ("test", by_epoch(&|m| Some(100.0 * m.test_accuracy))),
                 ]),
                 rising: true,
@@ -403,13 +445,18 @@ fn curves(experiment: &str, events: &[Event]) -> Vec<(&'static str, Curves)> {
                 series: series(vec![
                     (
                         "train (mean since the previous point)",
-                        steps.iter().map(|s| (s.step as f64, 100.0 * (1.0 - s.accuracy))).collect(),
+                        steps
+                            .iter()
+                            .map(|s| (s.step as f64, 100.0 * (1.0 - s.accuracy)))
+                            .collect(),
                     ),
                     (
                         "validation",
                         steps
                             .iter()
-                            .filter_map(|s| s.valid_accuracy.map(|a| (s.step as f64, 100.0 * (1.0 - a))))
+                            .filter_map(|s| {
+                                s.valid_accuracy.map(|a| (s.step as f64, 100.0 * (1.0 - a)))
+                            })
                             .collect(),
                     ),
                 ]),
@@ -462,9 +509,14 @@ pub fn predict_files<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Vec<FilePrediction>, RunError> {
     let shape = run.image_shape();
-    let read: Vec<Result<Vec<u8>, DataError>> =
-        files.iter().map(|f| kiln_data::read_image(f, shape)).collect();
-    let images: Vec<Vec<u8>> = read.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let read: Vec<Result<Vec<u8>, DataError>> = files
+        .iter()
+        .map(|f| kiln_data::read_image(f, shape))
+        .collect();
+    let images: Vec<Vec<u8>> = read
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let batcher = run.batcher();
     let looked = look_at_run::<B>(
         run,
@@ -485,8 +537,7 @@ pub fn predict_files<B: AutodiffBackend>(
         .map(|(file, r)| {
             let result = r.map(|_| {
                 let p = probabilities.next().expect("one row per readable image");
-                let mut ranked: Vec<(String, f32)> =
-                    classes.iter().cloned().zip(p).collect();
+                let mut ranked: Vec<(String, f32)> = classes.iter().cloned().zip(p).collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 ranked.truncate(top_k.max(1));
                 ranked
@@ -515,8 +566,14 @@ pub fn features<B: AutodiffBackend>(
     let shape = run.image_shape();
     let (pixels, caption, folder) = match input {
         FeatureInput::File(path) => {
-            let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
-            (kiln_data::read_image(path, shape)?, path.display().to_string(), format!("features-{stem}"))
+            let stem = path
+                .file_stem()
+                .map_or("image".into(), |s| s.to_string_lossy().into_owned());
+            (
+                kiln_data::read_image(path, shape)?,
+                path.display().to_string(),
+                format!("features-{stem}"),
+            )
         }
         FeatureInput::TestIndex(n) => {
             let test = crate::load_splits(&run.spec, locator)?.test;
@@ -527,7 +584,11 @@ pub fn features<B: AutodiffBackend>(
                 )));
             }
             let class = &test.classes[test.label(*n) as usize];
-            (test.image(*n).to_vec(), format!("test image {n} ({class})"), format!("features-test-{n}"))
+            (
+                test.image(*n).to_vec(),
+                format!("test image {n} ({class})"),
+                format!("features-test-{n}"),
+            )
         }
     };
     let batcher = run.batcher();
@@ -544,7 +605,13 @@ pub fn features<B: AutodiffBackend>(
     )?;
     let [c, h, w] = shape;
     let plots = run.plots_dir();
-    write_feature_pictures(&plots, &plots.join(folder), &looked, Tile::from_pixels(c, h, w, &pixels), &caption)
+    write_feature_pictures(
+        &plots,
+        &plots.join(folder),
+        &looked,
+        Tile::from_pixels(c, h, w, &pixels),
+        &caption,
+    )
 }
 
 /// `kiln plots`: redraws every picture of a finished run from its files (evaluating the saved
@@ -568,5 +635,11 @@ pub fn redraw<B: AutodiffBackend>(
         },
         device,
     )?;
-    write_run_pictures(&run.plots_dir(), &run.spec.name, &run.events, &test, &looked)
+    write_run_pictures(
+        &run.plots_dir(),
+        &run.spec.name,
+        &run.events,
+        &test,
+        &looked,
+    )
 }

@@ -4,8 +4,8 @@
 pub mod inspect;
 pub mod models;
 pub mod pictures;
-pub mod report;
 pub mod registry;
+pub mod report;
 pub mod run_dir;
 pub mod runner;
 pub mod spec;
@@ -14,7 +14,9 @@ pub use inspect::{FeatureInput, RunFolder};
 pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
 pub use runner::{
-    load_splits, load_weights, run, FixedBatchLogits, RunError, RunOptions, RunOutcome, RunSummary, Splits};
+    load_splits, load_weights, run, FixedBatchLogits, RunError, RunOptions, RunOutcome, RunSummary,
+    Splits,
+};
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,
     ValidationSplit,

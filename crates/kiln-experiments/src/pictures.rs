@@ -121,9 +121,11 @@ impl Curves {
             return None;
         }
         let fold = |f: fn(&(f64, f64)) -> f64| {
-            finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-                (lo.min(f(p)), hi.max(f(p)))
-            })
+            finite
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                    (lo.min(f(p)), hi.max(f(p)))
+                })
         };
         let widen = |(lo, hi): (f64, f64), pad: f64| {
             if hi - lo < 1e-12 {
@@ -208,7 +210,11 @@ fn tick(v: f64) -> String {
 fn centred_text<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, text: &str) -> DrawResult<DB> {
     let (w, h) = root.dim_in_pixel();
     let style = TextStyle::from((FONT, 20).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
-    root.draw(&Text::new(text.to_string(), (w as i32 / 2, h as i32 / 2), style))
+    root.draw(&Text::new(
+        text.to_string(),
+        (w as i32 / 2, h as i32 / 2),
+        style,
+    ))
 }
 
 /// `counts[true][predicted]` as a heat map with the count in every cell, shaded by the share
@@ -222,13 +228,21 @@ pub struct Confusion {
 
 impl Confusion {
     /// Tallies (true, predicted) pairs.
-    pub fn from_pairs(title: String, classes: Vec<String>, pairs: impl Iterator<Item = (usize, usize)>) -> Self {
+    pub fn from_pairs(
+        title: String,
+        classes: Vec<String>,
+        pairs: impl Iterator<Item = (usize, usize)>,
+    ) -> Self {
         let n = classes.len();
         let mut counts = vec![vec![0u64; n]; n];
         for (t, p) in pairs {
             counts[t][p] += 1;
         }
-        Confusion { title, classes, counts }
+        Confusion {
+            title,
+            classes,
+            counts,
+        }
     }
 
     fn cell(&self) -> u32 {
@@ -260,7 +274,11 @@ impl Picture for Confusion {
             (left + n * cell / 2, h as i32 - 16),
             axis.clone(),
         ))?;
-        root.draw(&Text::new("true class ↓".to_string(), (left / 2, top - 14), axis))?;
+        root.draw(&Text::new(
+            "true class ↓".to_string(),
+            (left / 2, top - 14),
+            axis,
+        ))?;
 
         let font_size = (cell as f64 * 0.32).clamp(8.0, 14.0);
         for (t, row) in self.counts.iter().enumerate() {
@@ -273,7 +291,10 @@ impl Picture for Confusion {
                 } else {
                     blend(RGBColor(255, 255, 255), RGBColor(214, 39, 40), share.sqrt())
                 };
-                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], fill.filled()))?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell, y + cell)],
+                    fill.filled(),
+                ))?;
                 root.draw(&Rectangle::new(
                     [(x, y), (x + cell, y + cell)],
                     RGBColor(200, 200, 200).stroke_width(1),
@@ -300,7 +321,11 @@ impl Picture for Confusion {
                 (left - 6, top + mid),
                 label(HPos::Right),
             ))?;
-            root.draw(&Text::new(short, (left + mid, top + n * cell + 12), label(HPos::Center)))?;
+            root.draw(&Text::new(
+                short,
+                (left + mid, top + n * cell + 12),
+                label(HPos::Center),
+            ))?;
         }
         Ok(())
     }
@@ -347,7 +372,13 @@ impl Tile {
                 }
             })
             .collect();
-        Tile { width, height, rgb, caption: Vec::new(), marked: false }
+        Tile {
+            width,
+            height,
+            rgb,
+            caption: Vec::new(),
+            marked: false,
+        }
     }
 
     /// One channel of real values, stretched from its own minimum to maximum onto the viridis
@@ -362,7 +393,13 @@ impl Tile {
                 [r, g, b]
             })
             .collect();
-        Tile { width, height, rgb, caption: Vec::new(), marked: false }
+        Tile {
+            width,
+            height,
+            rgb,
+            caption: Vec::new(),
+            marked: false,
+        }
     }
 
     /// A convolution kernel `[in, kh, kw]`: RGB when it has 3 input channels (each stretched
@@ -373,12 +410,30 @@ impl Tile {
             return Tile::from_map(height, width, &values[..height * width]);
         }
         let (lo, hi) = min_max(values);
-        let scale = |v: f32| if hi > lo { ((v - lo) / (hi - lo) * 255.0).round() as u8 } else { 128 };
+        let scale = |v: f32| {
+            if hi > lo {
+                ((v - lo) / (hi - lo) * 255.0).round() as u8
+            } else {
+                128
+            }
+        };
         let plane = height * width;
         let rgb = (0..plane)
-            .flat_map(|i| [scale(values[i]), scale(values[plane + i]), scale(values[2 * plane + i])])
+            .flat_map(|i| {
+                [
+                    scale(values[i]),
+                    scale(values[plane + i]),
+                    scale(values[2 * plane + i]),
+                ]
+            })
             .collect();
-        Tile { width, height, rgb, caption: Vec::new(), marked: false }
+        Tile {
+            width,
+            height,
+            rgb,
+            caption: Vec::new(),
+            marked: false,
+        }
     }
 
     pub fn with_caption(mut self, lines: Vec<String>, marked: bool) -> Tile {
@@ -405,7 +460,9 @@ fn min_max(values: &[f32]) -> (f32, f32) {
     values
         .iter()
         .filter(|v| v.is_finite())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 /// Images in rows and columns under a title, each enlarged to about `tile_px` pixels.
@@ -419,12 +476,21 @@ pub struct ImageGrid {
 
 impl ImageGrid {
     fn factor(&self) -> usize {
-        let largest = self.tiles.iter().map(|t| t.width.max(t.height)).max().unwrap_or(1);
+        let largest = self
+            .tiles
+            .iter()
+            .map(|t| t.width.max(t.height))
+            .max()
+            .unwrap_or(1);
         (self.tile_px / largest.max(1)).max(1)
     }
 
     fn caption_lines(&self) -> usize {
-        self.tiles.iter().map(|t| t.caption.len()).max().unwrap_or(0)
+        self.tiles
+            .iter()
+            .map(|t| t.caption.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Width and height of one cell: the enlarged image, its caption and a gap.
@@ -462,8 +528,13 @@ impl Picture for ImageGrid {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         root.fill(&WHITE)?;
         let (w, _) = self.size();
-        let title = TextStyle::from((FONT, 18).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
-        root.draw(&Text::new(self.title.clone(), (w as i32 / 2, TITLE_H / 2), title))?;
+        let title =
+            TextStyle::from((FONT, 18).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+        root.draw(&Text::new(
+            self.title.clone(),
+            (w as i32 / 2, TITLE_H / 2),
+            title,
+        ))?;
         let columns = self.columns.clamp(1, self.tiles.len().max(1));
         let (cw, ch) = self.cell();
         let f = self.factor();
@@ -473,12 +544,20 @@ impl Picture for ImageGrid {
             let (tw, th) = ((tile.width * f) as i32, (tile.height * f) as i32);
             let x = left + col * cw + (cw - 10 - tw) / 2;
             let y = TITLE_H + row * ch;
-            let bitmap = BitMapElement::with_owned_buffer((x, y), (tw as u32, th as u32), tile.scaled(f))
-                .expect("the buffer has 3 bytes per pixel");
+            let bitmap =
+                BitMapElement::with_owned_buffer((x, y), (tw as u32, th as u32), tile.scaled(f))
+                    .expect("the buffer has 3 bytes per pixel");
             root.draw(&bitmap)?;
-            let ink = if tile.marked { RGBColor(214, 39, 40) } else { BLACK };
+            let ink = if tile.marked {
+                RGBColor(214, 39, 40)
+            } else {
+                BLACK
+            };
             if tile.marked {
-                root.draw(&Rectangle::new([(x - 3, y - 3), (x + tw + 2, y + th + 2)], ink.stroke_width(3)))?;
+                root.draw(&Rectangle::new(
+                    [(x - 3, y - 3), (x + tw + 2, y + th + 2)],
+                    ink.stroke_width(3),
+                ))?;
             }
             let style = TextStyle::from((FONT, 12).into_font())
                 .color(&ink)
@@ -513,8 +592,14 @@ mod tests {
             x_label: "epoch".into(),
             y_label: "cross-entropy".into(),
             series: vec![
-                Series { name: "train".into(), points: vec![(1.0, 2.0), (2.0, 1.0), (3.0, 0.5)] },
-                Series { name: "test".into(), points: vec![(1.0, 2.2), (2.0, 1.3), (3.0, 0.9)] },
+                Series {
+                    name: "train".into(),
+                    points: vec![(1.0, 2.0), (2.0, 1.0), (3.0, 0.5)],
+                },
+                Series {
+                    name: "test".into(),
+                    points: vec![(1.0, 2.2), (2.0, 1.3), (3.0, 0.9)],
+                },
             ],
             rising: false,
         };
@@ -524,7 +609,11 @@ mod tests {
         // White, black text, grid lines, two series colours and anti-aliased text in between.
         assert!(colours > 20, "{colours} colours: looks blank");
         let svg = std::fs::read_to_string(svg).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("\ntrain\n") && svg.contains("\ncross-entropy\n"));
+        assert!(
+            svg.starts_with("<svg")
+                && svg.contains("\ntrain\n")
+                && svg.contains("\ncross-entropy\n")
+        );
 
         let confusion = Confusion::from_pairs(
             "confusion".into(),
@@ -543,7 +632,12 @@ mod tests {
                     .with_caption(vec![format!("true {k}")], k % 2 == 0)
             })
             .collect();
-        let grid = ImageGrid { title: "grid".into(), tiles, columns: 3, tile_px: 64 };
+        let grid = ImageGrid {
+            title: "grid".into(),
+            tiles,
+            columns: 3,
+            tile_px: 64,
+        };
         let [png, svg] = save(&grid, &dir.path().join("grid")).unwrap();
         let ((w, h), _) = decoded(&png);
         assert_eq!((w, h), grid.size());
@@ -553,13 +647,21 @@ mod tests {
         let x = (grid.left() + cw + (cw - 10 - 64) / 2 + 32) as u32;
         assert_eq!(img.get_pixel(x, (TITLE_H + 32) as u32).0, [50, 50, 50]);
         // The SVG embeds the tiles as PNG images.
-        assert!(std::fs::read_to_string(svg).unwrap().contains("data:image/png;base64,"));
+        assert!(std::fs::read_to_string(svg)
+            .unwrap()
+            .contains("data:image/png;base64,"));
     }
 
     #[test]
     fn empty_curves_say_so_instead_of_failing() {
         let dir = tempfile::tempdir().unwrap();
-        let curves = Curves { title: "error".into(), x_label: "step".into(), y_label: "%".into(), series: vec![], rising: false };
+        let curves = Curves {
+            title: "error".into(),
+            x_label: "step".into(),
+            y_label: "%".into(),
+            series: vec![],
+            rising: false,
+        };
         let [png, _] = save(&curves, &dir.path().join("empty")).unwrap();
         assert!(decoded(&png).1 > 2);
     }
@@ -574,6 +676,9 @@ mod tests {
         let k = Tile::from_kernel(3, 1, 1, &[-1.0, 0.0, 1.0]);
         assert_eq!(k.rgb, vec![0, 128, 255]);
         assert_eq!(fit_label("automobile", 5), "auto…");
-        assert_eq!((tick(5000.0), tick(0.1 + 0.2), tick(-2.0)), ("5000".into(), "0.3".into(), "-2".into()));
+        assert_eq!(
+            (tick(5000.0), tick(0.1 + 0.2), tick(-2.0)),
+            ("5000".into(), "0.3".into(), "-2".into())
+        );
     }
 }

@@ -84,7 +84,9 @@ fn pictures(plots: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut dirs = vec![plots.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for path in entries.into_iter().rev() {
@@ -96,9 +98,19 @@ fn pictures(plots: &Path) -> Vec<PathBuf> {
         }
     }
     // The run's story in order: how training went, what the model gets wrong, what it sees.
-    const ORDER: [&str; 6] = ["loss", "accuracy", "error-by-step", "confusion", "predictions", "kernels"];
+    const ORDER: [&str; 6] = [
+        "loss",
+        "accuracy",
+        "error-by-step",
+        "confusion",
+        "predictions",
+        "kernels",
+    ];
     found.sort_by_key(|p| {
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let rank = ORDER.iter().position(|o| *o == stem).unwrap_or(ORDER.len());
         (p.parent().map(Path::to_path_buf), rank, p.clone())
     });
@@ -118,12 +130,24 @@ pub fn write_run_report(run: &RunFolder) -> Result<PathBuf, RunError> {
     );
     let mut facts = vec![
         ("test accuracy (final)", percent(s.final_test_accuracy)),
-        ("best test accuracy", format!("{} (epoch {})", percent(s.best_test_accuracy), s.best_epoch)),
+        (
+            "best test accuracy",
+            format!("{} (epoch {})", percent(s.best_test_accuracy), s.best_epoch),
+        ),
         ("epochs", s.epochs.to_string()),
         ("wall time", format!("{:.1} s", s.total_seconds)),
-        ("training speed", format!("{:.0} images/s", s.train_images_per_sec)),
-        ("evaluation speed", format!("{:.0} images/s", s.eval_images_per_sec)),
-        ("images", format!("{} train, {} test", s.train_images, s.test_images)),
+        (
+            "training speed",
+            format!("{:.0} images/s", s.train_images_per_sec),
+        ),
+        (
+            "evaluation speed",
+            format!("{:.0} images/s", s.eval_images_per_sec),
+        ),
+        (
+            "images",
+            format!("{} train, {} test", s.train_images, s.test_images),
+        ),
         ("seed", s.seed.to_string()),
         ("Kiln", s.kiln_version.clone()),
     ];
@@ -135,7 +159,11 @@ pub fn write_run_report(run: &RunFolder) -> Result<PathBuf, RunError> {
     }
     body.push_str("<h2>Summary</h2>\n<table>\n");
     for (k, v) in facts {
-        let _ = writeln!(body, "<tr><th class=\"l\">{k}</th><td>{}</td></tr>", escape(&v));
+        let _ = writeln!(
+            body,
+            "<tr><th class=\"l\">{k}</th><td>{}</td></tr>",
+            escape(&v)
+        );
     }
     body.push_str("</table>\n");
 
@@ -171,14 +199,20 @@ pub fn write_run_report(run: &RunFolder) -> Result<PathBuf, RunError> {
         if folder != section {
             if let Some(f) = &folder {
                 if f != &run.plots_dir() {
-                    let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = f
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let _ = writeln!(body, "<h3>{}</h3>", escape(&name));
                 }
             }
             section = folder;
         }
         let svg = png.with_extension("svg");
-        let name = png.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = png
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let svg_link = if svg.is_file() {
             format!(" · <a href=\"{}\">SVG</a>", link(&run.dir, &svg))
         } else {
@@ -198,18 +232,25 @@ pub fn write_run_report(run: &RunFolder) -> Result<PathBuf, RunError> {
     }
     let path = run.dir.join("index.html");
     let html = page(&format!("{} on {}", s.experiment, s.backend), &body);
-    write_atomic(&path, html.as_bytes()).map_err(|source| RunError::Io { path: path.clone(), source })?;
+    write_atomic(&path, html.as_bytes()).map_err(|source| RunError::Io {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
 fn metrics_table(events: &[Event]) -> String {
     let epochs: Vec<&kiln_train::EpochMetrics> = Event::epochs(events).collect();
     let valid = epochs.iter().any(|m| m.valid_accuracy.is_some());
-    let mut out = String::from("<table>\n<tr><th>epoch</th><th>lr</th><th>train loss</th><th>train acc.</th>");
+    let mut out = String::from(
+        "<table>\n<tr><th>epoch</th><th>lr</th><th>train loss</th><th>train acc.</th>",
+    );
     if valid {
         out.push_str("<th>valid. loss</th><th>valid. acc.</th>");
     }
-    out.push_str("<th>test loss</th><th>test acc.</th><th>seconds</th><th>train images/s</th></tr>\n");
+    out.push_str(
+        "<th>test loss</th><th>test acc.</th><th>seconds</th><th>train images/s</th></tr>\n",
+    );
     for m in epochs {
         let _ = write!(
             out,
@@ -243,17 +284,26 @@ fn metrics_table(events: &[Event]) -> String {
 /// Writes `out/index.html` comparing `runs` (a table and test curves of all of them, drawn into
 /// `out/`), linking to each run's own report. Returns its path.
 pub fn write_comparison(runs: &[RunFolder], out: &Path) -> Result<PathBuf, RunError> {
-    let io = |source| RunError::Io { path: out.to_path_buf(), source };
+    let io = |source| RunError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(out).map_err(io)?;
     let label = |r: &RunFolder| {
-        let folder = r.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let folder = r
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         format!("{} / {folder}", r.summary.experiment)
     };
     let curve = |f: fn(&kiln_train::EpochMetrics) -> f64| -> Vec<Series> {
         runs.iter()
             .map(|r| Series {
                 name: label(r),
-                points: Event::epochs(&r.events).map(|m| (m.epoch as f64, f(m))).collect(),
+                points: Event::epochs(&r.events)
+                    .map(|m| (m.epoch as f64, f(m)))
+                    .collect(),
             })
             .collect()
     };
@@ -322,9 +372,15 @@ mod tests {
 
     #[test]
     fn links_are_relative_between_folders() {
-        let r = relative(Path::new("/a/runs/reports/x"), Path::new("/a/runs/exp/run1/index.html"));
+        let r = relative(
+            Path::new("/a/runs/reports/x"),
+            Path::new("/a/runs/exp/run1/index.html"),
+        );
         assert_eq!(r, PathBuf::from("../../exp/run1/index.html"));
-        assert_eq!(relative(Path::new("/a/b"), Path::new("/a/b/plots/l.png")), PathBuf::from("plots/l.png"));
+        assert_eq!(
+            relative(Path::new("/a/b"), Path::new("/a/b/plots/l.png")),
+            PathBuf::from("plots/l.png")
+        );
         assert_eq!(escape("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
     }
 }

@@ -4,8 +4,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use burn::module::{AutodiffModule, Module};
 use burn::data::dataloader::batcher::Batcher;
+use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageSet, Locator, Normalize, Split};
@@ -357,7 +357,13 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
         };
         let looked = crate::inspect::look(&model.valid(), &request, device);
         let pictures = crate::inspect::read_events(&metrics_path).and_then(|events| {
-            crate::inspect::write_run_pictures(&dir.join("plots"), &spec.name, &events, test, &looked)
+            crate::inspect::write_run_pictures(
+                &dir.join("plots"),
+                &spec.name,
+                &events,
+                test,
+                &looked,
+            )
         });
         match pictures {
             Ok(files) => tracing::info!(pictures = files.len(), "plots written"),

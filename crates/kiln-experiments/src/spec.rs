@@ -3,8 +3,8 @@
 
 use kiln_data::mnist::{FASHION_MNIST, MNIST};
 use kiln_data::{
-    load_image_folder, Augment, Cifar10Format, DataError, IdxDataset, ImageBatcher, ImageSet, Locator, Normalize,
-    Split, CIFAR10_CLASSES,
+    load_image_folder, Augment, Cifar10Format, DataError, IdxDataset, ImageBatcher, ImageSet,
+    Locator, Normalize, Split, CIFAR10_CLASSES,
 };
 use kiln_train::Recipe;
 

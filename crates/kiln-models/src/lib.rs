@@ -20,7 +20,9 @@ pub use convnet::{ConvNet, ConvNetConfig};
 pub use init::WeightInit;
 pub use layers::{ActivationKind, PoolingKind};
 pub use lenet5::{LeNet5, LeNet5Config};
-pub use probe::{first_conv_kernels, FeatureMaps, Maps, NoProbe, Probe, ShapeClash, Summary, SummaryRow};
+pub use probe::{
+    first_conv_kernels, FeatureMaps, Maps, NoProbe, Probe, ShapeClash, Summary, SummaryRow,
+};
 pub use resnet::{HeadPool, ResNet, ResNetConfig, Stem};
 pub use simple_cnn::{SimpleCnn, SimpleCnnConfig};
 

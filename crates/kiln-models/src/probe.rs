@@ -557,17 +557,33 @@ mod tests {
     fn feature_maps_keep_each_convolution_of_the_first_image() {
         let device = Default::default();
         let model = ConvNetConfig::new().init::<B>(&device);
-        let image = Tensor::<B, 3>::random([1, 28, 28], burn::tensor::Distribution::Default, &device);
+        let image =
+            Tensor::<B, 3>::random([1, 28, 28], burn::tensor::Distribution::Default, &device);
         let maps = model.feature_maps(image.clone());
-        let shapes: Vec<(&str, [usize; 3])> = maps.iter().map(|m| (m.layer.as_str(), m.shape)).collect();
+        let shapes: Vec<(&str, [usize; 3])> =
+            maps.iter().map(|m| (m.layer.as_str(), m.shape)).collect();
         assert_eq!(shapes, vec![("conv1", [4, 28, 28]), ("conv2", [8, 14, 14])]);
         // conv1's maps are the convolution of this image, nothing else: compare with Burn's.
-        let direct = model.conv1.forward(image.unsqueeze::<4>()).into_data().to_vec::<f32>().unwrap();
+        let direct = model
+            .conv1
+            .forward(image.unsqueeze::<4>())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(maps[0].values, direct);
 
         let ([out, inp, kh, kw], values) = first_conv_kernels(&model).unwrap();
         assert_eq!([out, inp, kh, kw], [4, 1, 5, 5]);
-        assert_eq!(values, model.conv1.weight.val().into_data().to_vec::<f32>().unwrap());
+        assert_eq!(
+            values,
+            model
+                .conv1
+                .weight
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        );
         // The ResNet's first convolution is its 7x7 stem.
         let resnet = ResNetConfig::tutorial().init::<B>(&device);
         assert_eq!(first_conv_kernels(&resnet).unwrap().0, [64, 3, 7, 7]);
