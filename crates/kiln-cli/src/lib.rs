@@ -132,13 +132,31 @@ pub struct SummaryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
     /// ndarray, flex, wgpu, tch, tch-cuda or cuda (each needs its cargo feature; see
-    /// `kiln backends`).
-    #[arg(long, default_value = "ndarray")]
-    pub backend: String,
+    /// `kiln backends`). Default: for a command on a run folder, the run's own backend if this
+    /// binary has it; otherwise the first one this binary has (ndarray in a default build).
+    #[arg(long)]
+    pub backend: Option<String>,
     /// Device number, for backends with several (wgpu: the Nth discrete GPU; tch-cuda and cuda:
     /// the CUDA device). Default: the backend's default device.
     #[arg(long, value_name = "N")]
     pub device: Option<usize>,
+}
+
+impl BackendArgs {
+    /// `--backend`, else `preferred` where this binary has it, else the first it has.
+    pub fn name(&self, preferred: Option<&str>) -> String {
+        let built = |name: &str| BACKENDS.iter().any(|(n, on)| *on && *n == name);
+        self.backend
+            .clone()
+            .or_else(|| preferred.filter(|p| built(p)).map(str::to_string))
+            .or_else(|| {
+                BACKENDS
+                    .iter()
+                    .find(|(_, on)| *on)
+                    .map(|(n, _)| n.to_string())
+            })
+            .unwrap_or_else(|| "ndarray".to_string())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -297,7 +315,8 @@ pub fn execute(cli: &Cli) -> Result<()> {
                     run: &run,
                     locator: &locator,
                 };
-                let files = dispatch(&args.backend.backend, args.backend.device, task)??;
+                let backend = args.backend.name(Some(&run.summary.backend));
+                let files = dispatch(&backend, args.backend.device, task)??;
                 println!(
                     "{}: {} pictures in {}",
                     dir.display(),
@@ -321,7 +340,8 @@ pub fn execute(cli: &Cli) -> Result<()> {
                 input: &input,
                 locator: &locator,
             };
-            let files = dispatch(&args.backend.backend, args.backend.device, task)??;
+            let backend = args.backend.name(Some(&run.summary.backend));
+            let files = dispatch(&backend, args.backend.device, task)??;
             for f in files {
                 println!("{}", f.display());
             }
@@ -333,7 +353,7 @@ pub fn execute(cli: &Cli) -> Result<()> {
             let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
             let input = spec.data.input_shape();
             let summary = dispatch(
-                &args.backend.backend,
+                &args.backend.name(None),
                 args.backend.device,
                 SummaryTask { spec: &spec, input },
             )?;
@@ -384,7 +404,8 @@ fn predict(args: &PredictArgs) -> Result<()> {
         files: &args.images,
         top: args.top,
     };
-    let results = dispatch(&args.backend.backend, args.backend.device, task)??;
+    let backend = args.backend.name(Some(&run.summary.backend));
+    let results = dispatch(&backend, args.backend.device, task)??;
     let mut failed = 0;
     for (file, result) in results {
         match result {
@@ -476,13 +497,13 @@ pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
     let spec = args.overrides.resolve(&args.experiment)?;
     let options = RunOptions {
         runs_dir: args.runs_dir.clone(),
-        backend: args.backend.backend.clone(),
+        backend: args.backend.name(None),
         locator: args.data.locator(progress),
         progress,
         init_weights: args.init_weights.clone(),
         logits_of: args.logits_of,
     };
-    let backend = &args.backend.backend;
+    let backend = &options.backend;
     dispatch(
         backend,
         args.backend.device,
@@ -658,6 +679,23 @@ mod tests {
             "{}",
             error("cuda", None)
         );
+    }
+
+    #[test]
+    fn commands_on_a_run_default_to_its_backend_where_built_in() {
+        let default = BackendArgs {
+            backend: None,
+            device: None,
+        };
+        assert_eq!(default.name(Some("ndarray")), "ndarray");
+        // A run made on a backend this binary lacks: the first one it has.
+        assert_eq!(default.name(Some("no-such-backend")), "ndarray");
+        assert_eq!(default.name(None), "ndarray");
+        let chosen = BackendArgs {
+            backend: Some("tch".into()),
+            device: None,
+        };
+        assert_eq!(chosen.name(Some("ndarray")), "tch");
     }
 
     #[test]

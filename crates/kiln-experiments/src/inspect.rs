@@ -36,6 +36,12 @@ impl RunFolder {
             )));
         }
         let config = dir.join("config.toml");
+        if !config.is_file() {
+            return Err(RunError::Spec(format!(
+                "{}: not a run folder: it has no config.toml (expected a folder written by `kiln run`)",
+                dir.display()
+            )));
+        }
         let spec = crate::load(&config.to_string_lossy()).map_err(RunError::Spec)?;
         let summary_path = dir.join("summary.json");
         let text = std::fs::read_to_string(&summary_path).map_err(|e| {
@@ -642,4 +648,39 @@ pub fn redraw<B: AutodiffBackend>(
         &test,
         &looked,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_that_is_not_a_finished_run_says_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |d: &Path| RunFolder::open(d).unwrap_err().to_string();
+        assert!(err(&dir.path().join("nope"))
+            .ends_with("nope: not a run folder (expected a folder written by `kiln run`)"));
+        assert!(err(dir.path()).contains("not a run folder: it has no config.toml"));
+        let spec = crate::builtin().remove(0);
+        std::fs::write(dir.path().join("config.toml"), spec.to_toml()).unwrap();
+        let e = err(dir.path());
+        assert!(
+            e.contains("summary.json: cannot read it") && e.contains("stopped early"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("summary.json"), "{}").unwrap();
+        assert!(err(dir.path()).contains("summary.json: not a run summary: missing field"));
+    }
+
+    #[test]
+    fn a_bad_metrics_line_is_named_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, "{\"event\":\"step\",\"epoch\":1,\"step\":5,\"lr\":0.1,\"loss\":2.0,\"accuracy\":0.1}\n{oops\n").unwrap();
+        let e = read_events(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("metrics.jsonl:2: expected a metrics event"),
+            "{e}"
+        );
+    }
 }
