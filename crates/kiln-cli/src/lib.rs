@@ -528,6 +528,11 @@ pub trait BackendTask {
 /// Burn; the panic is caught here and returned as an error that names the backend, so callers
 /// keep what they wrote before it.
 pub fn dispatch<T: BackendTask>(name: &str, device: Option<usize>, task: T) -> Result<T::Output> {
+    // Used by the arms of single-device backends, which a build may leave out.
+    #[cfg_attr(
+        not(any(feature = "ndarray", feature = "flex", feature = "tch")),
+        allow(unused_variables)
+    )]
     let single = |name: &str| -> Result<()> {
         match device {
             Some(n) => bail!("backend {name:?} has one device; found --device {n}"),

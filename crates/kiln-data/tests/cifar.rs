@@ -1316,12 +1316,15 @@ fn image_folder_png_and_jpeg() {
     assert_eq!(set.classes, vec!["bird", "cat", "dog"]);
     assert_eq!((set.channels, set.height, set.width), (3, 3, 4));
     assert_eq!(set.len(), 5);
-    // Class order, then file names in sorted (byte) order: "a.PNG" < "b.png", "02" < "10".
-    assert_eq!(set.labels(), &[0, 1, 1, 2, 2]);
+    // Classes interleaved (the first file of each class, then the second, ...), the files of a
+    // class in sorted (byte) order: "a.PNG" < "b.png", "02" < "10".
+    assert_eq!(set.labels(), &[0, 1, 2, 1, 2]);
     assert_eq!(set.image(1), &planar(&pngs["cat/a.PNG"])[..]);
-    assert_eq!(set.image(2), &planar(&pngs["cat/b.png"])[..]);
-    assert_eq!(set.image(3), &planar(&pngs["dog/02.png"])[..]);
+    assert_eq!(set.image(2), &planar(&pngs["dog/02.png"])[..]);
+    assert_eq!(set.image(3), &planar(&pngs["cat/b.png"])[..]);
     assert_eq!(set.image(4), &planar(&pngs["dog/10.png"])[..]);
+    // So the first N images, which the --limit options keep, cover every class.
+    assert_eq!(set.clone().truncated(3).labels(), &[0, 1, 2]);
     // JPEG is lossy: a flat colour comes back within a few levels, in the right channels.
     for (c, want) in [200i32, 100, 50].into_iter().enumerate() {
         for &v in &set.image(0)[c * 12..(c + 1) * 12] {
@@ -1335,7 +1338,7 @@ fn image_folder_png_and_jpeg() {
     // Explicit classes: their order gives the labels; a folder not listed is skipped.
     let set = load_image_folder(root.path(), "train", Some(&["dog", "cat"])).unwrap();
     assert_eq!(set.classes, vec!["dog", "cat"]);
-    assert_eq!(set.labels(), &[0, 0, 1, 1]);
+    assert_eq!(set.labels(), &[0, 1, 0, 1]);
     assert_eq!(set.image(0), &planar(&pngs["dog/02.png"])[..]);
 
     // A listed class without a folder.
