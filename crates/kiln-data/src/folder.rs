@@ -235,24 +235,15 @@ pub fn read_image(path: &Path, shape: [usize; 3]) -> Result<Vec<u8>, DataError> 
             ),
         ));
     }
-    let set = ImageSet::new(
-        decoded.channels,
-        height,
-        width,
-        decoded.pixels,
-        vec![0],
-        vec![String::new()],
-    );
-    let set = match (decoded.channels, channels) {
-        (3, 1) => set.to_grayscale(),
-        (1, 3) => {
-            let plane = set.image(0).to_vec();
-            let pixels = plane.repeat(3);
-            ImageSet::new(3, height, width, pixels, vec![0], vec![String::new()])
+    Ok(match (decoded.channels, channels) {
+        (3, 1) => {
+            let one = vec![0];
+            let set = ImageSet::new(3, height, width, decoded.pixels, one, vec![String::new()]);
+            set.to_grayscale().image(0).to_vec()
         }
-        _ => set,
-    };
-    Ok(set.image(0).to_vec())
+        (1, 3) => decoded.pixels.repeat(3),
+        _ => decoded.pixels,
+    })
 }
 
 /// One decoded image, channel-first.

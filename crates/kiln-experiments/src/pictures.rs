@@ -360,6 +360,17 @@ pub struct Tile {
 }
 
 impl Tile {
+    /// From interleaved RGB bytes, `height * width * 3` of them; no caption.
+    fn from_rgb(height: usize, width: usize, rgb: Vec<u8>) -> Tile {
+        Tile {
+            width,
+            height,
+            rgb,
+            caption: Vec::new(),
+            marked: false,
+        }
+    }
+
     /// From a channel-first `u8` image of 1 or 3 channels.
     pub fn from_pixels(channels: usize, height: usize, width: usize, pixels: &[u8]) -> Tile {
         let plane = height * width;
@@ -372,13 +383,7 @@ impl Tile {
                 }
             })
             .collect();
-        Tile {
-            width,
-            height,
-            rgb,
-            caption: Vec::new(),
-            marked: false,
-        }
+        Tile::from_rgb(height, width, rgb)
     }
 
     /// One channel of real values, stretched from its own minimum to maximum onto the viridis
@@ -393,13 +398,7 @@ impl Tile {
                 [r, g, b]
             })
             .collect();
-        Tile {
-            width,
-            height,
-            rgb,
-            caption: Vec::new(),
-            marked: false,
-        }
+        Tile::from_rgb(height, width, rgb)
     }
 
     /// A convolution kernel `[in, kh, kw]`: RGB when it has 3 input channels (each stretched
@@ -427,13 +426,7 @@ impl Tile {
                 ]
             })
             .collect();
-        Tile {
-            width,
-            height,
-            rgb,
-            caption: Vec::new(),
-            marked: false,
-        }
+        Tile::from_rgb(height, width, rgb)
     }
 
     pub fn with_caption(mut self, lines: Vec<String>, marked: bool) -> Tile {
