@@ -606,14 +606,17 @@ fn resnet_cifar10() {
     parity("resnet-cifar10", 8, RESNET_CHECKED_STEPS);
 }
 
-/// Ignored, and reported in issue 3: wgpu (on Mesa's lavapipe) computes some gradients of this
-/// network far less accurately than the CPU backends. Measured on 2026-11-23 against an f64
-/// run of the same weights (`KILN_PARITY_F64=1`): ndarray, flex and tch within 2.5e-6 on
-/// every parameter; wgpu 2.9e-2 on `layers.1.blocks.0.bn1.beta` and 2.2e-2 on at least one other
-/// (`--nocapture` lists every parameter past tolerance). On other initial weights
-/// `layers.1.blocks.0.bn1.beta` was again wgpu's worst, at 3.0e-4 against the CPU backends'
-/// 2e-6. The f64 run shows the CPU backends are right, so this is wgpu's error rather than a
-/// sum f32 cannot resolve (Kiln runs the same generic code on every backend). Run it with
+/// Ignored, and reported in issue 3: wgpu (on Mesa's lavapipe) computes part of this
+/// network's gradient far less accurately than the CPU backends. Measured on 2026-11-23
+/// against an f64 run of the same weights (`KILN_PARITY_F64=1`): ndarray, flex and tch within
+/// 2.5e-6 on every parameter; on wgpu the error enters at the first block of the second stage
+/// (`layers.1.blocks.0`: bn1.beta 2.9e-2, conv1.weight 1.3e-2, while its bn1.gamma, conv2,
+/// bn2 and everything after the block agree) and reaches every parameter before it (stem and
+/// first stage, 8e-3 to 2.2e-2). That points at the gradient reaching bn1's output through
+/// conv2's input gradient or the ReLU on wgpu. On other initial weights the same beta was
+/// wgpu's worst again, at 3.0e-4 against the CPU backends' 2e-6. The f64 run shows the CPU
+/// backends are right, so this is wgpu's error rather than a sum f32 cannot resolve (Kiln
+/// runs the same generic code on every backend). Run it with
 /// `KILN_PARITY_F64=1 cargo xtask test --test parity -- --ignored --nocapture resnet18`.
 #[test]
 #[ignore = "wgpu's gradients in one residual block are off by up to 2.9e-2 (the CPU backends agree with f64); issue 3"]
