@@ -60,17 +60,9 @@ fn parity(experiment: &str, batch_size: usize, checked_steps: usize) {
     if let Some(dir) = std::env::var_os(F64_CHILD) {
         return f64_child(experiment, batch_size, Path::new(&dir));
     }
-    let spec = parity_spec(experiment, batch_size);
-    let (train, test) = synthetic_sets(&spec, batch_size);
-    let batcher = spec.data.batcher(&train);
-    let weights = dispatch(REFERENCE, None, SaveWeights { spec: &spec }).unwrap();
-    let case = Case {
-        spec: &spec,
-        train: &train,
-        test: &test,
-        batcher: &batcher,
-        weights: &weights,
-    };
+    let inputs = Inputs::new(experiment, batch_size);
+    let weights = dispatch(REFERENCE, None, SaveWeights { spec: &inputs.spec }).unwrap();
+    let case = inputs.case(&weights);
     let reference = dispatch(REFERENCE, None, case.clone()).unwrap();
 
     let mut failures = Vec::new();
@@ -114,6 +106,39 @@ fn parity(experiment: &str, batch_size: usize, checked_steps: usize) {
         failures.is_empty(),
         "{experiment}: backends disagree with {REFERENCE}: {failures:?}"
     );
+}
+
+/// What a parity test feeds every backend but the weights, built the same way in the
+/// f64 child process.
+struct Inputs {
+    spec: ExperimentSpec,
+    train: ImageSet,
+    test: ImageSet,
+    batcher: ImageBatcher,
+}
+
+impl Inputs {
+    fn new(experiment: &str, batch_size: usize) -> Inputs {
+        let spec = parity_spec(experiment, batch_size);
+        let (train, test) = synthetic_sets(&spec, batch_size);
+        let batcher = spec.data.batcher(&train);
+        Inputs {
+            spec,
+            train,
+            test,
+            batcher,
+        }
+    }
+
+    fn case<'a>(&'a self, weights: &'a [u8]) -> Case<'a> {
+        Case {
+            spec: &self.spec,
+            train: &self.train,
+            test: &self.test,
+            batcher: &self.batcher,
+            weights,
+        }
+    }
 }
 
 /// The experiment's spec as the parity tests run it: dropout off, `batch_size`, `STEPS` steps
@@ -179,18 +204,9 @@ fn f64_child(experiment: &str, batch_size: usize, dir: &Path) {
     let device = Default::default();
     burn::tensor::set_default_dtypes::<F64>(&device, FloatDType::F64, IntDType::I64)
         .expect("ndarray's default float type was set before the f64 run");
-    let spec = parity_spec(experiment, batch_size);
-    let (train, test) = synthetic_sets(&spec, batch_size);
-    let batcher = spec.data.batcher(&train);
+    let inputs = Inputs::new(experiment, batch_size);
     let weights = std::fs::read(dir.join("weights.bin")).unwrap();
-    let case = Case {
-        spec: &spec,
-        train: &train,
-        test: &test,
-        batcher: &batcher,
-        weights: &weights,
-    };
-    let truth = case.run::<F64>(&device);
+    let truth = inputs.case(&weights).run::<F64>(&device);
     std::fs::write(dir.join("truth.json"), truth.to_json().to_string()).unwrap();
 }
 
