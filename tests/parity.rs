@@ -155,12 +155,24 @@ fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
     if let ModelSpec::Resnet { widths, .. } = &mut spec.model {
         widths.iter_mut().for_each(|w| *w /= 4);
     }
+    // At seed 42 one ReLU input of this network (layers.1.blocks.0, after bn1) is exactly 0 in
+    // ndarray's f32 arithmetic and 2.8e-7 in wgpu's: ReLU's derivative (0 at 0) lets that
+    // element's gradient through on one backend only, and gradients part by 2.9e-2 where
+    // both backends computed correctly rounded values (`resnet18_replica` shows it). Gradient
+    // agreement is only defined away from such ties, so this network is checked at weights
+    // drawn from another seed.
+    if experiment == "resnet18-cifar10-fast" {
+        spec.recipe.seed = RESNET18_SEED;
+    }
     spec.recipe.batch_size = batch_size;
     spec.recipe.max_steps = Some(STEPS);
     spec.recipe.log_every = 1;
     spec.recipe.validate_every = None;
     spec
 }
+
+/// See `parity_spec`.
+const RESNET18_SEED: u64 = 7;
 
 /// Set in the child process that computes the f64 reference: the folder holding the weights
 /// and receiving the result.
@@ -288,7 +300,7 @@ impl Diff {
                 zero_grads = zero_grads.max(norm(g) / largest);
                 continue;
             }
-            let relative = norm_diff(g_ref, g) / norm(g_ref);
+            let relative = relative_norm_diff(g_ref, g);
             by_param.push((name.clone(), relative));
             // `!(<=)` keeps a NaN as the worst.
             if !(relative <= grads) {
@@ -447,6 +459,27 @@ struct Case<'a> {
     weights: &'a [u8],
 }
 
+impl Case<'_> {
+    /// `model` with the case's weights.
+    fn load<B: AutodiffBackend, M: AutodiffModule<B>>(&self, model: M, device: &B::Device) -> M {
+        let record = BinBytesRecorder::<FullPrecisionSettings, Vec<u8>>::new()
+            .load(self.weights.to_vec(), device)
+            .unwrap();
+        model.load_record(record)
+    }
+
+    /// The batch whose logits and gradients are compared: the first of the training set.
+    fn first_batch<B: AutodiffBackend>(&self, device: &B::Device) -> ImageBatch<B> {
+        burn::data::dataloader::batcher::Batcher::batch(
+            self.batcher,
+            (0..self.spec.recipe.batch_size)
+                .map(|i| self.train.item(i))
+                .collect(),
+            device,
+        )
+    }
+}
+
 impl BackendTask for Case<'_> {
     type Output = Measured;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Measured {
@@ -475,32 +508,16 @@ impl<B: AutodiffBackend> ModelTask<B> for Measure<'_, B> {
         M::InnerModule: ImageClassifier<B::InnerBackend>,
     {
         let Measure { case, device } = self;
-        let record = BinBytesRecorder::<FullPrecisionSettings, Vec<u8>>::new()
-            .load(case.weights.to_vec(), device)
-            .unwrap();
-        let model = model.load_record(record);
+        let model = case.load(model, device);
 
         // One batch: logits, then the loss's gradient for every parameter.
-        let n = case.spec.recipe.batch_size;
-        let batch: ImageBatch<B> = burn::data::dataloader::batcher::Batcher::batch(
-            case.batcher,
-            (0..n).map(|i| case.train.item(i)).collect(),
-            device,
-        );
+        let batch = case.first_batch::<B>(device);
         let logits = model.logits(batch.images);
         let float_dtype = format!("{:?}", logits.dtype());
         let loss = CrossEntropyLossConfig::new()
             .init(device)
             .forward(logits.clone(), batch.targets);
-        let gradients = GradientsParams::from_grads(loss.backward(), &model);
-        let mut grads = Grads::<B> {
-            gradients: &gradients,
-            path: Vec::new(),
-            found: Vec::new(),
-            backend: PhantomData,
-        };
-        model.visit(&mut grads);
-        let grads = grads.found;
+        let grads = param_grads(loss, &model);
         let logits = to_vec(logits);
 
         // The recipe's optimiser through the real training loop, every step's loss logged.
@@ -530,6 +547,22 @@ impl<B: AutodiffBackend> ModelTask<B> for Measure<'_, B> {
             float_dtype,
         }
     }
+}
+
+/// The gradient of `loss` for every trainable parameter of `model`, by path.
+fn param_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    loss: Tensor<B, 1>,
+    model: &M,
+) -> Vec<(String, Vec<f32>)> {
+    let gradients = GradientsParams::from_grads(loss.backward(), model);
+    let mut grads = Grads::<B> {
+        gradients: &gradients,
+        path: Vec::new(),
+        found: Vec::new(),
+        backend: PhantomData,
+    };
+    model.visit(&mut grads);
+    grads.found
 }
 
 /// Collects each trainable parameter's gradient (batch norm's running statistics have none).
@@ -582,6 +615,11 @@ fn norm_diff(a: &[f32], b: &[f32]) -> f64 {
         .sqrt()
 }
 
+/// |b - reference| / |reference|.
+fn relative_norm_diff(reference: &[f32], b: &[f32]) -> f64 {
+    norm_diff(reference, b) / norm(reference)
+}
+
 #[test]
 fn lenet5_fashion_mnist() {
     parity("lenet5-fashion-mnist", 16, STEPS);
@@ -622,28 +660,15 @@ fn resnet_cifar10() {
     parity("resnet-cifar10", 8, RESNET_CHECKED_STEPS);
 }
 
-/// Ignored, and reported in issue 3: wgpu (on Mesa's lavapipe) computes part of this
-/// network's gradient far less accurately than the CPU backends. Measured on 2026-11-23
-/// against an f64 run of the same weights (`KILN_PARITY_F64=1`): ndarray, flex and tch within
-/// 2.5e-6 on every parameter; on wgpu the error enters at the first block of the second stage
-/// (`layers.1.blocks.0`: bn1.beta 2.9e-2, conv1.weight 1.3e-2, while its bn1.gamma, conv2,
-/// bn2 and everything after the block agree) and reaches every parameter before it (stem and
-/// first stage, 8e-3 to 2.2e-2). On other initial weights the same beta was wgpu's worst
-/// again, at 3.0e-4 against the CPU backends' 2e-6. The f64 run shows the CPU backends are
-/// right, so this is wgpu's error rather than a sum f32 cannot resolve (Kiln runs the same
-/// generic code on every backend). Not fusion: wgpu without it (`CubeBackend<WgpuRuntime>`)
-/// gave the same figures. Not the block's operations alone either: `resnet_block_ops` runs
-/// that block at its shapes on every backend and they agree; the error needs the whole
-/// network's tensors. Run it with
-/// `KILN_PARITY_F64=1 cargo xtask test --test parity -- --ignored --nocapture resnet18`.
+/// At weights from seed 7 rather than the experiment's 42: see `parity_spec` and
+/// `resnet18_replica`.
 #[test]
-#[ignore = "wgpu's gradients in one residual block are off by up to 2.9e-2 (the CPU backends agree with f64); issue 3"]
 fn resnet18_cifar10_fast() {
     parity("resnet18-cifar10-fast", 8, RESNET_CHECKED_STEPS);
 }
 
-/// The residual block where wgpu's resnet18 gradients go wrong (`layers.1.blocks.0` of the
-/// parity test's quarter-width ResNet-18: 16 to 32 channels, 32x32 to 16x16, batch 8), built
+/// The residual block where wgpu's resnet18 gradients part at seed 42 (`layers.1.blocks.0`
+/// of the parity test's quarter-width ResNet-18: 16 to 32 channels, 32x32 to 16x16, batch 8), built
 /// from Burn's operations with random inputs and weights: every gradient compared with
 /// ndarray's. Once as laid out in memory by hand (NCHW, unit-scale upstream gradient) and once
 /// with the layouts and magnitudes the network hands it (the input a strided NHWC view, as
@@ -661,8 +686,8 @@ fn resnet_block_ops() {
                 .iter()
                 .zip(&m)
                 .map(|((name, r), (_, g))| {
-                    let relative = norm_diff(r, g) / norm(r);
-                    if relative > GRADIENT_TOLERANCE || relative.is_nan() {
+                    let relative = relative_norm_diff(r, g);
+                    if !(relative <= GRADIENT_TOLERANCE) {
                         failures.push(format!(
                             "{backend} {name} (strided {strided}): {relative:.2e}"
                         ));
@@ -761,4 +786,413 @@ fn uniform(n: usize, seed: u64) -> impl Iterator<Item = f32> {
         z ^= z >> 31;
         (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     })
+}
+
+/// Why `resnet18_cifar10_fast` runs at another seed than the experiment's (see `parity_spec`):
+/// at seed 42 its gradients part on wgpu by 2.9e-2, and this test shows the cause. The
+/// network is rebuilt from Burn's tensor operations (the replica) so it can be cut between
+/// blocks: the replica reproduces the model's gradients on ndarray and wgpu's error whole;
+/// `layers.1.blocks.0` alone computes right on every backend from ndarray's input, yet from
+/// the input wgpu's own first blocks computed (7e-7 from ndarray's) one of its first ReLU's
+/// inputs is exactly 0 on ndarray and positive on wgpu. ReLU's derivative at 0 is 0, so that
+/// one element's gradient passes on wgpu only: both backends rounded correctly, the test's
+/// point sits on a kink. It fails if a block disagrees with no such tie to explain it.
+/// Measured on 2026-11-23: image 5, channel 2, pixel 88, ndarray 0, wgpu 2.8e-7.
+#[test]
+#[ignore = "diagnosis of the seed-42 resnet18 gradients (issue 3): run with --ignored --nocapture"]
+fn resnet18_replica() {
+    let mut inputs = Inputs::new("resnet18-cifar10-fast", 8);
+    inputs.spec.recipe.seed = 42;
+    let weights = dispatch(REFERENCE, None, SaveWeights { spec: &inputs.spec }).unwrap();
+    let net = dispatch(REFERENCE, None, Export(inputs.case(&weights))).unwrap();
+    let run = |backend, mode| {
+        dispatch(backend, None, Replica { net: &net, mode })
+            .unwrap_or_else(|e| panic!("replica: backend {backend} cannot run: {e:#}"))
+    };
+    // By name: the replica lists its parameters in another order than the model. Returns
+    // the worst relative difference.
+    let compare = |what: &str, reference: &[(String, Vec<f32>)], m: &[(String, Vec<f32>)]| {
+        let diffs: Vec<(&String, f64)> = reference
+            .iter()
+            .map(|(name, r)| {
+                let (_, g) = m
+                    .iter()
+                    .find(|(other, _)| other == name)
+                    .unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
+                (name, relative_norm_diff(r, g))
+            })
+            .collect();
+        let worst = diffs
+            .iter()
+            .fold(0.0f64, |w, &(_, d)| if !(d <= w) { d } else { w });
+        let past: Vec<String> = diffs
+            .iter()
+            .filter(|(_, d)| !(*d <= GRADIENT_TOLERANCE))
+            .map(|(name, d)| format!("{name} {d:.1e}"))
+            .collect();
+        println!("{what}: worst {worst:.1e}; past tolerance: {past:?}");
+        worst
+    };
+
+    let whole = run(REFERENCE, Mode::Whole);
+    let faithful = compare("replica vs model, ndarray", &net.model_grads, &whole.grads);
+    assert!(
+        faithful <= 1e-6,
+        "the replica is not the model: {faithful:.1e}"
+    );
+    for backend in OTHERS {
+        let m = run(backend, Mode::Whole);
+        compare(&format!("replica, {backend}"), &whole.grads, &m.grads);
+    }
+
+    // Block `CUT`'s input as ndarray and as each backend computes it, and the gradient at its
+    // output (ndarray's).
+    let bounds = run(REFERENCE, Mode::Boundaries).boundaries;
+    let upstream = bounds[CUT + 1].1.clone();
+    let mut unexplained = Vec::new();
+    for backend in OTHERS {
+        let own = run(backend, Mode::Boundaries).boundaries[CUT].0.clone();
+        println!(
+            "{CUT_NAME} input, {backend} vs ndarray: {:.1e}",
+            relative_norm_diff(&values(&bounds[CUT].0), &values(&own))
+        );
+        for (whose, input) in [("ndarray's", &bounds[CUT].0), ("its own", &own)] {
+            let mode = || Mode::Span {
+                from: CUT,
+                to: CUT + 1,
+                input: input.clone(),
+                upstream: upstream.clone(),
+            };
+            let worst = compare(
+                &format!("{CUT_NAME} from {whose} input, {backend} vs ndarray"),
+                &run(REFERENCE, mode()).grads,
+                &run(backend, mode()).grads,
+            );
+            // Where the block's first ReLU decides differently on the two backends.
+            let z = |b| values(&run(b, Mode::Preact(input.clone())).preact.unwrap());
+            let (zn, zb) = (z(REFERENCE), z(backend));
+            let [_, c, h, w] = bounds[CUT + 1].0.shape.dims::<4>();
+            let ties: Vec<String> = zn
+                .iter()
+                .zip(&zb)
+                .enumerate()
+                .filter(|(_, (a, b))| (**a > 0.0) != (**b > 0.0))
+                .map(|(i, (a, b))| {
+                    format!(
+                        "image {} channel {} pixel {}: ndarray {a:e}, {backend} {b:e}",
+                        i / (c * h * w),
+                        i / (h * w) % c,
+                        i % (h * w)
+                    )
+                })
+                .collect();
+            println!("  first ReLU decides differently at {ties:?}");
+            if !(worst <= GRADIENT_TOLERANCE) && ties.is_empty() {
+                unexplained.push(format!("{backend} from {whose} input: {worst:.1e}"));
+            }
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "{CUT_NAME}: gradients disagree with no ReLU tie to explain it: {unexplained:?}"
+    );
+}
+
+/// The block the diagnosis cuts out, by index among all blocks and by path.
+const CUT: usize = 2;
+const CUT_NAME: &str = "layers.1.blocks.0";
+
+fn values(t: &TensorData) -> Vec<f32> {
+    t.clone().convert::<f32>().into_vec().unwrap()
+}
+
+/// A network's parameters by path, one batch, and the model's own gradients for it.
+struct Net {
+    params: std::collections::BTreeMap<String, TensorData>,
+    images: TensorData,
+    targets: TensorData,
+    model_grads: Vec<(String, Vec<f32>)>,
+}
+
+struct Export<'a>(Case<'a>);
+
+impl BackendTask for Export<'_> {
+    type Output = Net;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Net {
+        struct Task<'a, B: AutodiffBackend>(Case<'a>, &'a B::Device);
+        impl<B: AutodiffBackend> ModelTask<B> for Task<'_, B> {
+            type Output = Net;
+            fn run<M>(self, model: M) -> Net
+            where
+                M: AutodiffModule<B> + ImageClassifier<B>,
+                M::InnerModule: ImageClassifier<B::InnerBackend>,
+            {
+                let Task(case, device) = self;
+                let model = case.load(model, device);
+                let batch = case.first_batch::<B>(device);
+                let mut params = Values {
+                    path: Vec::new(),
+                    found: Default::default(),
+                };
+                model.visit(&mut params);
+                let images = batch.images.to_data();
+                let targets = batch.targets.to_data();
+                let loss = CrossEntropyLossConfig::new()
+                    .init(device)
+                    .forward(model.logits(batch.images), batch.targets);
+                Net {
+                    params: params.found,
+                    images,
+                    targets,
+                    model_grads: param_grads(loss, &model),
+                }
+            }
+        }
+        let [channels, ..] = self.0.spec.data.input_shape();
+        let classes = self.0.train.classes.len();
+        self.0
+            .spec
+            .model
+            .build(channels, classes, device, Task::<B>(self.0.clone(), device))
+    }
+}
+
+/// Every float parameter's value by path.
+struct Values {
+    path: Vec<String>,
+    found: std::collections::BTreeMap<String, TensorData>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Values {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.found
+            .insert(self.path.join("."), param.val().to_data());
+    }
+}
+
+enum Mode {
+    /// The whole network, the loss's gradient for every parameter.
+    Whole,
+    /// Every block's input (the last: the last block's output) and the loss's gradient
+    /// there, each computed from a leaf by the part of the network after it.
+    Boundaries,
+    /// Blocks `from..to` alone, fed block `from`'s input and the gradient at their output.
+    Span {
+        from: usize,
+        to: usize,
+        input: TensorData,
+        upstream: TensorData,
+    },
+    /// Block `CUT`'s first batch norm's output (its first ReLU's input) for this input.
+    Preact(TensorData),
+}
+
+struct Replica<'a> {
+    net: &'a Net,
+    mode: Mode,
+}
+
+#[derive(Default)]
+struct Replayed {
+    /// (parameter path, gradient); in `Span` mode the blocks' and their input's (`input`).
+    grads: Vec<(String, Vec<f32>)>,
+    preact: Option<TensorData>,
+    /// (input, gradient there) of every block and, last, the last block's output.
+    boundaries: Vec<(TensorData, TensorData)>,
+}
+
+impl BackendTask for Replica<'_> {
+    type Output = Replayed;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Replayed {
+        use burn::nn::{BatchNorm, BatchNormConfig};
+        use burn::tensor::activation::relu;
+        use burn::tensor::module::{adaptive_avg_pool2d, conv2d};
+        use burn::tensor::ops::ConvOptions;
+
+        let net = self.net;
+        let data = |name: &str| {
+            net.params.get(name).cloned().unwrap_or_else(|| {
+                panic!(
+                    "no parameter {name}; the network has {:?}",
+                    net.params.keys()
+                )
+            })
+        };
+        let leaf4 = |name: &str| Tensor::<B, 4>::from_data(data(name), device).require_grad();
+        let leaf1 = |name: &str| Tensor::<B, 1>::from_data(data(name), device).require_grad();
+        let bn = |prefix: &str| {
+            let gamma = leaf1(&format!("{prefix}.gamma"));
+            let mut bn: BatchNorm<B> = BatchNormConfig::new(gamma.dims()[0]).init(device);
+            bn.gamma = Param::from_tensor(gamma);
+            bn.beta = Param::from_tensor(leaf1(&format!("{prefix}.beta")));
+            bn
+        };
+        let conv = |x, w: &Tensor<B, 4>, stride, padding| {
+            conv2d(
+                x,
+                w.clone(),
+                None,
+                ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1),
+            )
+        };
+
+        // Leaves by name, kept to read their gradients after the backward pass.
+        struct Block<B: Backend> {
+            name: String,
+            stride: usize,
+            conv1: Tensor<B, 4>,
+            bn1: BatchNorm<B>,
+            conv2: Tensor<B, 4>,
+            bn2: BatchNorm<B>,
+            shortcut: Option<(Tensor<B, 4>, BatchNorm<B>)>,
+        }
+        let mut blocks = Vec::new();
+        for s in 0.. {
+            let mut b = 0;
+            while net
+                .params
+                .contains_key(&format!("layers.{s}.blocks.{b}.conv1.weight"))
+            {
+                let name = format!("layers.{s}.blocks.{b}");
+                let shortcut = net
+                    .params
+                    .contains_key(&format!("{name}.shortcut.conv.weight"))
+                    .then(|| {
+                        (
+                            leaf4(&format!("{name}.shortcut.conv.weight")),
+                            bn(&format!("{name}.shortcut.bn")),
+                        )
+                    });
+                blocks.push(Block {
+                    stride: if s > 0 && b == 0 { 2 } else { 1 },
+                    conv1: leaf4(&format!("{name}.conv1.weight")),
+                    bn1: bn(&format!("{name}.bn1")),
+                    conv2: leaf4(&format!("{name}.conv2.weight")),
+                    bn2: bn(&format!("{name}.bn2")),
+                    shortcut,
+                    name,
+                });
+                b += 1;
+            }
+            if b == 0 {
+                break;
+            }
+        }
+        let forward = |block: &Block<B>, x: Tensor<B, 4>| {
+            let h = relu(
+                block
+                    .bn1
+                    .forward(conv(x.clone(), &block.conv1, block.stride, 1)),
+            );
+            let h = block.bn2.forward(conv(h, &block.conv2, 1, 1));
+            let identity = match &block.shortcut {
+                Some((w, bn)) => bn.forward(conv(x, w, block.stride, 0)),
+                None => x,
+            };
+            relu(h + identity)
+        };
+        let stem_w = leaf4("conv1.weight");
+        let stem_bn = bn("bn1");
+        let fc_w = Tensor::<B, 2>::from_data(data("fc.weight"), device).require_grad();
+        let fc_b = leaf1("fc.bias");
+        let prefix = |images| relu(stem_bn.forward(conv(images, &stem_w, 1, 1)));
+        let suffix = |mut x: Tensor<B, 4>, from: usize| {
+            for block in &blocks[from..] {
+                x = forward(block, x);
+            }
+            let x = adaptive_avg_pool2d(x, [1, 1]).flatten::<2>(1, 3);
+            let logits = x.matmul(fc_w.clone()) + fc_b.clone().unsqueeze();
+            CrossEntropyLossConfig::new().init(device).forward(
+                logits,
+                Tensor::<B, 1, Int>::from_data(net.targets.clone(), device),
+            )
+        };
+        let images = || Tensor::<B, 4>::from_data(net.images.clone(), device);
+
+        let mut out = Replayed::default();
+        let mut leaves4: Vec<(String, Tensor<B, 4>)> = Vec::new();
+        let mut leaves1: Vec<(String, Tensor<B, 1>)> = Vec::new();
+        let add_block = |block: &Block<B>, l4: &mut Vec<_>, l1: &mut Vec<_>| {
+            l4.push((format!("{}.conv1.weight", block.name), block.conv1.clone()));
+            for (bn_name, bn) in [("bn1", &block.bn1), ("bn2", &block.bn2)] {
+                l1.push((format!("{}.{bn_name}.gamma", block.name), bn.gamma.val()));
+                l1.push((format!("{}.{bn_name}.beta", block.name), bn.beta.val()));
+            }
+            l4.push((format!("{}.conv2.weight", block.name), block.conv2.clone()));
+            if let Some((w, bn)) = &block.shortcut {
+                l4.push((format!("{}.shortcut.conv.weight", block.name), w.clone()));
+                l1.push((format!("{}.shortcut.bn.gamma", block.name), bn.gamma.val()));
+                l1.push((format!("{}.shortcut.bn.beta", block.name), bn.beta.val()));
+            }
+        };
+        let grads = match self.mode {
+            Mode::Whole => {
+                leaves4.push(("conv1.weight".into(), stem_w.clone()));
+                leaves1.push(("bn1.gamma".into(), stem_bn.gamma.val()));
+                leaves1.push(("bn1.beta".into(), stem_bn.beta.val()));
+                for block in &blocks {
+                    add_block(block, &mut leaves4, &mut leaves1);
+                }
+                leaves1.push(("fc.bias".into(), fc_b.clone()));
+                let grads = suffix(prefix(images()), 0).backward();
+                out.grads
+                    .push(("fc.weight".into(), to_vec(fc_w.grad(&grads).unwrap())));
+                grads
+            }
+            Mode::Preact(input) => {
+                let block = &blocks[CUT];
+                assert_eq!(block.name, CUT_NAME);
+                let x = Tensor::<B, 4>::from_data(input, device);
+                let z = block.bn1.forward(conv(x, &block.conv1, block.stride, 1));
+                out.preact = Some(z.to_data());
+                return out;
+            }
+            Mode::Boundaries => {
+                let mut x = prefix(images());
+                for i in 0..=blocks.len() {
+                    let a = x.to_data();
+                    let leaf = Tensor::<B, 4>::from_data(a.clone(), device).require_grad();
+                    let grads = suffix(leaf.clone(), i).backward();
+                    out.boundaries
+                        .push((a, leaf.grad(&grads).unwrap().to_data()));
+                    if i < blocks.len() {
+                        x = forward(&blocks[i], x);
+                    }
+                }
+                return out;
+            }
+            Mode::Span {
+                from,
+                to,
+                input,
+                upstream,
+            } => {
+                let x = Tensor::<B, 4>::from_data(input, device).require_grad();
+                leaves4.push(("input".into(), x.clone()));
+                for block in &blocks[from..to] {
+                    add_block(block, &mut leaves4, &mut leaves1);
+                }
+                let mut y = x;
+                for block in &blocks[from..to] {
+                    y = forward(block, y);
+                }
+                (y * Tensor::<B, 4>::from_data(upstream, device))
+                    .sum()
+                    .backward()
+            }
+        };
+        for (name, t) in leaves4 {
+            out.grads.push((name, to_vec(t.grad(&grads).unwrap())));
+        }
+        for (name, t) in leaves1 {
+            out.grads.push((name, to_vec(t.grad(&grads).unwrap())));
+        }
+        out
+    }
 }
