@@ -582,7 +582,7 @@ pub fn features<B: AutodiffBackend>(
             )
         }
         FeatureInput::TestIndex(n) => {
-            let test = crate::load_splits(&run.spec, locator)?.test;
+            let test = crate::load_test_split(&run.spec, locator)?;
             if *n >= test.len() {
                 return Err(RunError::Spec(format!(
                     "--index: expected a test image index below {}, found {n}",
@@ -627,7 +627,7 @@ pub fn redraw<B: AutodiffBackend>(
     locator: &Locator,
     device: &B::Device,
 ) -> Result<Vec<PathBuf>, RunError> {
-    let test = crate::load_splits(&run.spec, locator)?.test;
+    let test = crate::load_test_split(&run.spec, locator)?;
     let batcher = run.batcher();
     let test0 = (!test.is_empty()).then(|| test.image(0));
     let looked = look_at_run::<B>(

@@ -14,8 +14,8 @@ pub use inspect::{FeatureInput, RunFolder};
 pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
 pub use runner::{
-    load_splits, load_weights, run, FixedBatchLogits, RunError, RunOptions, RunOutcome, RunSummary,
-    Splits,
+    load_splits, load_test_split, load_weights, run, FixedBatchLogits, RunError, RunOptions,
+    RunOutcome, RunSummary, Splits,
 };
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,

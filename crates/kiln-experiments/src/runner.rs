@@ -200,31 +200,9 @@ pub struct Splits {
 /// Finds (or fetches) the data set and splits it: validation hold-out first, then the
 /// `limit_*` truncations.
 pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, RunError> {
-    let mut train = spec.data.load(locator, Split::Train)?;
-    let mut test = spec.data.load(locator, Split::Test)?;
-    let mut valid = None;
-    if let Some(v) = spec.data.validation {
-        let from = match v.from {
-            Split::Train => &mut train,
-            Split::Test => &mut test,
-        };
-        if v.count >= from.len() {
-            return Err(RunError::Spec(format!(
-                "data.validation.count: expected fewer than the {} images of the {:?} split, found {}",
-                from.len(),
-                v.from,
-                v.count
-            )));
-        }
-        let (head, rest) = from.clone().split_at(v.count);
-        *from = rest;
-        valid = Some(head);
-    }
-    if spec.data.grayscale {
-        train = train.to_grayscale();
-        test = test.to_grayscale();
-        valid = valid.map(ImageSet::to_grayscale);
-    }
+    let (mut train, valid_from_train) = load_split(spec, locator, Split::Train)?;
+    let (test, valid_from_test) = load_split(spec, locator, Split::Test)?;
+    let test = limit_test(spec, test);
     if let Some(p) = spec.data.percent {
         let n = ((train.len() as f64) * p / 100.0).ceil() as usize;
         train = train.truncated(n);
@@ -232,9 +210,7 @@ pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, R
     if let Some(n) = spec.data.limit_train {
         train = train.truncated(n);
     }
-    if let Some(n) = spec.data.limit_test {
-        test = test.truncated(n);
-    }
+    let valid = valid_from_train.or(valid_from_test);
     tracing::info!(
         train = train.len(),
         valid = valid.as_ref().map_or(0, ImageSet::len),
@@ -243,6 +219,49 @@ pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, R
         spec.data.dataset.name()
     );
     Ok(Splits { train, valid, test })
+}
+
+/// The test split alone, exactly as [`load_splits`] gives it, for the commands that look at a
+/// finished run: they need not read and decode the (much larger) training split.
+pub fn load_test_split(spec: &ExperimentSpec, locator: &Locator) -> Result<ImageSet, RunError> {
+    let (test, _) = load_split(spec, locator, Split::Test)?;
+    Ok(limit_test(spec, test))
+}
+
+/// One split, less the validation hold-out when the experiment takes it from this split (the
+/// hold-out is returned beside it), converted to grayscale when the experiment asks.
+fn load_split(
+    spec: &ExperimentSpec,
+    locator: &Locator,
+    split: Split,
+) -> Result<(ImageSet, Option<ImageSet>), RunError> {
+    let mut images = spec.data.load(locator, split)?;
+    let mut valid = None;
+    if let Some(v) = spec.data.validation.filter(|v| v.from == split) {
+        if v.count >= images.len() {
+            return Err(RunError::Spec(format!(
+                "data.validation.count: expected fewer than the {} images of the {:?} split, found {}",
+                images.len(),
+                v.from,
+                v.count
+            )));
+        }
+        let (head, rest) = images.split_at(v.count);
+        images = rest;
+        valid = Some(head);
+    }
+    if spec.data.grayscale {
+        images = images.to_grayscale();
+        valid = valid.map(ImageSet::to_grayscale);
+    }
+    Ok((images, valid))
+}
+
+fn limit_test(spec: &ExperimentSpec, test: ImageSet) -> ImageSet {
+    match spec.data.limit_test {
+        Some(n) => test.truncated(n),
+        None => test,
+    }
 }
 
 /// Trains, streaming events to `metrics.jsonl`, then saves the final weights.
@@ -435,5 +454,73 @@ impl EventLog {
         if let Err(e) = writeln!(self.out, "{line}").and_then(|_| self.out.flush()) {
             self.error = Some(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_data::idx;
+
+    /// MNIST-layout files whose image `i` of each split is filled with the value `i` (test
+    /// images start at 100), so every image says where it came from.
+    fn write_numbered_mnist(dir: &Path, train: usize, test: usize) {
+        for (images, labels, n, first) in [
+            (
+                "train-images-idx3-ubyte.gz",
+                "train-labels-idx1-ubyte.gz",
+                train,
+                0,
+            ),
+            (
+                "t10k-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz",
+                test,
+                100,
+            ),
+        ] {
+            let pixels: Vec<u8> = (0..n).flat_map(|i| [(first + i) as u8; 784]).collect();
+            let classes: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+            idx::write_images(&dir.join(images), 28, 28, &pixels, true).unwrap();
+            idx::write_labels(&dir.join(labels), &classes, true).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_test_split_alone_is_the_test_split_of_a_full_load() {
+        let dir = tempfile::tempdir().unwrap();
+        write_numbered_mnist(dir.path(), 20, 30);
+        let locator = Locator::from_env(Some(dir.path().to_path_buf()), true);
+        let mut spec = crate::load("convnet-mnist").unwrap();
+        // Validation from the test split, as the tutorial does, so the test split is its tail.
+        spec.data.validation = Some(crate::ValidationSplit {
+            from: Split::Test,
+            count: 5,
+        });
+        spec.data.limit_test = Some(12);
+
+        let full = load_splits(&spec, &locator).unwrap();
+        let alone = load_test_split(&spec, &locator).unwrap();
+        let firsts = |set: &ImageSet| (0..set.len()).map(|i| set.image(i)[0]).collect::<Vec<_>>();
+        assert_eq!(firsts(&alone), (105..117).collect::<Vec<u8>>());
+        assert_eq!(firsts(&alone), firsts(&full.test));
+        assert_eq!(
+            firsts(full.valid.as_ref().unwrap()),
+            (100..105).collect::<Vec<u8>>()
+        );
+        assert_eq!(firsts(&full.train), (0..20).collect::<Vec<u8>>());
+
+        // With the hold-out taken from the training split, the test split is whole.
+        spec.data.validation = Some(crate::ValidationSplit {
+            from: Split::Train,
+            count: 5,
+        });
+        let full = load_splits(&spec, &locator).unwrap();
+        assert_eq!(
+            firsts(&load_test_split(&spec, &locator).unwrap()),
+            firsts(&full.test)
+        );
+        assert_eq!(firsts(&full.test), (100..112).collect::<Vec<u8>>());
+        assert_eq!(firsts(&full.train), (5..20).collect::<Vec<u8>>());
     }
 }
