@@ -44,7 +44,7 @@ const ZERO_GRADIENT: f64 = 1e-6;
 const ZERO_GRADIENT_TOLERANCE: f64 = 1e-5;
 
 /// What one backend computed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Measured {
     logits: Vec<f32>,
     /// (parameter path, gradient), in the module's visiting order.
@@ -75,24 +75,17 @@ fn parity(experiment: &str, batch_size: usize, checked_steps: usize) {
         println!("  {backend:<8} {d}");
         // Every parameter past tolerance, not only the worst: where they sit in the network
         // points at the operation that went wrong.
-        for (name, relative) in d
+        for p in d
             .by_param
             .iter()
-            .filter(|(_, r)| !(*r <= GRADIENT_TOLERANCE))
+            .filter(|p| !(p.relative <= GRADIENT_TOLERANCE))
         {
-            println!("  {backend:<8} gradient past tolerance: {name} {relative:.1e}");
+            println!(
+                "  {backend:<8} gradient past tolerance: {} {:.1e}",
+                p.name, p.relative
+            );
         }
-        for (what, value, tolerance) in [
-            ("logits", d.logits, LOGITS_TOLERANCE),
-            ("gradients", d.grads, GRADIENT_TOLERANCE),
-            ("zero gradients", d.zero_grads, ZERO_GRADIENT_TOLERANCE),
-            ("loss curve", d.losses, LOSS_TOLERANCE),
-        ] {
-            // `!(<=)` so that a NaN fails too.
-            if !(value <= tolerance) {
-                failures.push(format!("{backend} {what}: {value:.2e} > {tolerance:.0e}"));
-            }
-        }
+        failures.extend(d.past_tolerance().map(|f| format!("{backend} {f}")));
         measured.push((backend, m));
     }
     // Diagnosis: every backend, the reference included, against ndarray in f64.
@@ -251,14 +244,8 @@ struct Diff {
     /// max |logit difference| / max |logit|.
     logits: f64,
     scale: f64,
-    /// The largest relative gradient difference over the parameters with a real gradient,
-    /// and that parameter's path.
-    grads: f64,
-    worst: String,
-    /// The worst parameter's reference gradient norm over the model's largest.
-    worst_share: f64,
-    /// Every such parameter's relative difference.
-    by_param: Vec<(String, f64)>,
+    /// Every parameter with a real gradient, in the model's order.
+    by_param: Vec<ParamDiff>,
     /// Parameters whose gradient is zero up to rounding in the reference: biases of
     /// convolutions that feed batch norm, whose output does not depend on them. A relative
     /// difference means nothing there; their largest gradient norm on the other backend,
@@ -275,6 +262,16 @@ struct Diff {
     last_loss_ref: f64,
 }
 
+/// One parameter's gradient on a backend against the reference's.
+struct ParamDiff {
+    /// The parameter's path in the module tree.
+    name: String,
+    /// |g - g_ref| / |g_ref|.
+    relative: f64,
+    /// |g_ref| over the model's largest parameter gradient norm.
+    share: f64,
+}
+
 impl Diff {
     fn between(reference: &Measured, m: &Measured, checked_steps: usize) -> Diff {
         let scale = max_abs(&reference.logits);
@@ -289,32 +286,28 @@ impl Diff {
             .grads
             .iter()
             .map(|(_, g)| norm(g))
-            .fold(0.0f64, f64::max);
-        let (mut grads, mut worst, mut worst_share, mut zero_grads, mut zero_count) =
-            (0.0f64, "-".to_string(), 0.0f64, 0.0f64, 0);
+            .fold(0.0f64, worse);
+        let (mut zero_grads, mut zero_count) = (0.0f64, 0);
         let mut by_param = Vec::new();
         for ((name, g_ref), (other, g)) in reference.grads.iter().zip(&m.grads) {
             assert_eq!(name, other, "parameters visited in another order");
             if norm(g_ref) <= ZERO_GRADIENT * largest {
                 zero_count += 1;
-                zero_grads = zero_grads.max(norm(g) / largest);
+                zero_grads = worse(zero_grads, norm(g) / largest);
                 continue;
             }
-            let relative = relative_norm_diff(g_ref, g);
-            by_param.push((name.clone(), relative));
-            // `!(<=)` keeps a NaN as the worst.
-            if !(relative <= grads) {
-                grads = relative;
-                worst = name.clone();
-                worst_share = norm(g_ref) / largest;
-            }
+            by_param.push(ParamDiff {
+                name: name.clone(),
+                relative: relative_norm_diff(g_ref, g),
+                share: norm(g_ref) / largest,
+            });
         }
         let curve = |steps: usize| {
             reference.losses[..steps]
                 .iter()
                 .zip(&m.losses)
                 .map(|(a, b)| (a - b).abs() / a.abs())
-                .fold(0.0f64, |w, x| if !(x <= w) { x } else { w })
+                .fold(0.0f64, worse)
         };
         let (losses, all_losses) = (curve(checked_steps), curve(STEPS));
         let parts_at = reference
@@ -328,9 +321,6 @@ impl Diff {
             all_losses,
             logits: max_abs_diff(&reference.logits, &m.logits) / scale,
             scale,
-            grads,
-            worst,
-            worst_share,
             by_param,
             zero_grads,
             zero_count,
@@ -342,13 +332,54 @@ impl Diff {
     }
 }
 
+impl Diff {
+    /// The parameter whose gradient differs most (a NaN counts as the most).
+    fn worst(&self) -> Option<&ParamDiff> {
+        self.by_param.iter().reduce(|w, p| {
+            if w.relative.is_nan() || p.relative <= w.relative {
+                w
+            } else {
+                p
+            }
+        })
+    }
+
+    /// The largest relative gradient difference; 0 where no parameter has a real gradient.
+    fn grads(&self) -> f64 {
+        self.worst().map_or(0.0, |p| p.relative)
+    }
+
+    /// Each figure past its tolerance, as "what: value > tolerance".
+    fn past_tolerance(&self) -> impl Iterator<Item = String> {
+        [
+            ("logits", self.logits, LOGITS_TOLERANCE),
+            ("gradients", self.grads(), GRADIENT_TOLERANCE),
+            ("zero gradients", self.zero_grads, ZERO_GRADIENT_TOLERANCE),
+            ("loss curve", self.losses, LOSS_TOLERANCE),
+        ]
+        .into_iter()
+        // `!(<=)` so that a NaN fails too.
+        .filter(|&(_, value, tolerance)| !(value <= tolerance))
+        .map(|(what, value, tolerance)| format!("{what}: {value:.2e} > {tolerance:.0e}"))
+    }
+}
+
 impl std::fmt::Display for Diff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "logits {:.1e} (scale {:.2})  gradients {:.1e} (worst: {}, norm {:.1e} of the largest)",
-            self.logits, self.scale, self.grads, self.worst, self.worst_share
+            "logits {:.1e} (scale {:.2})  gradients {:.1e}",
+            self.logits,
+            self.scale,
+            self.grads()
         )?;
+        if let Some(w) = self.worst() {
+            write!(
+                f,
+                " (worst: {}, norm {:.1e} of the largest)",
+                w.name, w.share
+            )?;
+        }
         if self.zero_count > 0 {
             write!(
                 f,
@@ -591,14 +622,24 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().unwrap()
 }
 
+/// The larger of two differences, NaN counting as larger than any number: `f64::max` returns
+/// the number beside a NaN, which would let a NaN logit or gradient pass every tolerance.
+fn worse(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
 fn max_abs(a: &[f32]) -> f64 {
-    a.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()))
+    a.iter().fold(0.0f64, |m, &x| worse(m, f64::from(x).abs()))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| {
-        m.max((f64::from(x) - f64::from(y)).abs())
+        worse(m, (f64::from(x) - f64::from(y)).abs())
     })
 }
 
@@ -618,6 +659,39 @@ fn norm_diff(a: &[f32], b: &[f32]) -> f64 {
 /// |b - reference| / |reference|.
 fn relative_norm_diff(reference: &[f32], b: &[f32]) -> f64 {
     norm_diff(reference, b) / norm(reference)
+}
+
+/// A NaN anywhere on the checked backend (a logit, a gradient that is not the last, a loss)
+/// must fail its check: `f64::max` and `!(x <= worst)` folds both used to let one pass.
+#[test]
+fn a_nan_fails_every_check_it_reaches() {
+    let reference = Measured {
+        logits: vec![1.0, -2.0, 0.5],
+        grads: vec![
+            ("a".into(), vec![1.0, 2.0]),
+            ("b".into(), vec![3.0, -1.0]),
+            ("c".into(), vec![0.5, 0.5]),
+        ],
+        losses: (0..STEPS).map(|i| 2.0 - 0.05 * i as f64).collect(),
+        float_dtype: "F32".into(),
+    };
+    let failed = |edit: &dyn Fn(&mut Measured)| {
+        let mut m = reference.clone();
+        edit(&mut m);
+        Diff::between(&reference, &m, STEPS)
+            .past_tolerance()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(failed(&|_| ()), Vec::<String>::new());
+    assert_eq!(failed(&|m| m.logits[1] = f32::NAN), ["logits: NaN > 1e-4"]);
+    assert_eq!(
+        failed(&|m| m.grads[1].1[0] = f32::NAN),
+        ["gradients: NaN > 1e-3"]
+    );
+    assert_eq!(
+        failed(&|m| m.losses[3] = f64::NAN),
+        ["loss curve: NaN > 1e-3"]
+    );
 }
 
 #[test]
