@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kiln_data::idx;
+use kiln_data::Split;
 
 /// Writes a learnable 10-class data set in the Fashion-MNIST file layout: class `k` is a bright
 /// 7x7 square at one of ten positions, on noise.
@@ -18,18 +18,7 @@ pub fn write_synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
         state ^= state << 17;
         (state % 60) as u8
     };
-    for (images_name, labels_name, n) in [
-        (
-            "train-images-idx3-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-            train,
-        ),
-        (
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-            test,
-        ),
-    ] {
+    for (split, n) in [(Split::Train, train), (Split::Test, test)] {
         let mut pixels = Vec::with_capacity(n * 784);
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
@@ -43,8 +32,7 @@ pub fn write_synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
             }
             labels.push(label);
         }
-        idx::write_images(&dir.join(images_name), 28, 28, &pixels, true).unwrap();
-        idx::write_labels(&dir.join(labels_name), &labels, true).unwrap();
+        kiln_data::mnist::write_split(dir, split, &pixels, &labels).unwrap();
     }
 }
 

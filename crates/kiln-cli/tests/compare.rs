@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln_data::Split;
 use serde_json::Value;
 
 fn kiln(args: &[&str]) -> std::process::Output {
@@ -120,30 +121,11 @@ fn every_backend_starts_from_the_same_weights() {
     }
 }
 
-/// Ten tiny images per split in the Fashion-MNIST layout (gzipped IDX), enough for two steps.
+/// A few images per split in the Fashion-MNIST layout (gzipped IDX), enough for the steps.
 fn write_tiny_fashion_mnist(dir: &Path) {
-    use std::io::Write;
-    let write = |name: &str, header: &[u32], body: Vec<u8>| {
-        let file = std::fs::File::create(dir.join(name)).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        for word in header {
-            gz.write_all(&word.to_be_bytes()).unwrap();
-        }
-        gz.write_all(&body).unwrap();
-        gz.finish().unwrap();
-    };
-    for (prefix, n) in [("train", 600u32), ("t10k", 40)] {
-        let pixels = (0..n * 784).map(|i| (i * 37 % 251) as u8).collect();
-        let labels = (0..n).map(|i| (i % 10) as u8).collect();
-        write(
-            &format!("{prefix}-images-idx3-ubyte.gz"),
-            &[0x803, n, 28, 28],
-            pixels,
-        );
-        write(
-            &format!("{prefix}-labels-idx1-ubyte.gz"),
-            &[0x801, n],
-            labels,
-        );
+    for (split, n) in [(Split::Train, 600u32), (Split::Test, 40)] {
+        let pixels: Vec<u8> = (0..n * 784).map(|i| (i * 37 % 251) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        kiln_data::mnist::write_split(dir, split, &pixels, &labels).unwrap();
     }
 }

@@ -101,10 +101,7 @@ impl IdxDataset {
     /// Loads one split from a directory that holds the files (gzipped or unpacked; either the
     /// directory itself or its `<name>/` subfolder, as [`Locator::locate`] returns it).
     pub fn load_from(&self, dir: &Path, split: Split) -> Result<ImageSet, DataError> {
-        let (images, labels) = match split {
-            Split::Train => (TRAIN_IMAGES, TRAIN_LABELS),
-            Split::Test => (TEST_IMAGES, TEST_LABELS),
-        };
+        let (images, labels) = file_names(split);
         // A missing file falls through to the reader, whose error names the expected path.
         let path = |name: &str| existing_file(dir, name).unwrap_or_else(|| dir.join(name));
         let (images, labels) = idx::read_pair(&path(images), &path(labels), self.classes.len())?;
@@ -118,4 +115,21 @@ impl IdxDataset {
             classes,
         ))
     }
+}
+
+/// The images and labels files of `split`, as the MNIST family publishes them.
+fn file_names(split: Split) -> (&'static str, &'static str) {
+    match split {
+        Split::Train => (TRAIN_IMAGES, TRAIN_LABELS),
+        Split::Test => (TEST_IMAGES, TEST_LABELS),
+    }
+}
+
+/// Writes one split of 28x28 grayscale images (`pixels`, row-major, one byte each) and their
+/// `labels` into `dir` under the published gzipped file names, so [`IdxDataset::load_from`]
+/// reads them back. Meant for test fixtures, like [`idx::write_images`].
+pub fn write_split(dir: &Path, split: Split, pixels: &[u8], labels: &[u8]) -> std::io::Result<()> {
+    let (images_name, labels_name) = file_names(split);
+    idx::write_images(&dir.join(images_name), 28, 28, pixels, true)?;
+    idx::write_labels(&dir.join(labels_name), labels, true)
 }

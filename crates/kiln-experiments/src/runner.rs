@@ -460,29 +460,14 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_data::idx;
 
     /// MNIST-layout files whose image `i` of each split is filled with the value `i` (test
     /// images start at 100), so every image says where it came from.
     fn write_numbered_mnist(dir: &Path, train: usize, test: usize) {
-        for (images, labels, n, first) in [
-            (
-                "train-images-idx3-ubyte.gz",
-                "train-labels-idx1-ubyte.gz",
-                train,
-                0,
-            ),
-            (
-                "t10k-images-idx3-ubyte.gz",
-                "t10k-labels-idx1-ubyte.gz",
-                test,
-                100,
-            ),
-        ] {
+        for (split, n, first) in [(Split::Train, train, 0), (Split::Test, test, 100)] {
             let pixels: Vec<u8> = (0..n).flat_map(|i| [(first + i) as u8; 784]).collect();
-            let classes: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-            idx::write_images(&dir.join(images), 28, 28, &pixels, true).unwrap();
-            idx::write_labels(&dir.join(labels), &classes, true).unwrap();
+            let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+            kiln_data::mnist::write_split(dir, split, &pixels, &labels).unwrap();
         }
     }
 
