@@ -393,7 +393,8 @@ impl<B: AutodiffBackend> Run<'_, B> {
             };
             tracing::info!(
                 epoch,
-                lr,
+                // Scheduled rates print as 0.006999999999999999 in full.
+                lr = format_args!("{lr:.3e}"),
                 train_loss = format_args!("{:.4}", metrics.train_loss),
                 train_acc = format_args!("{:.2}%", 100.0 * metrics.train_accuracy),
                 test_loss = format_args!("{:.4}", metrics.test_loss),
