@@ -10,6 +10,8 @@
 //!   Debian's packages, PyTorch 2.9.0 into a virtualenv of its own), then runs the whole test
 //!   suite in release mode (the tests train real models), parity tests across backends included.
 
+mod bench;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,6 +19,7 @@ use anyhow::{bail, Context, Result};
 
 /// `--backend` name, the `kiln-cli` cargo features it needs, and what it needs at run time.
 const BACKENDS: &[(&str, &str, Runtime)] = &[
+    ("cpu", "cpu", Runtime::Nothing),
     ("ndarray", "ndarray", Runtime::Nothing),
     ("flex", "flex", Runtime::Nothing),
     ("wgpu", "wgpu", Runtime::Vulkan),
@@ -50,13 +53,15 @@ commands:
   compare-backends <experiment> --backends A,B,... [options passed to `kiln compare`]
       train on each backend from the same initial weights and report the differences;
       e.g. cargo xtask compare-backends lenet5-fashion-mnist --backends ndarray,tch --steps 50
-  bench [--backends A,B,...] [--epochs N] [--limit-train N]
-      LeNet-5 training speed on each backend (default ndarray,flex,wgpu,tch, one epoch of
-      Fashion-MNIST) as a ratio to PyTorch eager on the same data and threads, in one run
+  bench [--experiments A,B,...] [--backends A,B,...] [--warmup N] [--steps N] [--check FILE]
+      each experiment (default: all seven) on each backend (default cpu,flex,tch): training,
+      evaluation and data-pipeline images/s and peak memory, as ratios to PyTorch eager on the
+      same model, batch and threads measured in the same run; --check fails when a ratio falls
+      more than 25% below its record in FILE (e.g. xtask/bench/recorded.json)
   test [cargo test options]
       install what the tests need if missing, then run every test (release build)
 
-backends: ndarray, flex, wgpu, tch, tch-cuda, cuda";
+backends: cpu (Kiln's own, the default), ndarray, flex, wgpu, tch, tch-cuda, cuda";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -73,7 +78,7 @@ fn run(args: Vec<String>) -> Result<()> {
     match command.as_str() {
         "run-experiment" => run_experiment(rest),
         "compare-backends" => compare_backends(rest),
-        "bench" => bench(rest),
+        "bench" => bench::bench(rest),
         "test" => test(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -85,7 +90,7 @@ fn run(args: Vec<String>) -> Result<()> {
 
 fn run_experiment(args: &[String]) -> Result<()> {
     let (backend, kiln_args) = take_option(args, "--backend")?;
-    let backend = backend.unwrap_or_else(|| "ndarray".into());
+    let backend = backend.unwrap_or_else(|| "cpu".into());
     let features = features_of(&[backend.as_str()])?;
     if kiln_args.first().is_none_or(|a| a.starts_with('-')) {
         bail!("missing the experiment name\n\n{USAGE}");
@@ -111,99 +116,6 @@ fn compare_backends(args: &[String]) -> Result<()> {
     cmd.args(["compare", "--backends", &backends])
         .args(&kiln_args);
     status(cmd)
-}
-
-/// LeNet-5 training throughput per backend, against PyTorch measured in the same run: `kiln
-/// compare` trains every backend, then xtask/bench/lenet5_pytorch.py trains PyTorch on the
-/// same files with the same number of threads; bench.md and bench.json go into the comparison
-/// folder.
-fn bench(args: &[String]) -> Result<()> {
-    let (backends, rest) = take_option(args, "--backends")?;
-    let (epochs, rest) = take_option(&rest, "--epochs")?;
-    let (limit, rest) = take_option(&rest, "--limit-train")?;
-    if let Some(unknown) = rest.first() {
-        bail!("bench: unexpected argument {unknown:?}\n\n{USAGE}");
-    }
-    let backends = backends.unwrap_or_else(|| "ndarray,flex,wgpu,tch".into());
-    let epochs = epochs.unwrap_or_else(|| "1".into());
-    let names: Vec<&str> = backends.split(',').map(str::trim).collect();
-    let features = features_of(&names)?;
-    ensure_fashion_mnist()?;
-    // PyTorch is the reference, so it is needed whatever the backends.
-    let mut all = names.clone();
-    all.push("tch");
-    let env = runtime_env(&all, Install::Yes)?;
-
-    let mut cmd = kiln(&features, &env);
-    cmd.args([
-        "--quiet",
-        "compare",
-        "lenet5-fashion-mnist",
-        "--backends",
-        &backends,
-    ])
-    .args(["--epochs", &epochs, "--offline"]);
-    if let Some(n) = &limit {
-        cmd.args(["--limit-train", n]);
-    }
-    let out = output(cmd)?;
-    let report_md = out
-        .lines()
-        .find_map(|l| l.strip_prefix("report: "))
-        .context("kiln compare did not say where its report is")?;
-    let dir = Path::new(report_md.trim())
-        .parent()
-        .context("report path")?
-        .to_path_buf();
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
-
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut py = Command::new(torch_venv().join("bin/python"));
-    py.arg(project_root().join("xtask/bench/lenet5_pytorch.py"))
-        .arg(FASHION_MNIST_DIR)
-        .args(["--threads", &threads.to_string(), "--epochs", &epochs]);
-    if let Some(n) = &limit {
-        py.args(["--limit-train", n]);
-    }
-    let reference: serde_json::Value = serde_json::from_str(
-        output(py)?
-            .lines()
-            .last()
-            .context("the PyTorch reference printed nothing")?,
-    )?;
-    let torch_speed = reference["train_images_per_sec"]
-        .as_f64()
-        .context("PyTorch speed")?;
-
-    let mut md = format!(
-        "# LeNet-5 training speed, lenet5-fashion-mnist, {epochs} epoch(s){}, {threads} threads\n\n\
-         Reference: PyTorch {} eager on the same files and threads, measured in this run: \
-         {torch_speed:.0} images/s, test accuracy {:.2}%.\n\n\
-         | backend | train images/s | vs PyTorch | test accuracy |\n| --- | ---: | ---: | ---: |\n",
-        limit.as_ref().map(|n| format!(" of the first {n} images")).unwrap_or_default(),
-        reference["torch"].as_str().unwrap_or("?"),
-        100.0 * reference["test_accuracy"].as_f64().unwrap_or(f64::NAN),
-    );
-    for row in report["backends"]
-        .as_array()
-        .context("report.json: backends")?
-    {
-        let name = row["backend"].as_str().unwrap_or("?");
-        match row["train_images_per_sec"].as_f64() {
-            Some(speed) => md.push_str(&format!(
-                "| {name} | {speed:.0} | {:.3}x | {:.2}% |\n",
-                speed / torch_speed,
-                100.0 * row["test_accuracy"].as_f64().unwrap_or(f64::NAN)
-            )),
-            None => md.push_str(&format!("| {name} | failed | | |\n")),
-        }
-    }
-    std::fs::write(dir.join("bench.md"), &md)?;
-    let json = serde_json::json!({ "reference": reference, "report": report });
-    std::fs::write(dir.join("bench.json"), serde_json::to_vec_pretty(&json)?)?;
-    println!("{md}\nwritten to {}", dir.join("bench.md").display());
-    Ok(())
 }
 
 /// `cargo run` of the release `kiln` binary with exactly `features`.
@@ -266,7 +178,7 @@ fn take_option(args: &[String], name: &str) -> Result<(Option<String>, Vec<Strin
 fn test(args: &[String]) -> Result<()> {
     ensure_fashion_mnist()?;
     ensure_chromium()?;
-    let all: Vec<&str> = ["ndarray", "flex", "wgpu", "tch"].into();
+    let all: Vec<&str> = ["cpu", "ndarray", "flex", "wgpu", "tch"].into();
     let env = runtime_env(&all, Install::Yes)?;
     let mut cmd = cargo();
     // `parity` builds the wgpu, tch and flex backends into kiln and the tests, once, in the
@@ -518,6 +430,34 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// `YYYYMMDD-HHMMSS` in UTC, for result folders.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_timestamp(secs)
+}
+
+fn utc_timestamp(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(project_root());
@@ -597,13 +537,21 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(0), "19700101-000000");
+        // 2026-11-29 13:28:24 UTC, and a leap day.
+        assert_eq!(utc_timestamp(1_795_958_904), "20261129-132824");
+        assert_eq!(utc_timestamp(951_782_400 + 3_661), "20000229-010101");
+    }
+
+    #[test]
     fn unknown_backend_lists_the_choices() {
         let err = run_experiment(&strings(&["exp", "--backend", "tpu"]))
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
-            "unknown backend \"tpu\"; expected one of: ndarray, flex, wgpu, tch, tch-cuda, cuda"
+            "unknown backend \"tpu\"; expected one of: cpu, ndarray, flex, wgpu, tch, tch-cuda, cuda"
         );
     }
 }

@@ -199,6 +199,9 @@ fn train_on(
     if quiet {
         cmd.arg("--quiet");
     }
+    if !kiln_train::denormals::flushes_denormals() {
+        cmd.arg("--keep-denormals");
+    }
     cmd.arg("run")
         .arg(spec_path)
         .args(["--backend", backend])

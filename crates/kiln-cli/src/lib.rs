@@ -28,6 +28,11 @@ pub struct Cli {
     /// Log lines as text for people or JSON for machines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Compute with denormal floats instead of flushing them to zero. Flushing (the default)
+    /// keeps late epochs as fast as early ones on the CPU and changes nothing a float32
+    /// network resolves; each run's summary.json records which was used.
+    #[arg(long, global = true)]
+    pub keep_denormals: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +58,11 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// List the backends and whether this binary was built with each.
     Backends,
+    /// Time an experiment on one backend: the data pipeline, the training step (forward,
+    /// loss, backward, optimiser at the recipe's batch) and the evaluation pass, as medians
+    /// after a warm-up, with the peak memory of the step phase. Prints one JSON object on
+    /// stdout; `cargo xtask bench` runs it for every experiment and backend beside PyTorch.
+    Bench(BenchArgs),
     /// Redraw a finished run's pictures into RUN/plots/ (curves, confusion matrix, prediction
     /// grid, kernels, feature maps); runs draw them when they finish, so this is for older
     /// runs or after deleting them. Evaluates the saved model on the test split again.
@@ -131,9 +141,10 @@ pub struct SummaryArgs {
 /// Which backend, and which of its devices.
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
-    /// ndarray, flex, wgpu, tch, tch-cuda or cuda (each needs its cargo feature; see
-    /// `kiln backends`). Default: for a command on a run folder, the run's own backend if this
-    /// binary has it; otherwise the first one this binary has (ndarray in a default build).
+    /// cpu (Kiln's own), ndarray, flex, wgpu, tch, tch-cuda or cuda (each needs its cargo
+    /// feature; see `kiln backends`). Default: for a command on a run folder, the run's own
+    /// backend if this binary has it; otherwise the first one this binary has (cpu in a default
+    /// build).
     #[arg(long)]
     pub backend: Option<String>,
     /// Device number, for backends with several (wgpu: the Nth discrete GPU; tch-cuda and cuda:
@@ -155,8 +166,28 @@ impl BackendArgs {
                     .find(|(_, on)| *on)
                     .map(|(n, _)| n.to_string())
             })
-            .unwrap_or_else(|| "ndarray".to_string())
+            .unwrap_or_else(|| "cpu".to_string())
     }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Read the data set in this layout instead of the experiment's: idx, binary, python or
+    /// folder.
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<Layout>,
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed steps (training and evaluation each); the figures are their medians.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +281,7 @@ impl DataArgs {
 /// Backends this binary was built with, by `--backend` name. Each is a cargo feature of
 /// `kiln-cli`; `cargo xtask run-experiment --backend NAME` turns the right one on.
 pub const BACKENDS: &[(&str, bool)] = &[
+    ("cpu", cfg!(feature = "cpu")),
     ("ndarray", cfg!(feature = "ndarray")),
     ("flex", cfg!(feature = "flex")),
     ("wgpu", cfg!(feature = "wgpu")),
@@ -265,6 +297,8 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
+    // Before any thread pool starts: worker threads inherit the setting from this thread.
+    kiln_train::denormals::set(!cli.keep_denormals);
     init_logging(&cli);
     execute(&cli)
 }
@@ -372,6 +406,41 @@ pub fn execute(cli: &Cli) -> Result<()> {
                     spec.name
                 );
             }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let mut spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
+            spec.apply(&Overrides {
+                layout: args.layout,
+                ..Overrides::default()
+            });
+            if args.steps == 0 {
+                bail!("--steps must be at least 1");
+            }
+            let backend = args.backend.name(None);
+            let options = kiln_experiments::bench::BenchOptions {
+                locator: args.data.locator(false),
+                warmup: args.warmup,
+                steps: args.steps,
+            };
+            let report = dispatch(
+                &backend,
+                args.backend.device,
+                BenchTask {
+                    spec: &spec,
+                    backend: &backend,
+                    options: &options,
+                },
+            )?
+            .with_context(|| format!("benchmarking {} on {backend}", spec.name))?;
+            tracing::info!(
+                "{} on {backend}: train {:.0} images/s, eval {:.0} images/s, data pipeline {:.0} images/s",
+                spec.name,
+                report.train_images_per_sec,
+                report.eval_images_per_sec,
+                report.pipeline_images_per_sec
+            );
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Run(args) => {
@@ -530,7 +599,12 @@ pub trait BackendTask {
 pub fn dispatch<T: BackendTask>(name: &str, device: Option<usize>, task: T) -> Result<T::Output> {
     // Used by the arms of single-device backends, which a build may leave out.
     #[cfg_attr(
-        not(any(feature = "ndarray", feature = "flex", feature = "tch")),
+        not(any(
+            feature = "cpu",
+            feature = "ndarray",
+            feature = "flex",
+            feature = "tch"
+        )),
         allow(unused_variables)
     )]
     let single = |name: &str| -> Result<()> {
@@ -540,6 +614,12 @@ pub fn dispatch<T: BackendTask>(name: &str, device: Option<usize>, task: T) -> R
         }
     };
     match name {
+        #[cfg(feature = "cpu")]
+        "cpu" => {
+            single(name)?;
+            type B = burn_autodiff::Autodiff<kiln_cpu::KilnCpu>;
+            catch(name, || task.run::<B>(&kiln_cpu::KilnCpuDevice))
+        }
         #[cfg(feature = "ndarray")]
         "ndarray" => {
             single(name)?;
@@ -619,6 +699,19 @@ impl BackendTask for RunTask<'_> {
     }
 }
 
+struct BenchTask<'a> {
+    spec: &'a ExperimentSpec,
+    backend: &'a str,
+    options: &'a kiln_experiments::bench::BenchOptions,
+}
+
+impl BackendTask for BenchTask<'_> {
+    type Output = Result<kiln_experiments::bench::BenchReport, kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        kiln_experiments::bench::bench::<B>(self.spec, self.backend, self.options, device)
+    }
+}
+
 struct SummaryTask<'a> {
     spec: &'a ExperimentSpec,
     input: [usize; 3],
@@ -675,7 +768,7 @@ mod tests {
         assert!(dispatch("ndarray", None, Name).unwrap().contains("ndarray"));
         assert_eq!(
             error("tpu", None),
-            "unknown backend \"tpu\"; expected one of: ndarray, flex, wgpu, tch, tch-cuda, cuda"
+            "unknown backend \"tpu\"; expected one of: cpu, ndarray, flex, wgpu, tch, tch-cuda, cuda"
         );
         // No build turns on `cuda` without a GPU to test it on.
         #[cfg(not(feature = "cuda"))]
@@ -693,9 +786,9 @@ mod tests {
             device: None,
         };
         assert_eq!(default.name(Some("ndarray")), "ndarray");
-        // A run made on a backend this binary lacks: the first one it has.
-        assert_eq!(default.name(Some("no-such-backend")), "ndarray");
-        assert_eq!(default.name(None), "ndarray");
+        // A run made on a backend this binary lacks: the first one it has, Kiln's own.
+        assert_eq!(default.name(Some("no-such-backend")), "cpu");
+        assert_eq!(default.name(None), "cpu");
         let chosen = BackendArgs {
             backend: Some("tch".into()),
             device: None,

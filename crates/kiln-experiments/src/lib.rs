@@ -1,6 +1,7 @@
 //! Experiments: the spec (one TOML file: data + model + recipe), the registry of built-in
 //! experiments, and the runner that turns a spec into a self-describing run folder.
 
+pub mod bench;
 pub mod inspect;
 pub mod models;
 pub mod pictures;

@@ -90,6 +90,10 @@ pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_shape: Option<[usize; 3]>,
     pub kiln_version: String,
+    /// Whether training flushed denormal floats to zero (the `kiln` command does unless given
+    /// `--keep-denormals`; see `kiln_train::denormals`). Absent in older runs: false.
+    #[serde(default)]
+    pub flush_denormals: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +187,7 @@ pub fn run<B: AutodiffBackend>(
         classes: train.classes.clone(),
         image_shape: Some([train.channels, train.height, train.width]),
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        flush_denormals: kiln_train::denormals::flushes_denormals(),
     };
     let summary_path = dir.join("summary.json");
     let json = serde_json::to_vec_pretty(&summary).expect("a summary always serialises");
@@ -431,7 +436,7 @@ pub fn load_weights<B: AutodiffBackend, M: Module<B>>(
 }
 
 /// The process's peak resident set in MiB, where the OS reports it (Linux).
-fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

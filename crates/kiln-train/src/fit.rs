@@ -114,8 +114,32 @@ where
         device,
         options,
     };
-    // Each optimiser is its own type, so the loop is monomorphised once per optimiser.
-    match &recipe.optimizer {
+    with_optimizer(
+        &recipe.optimizer,
+        TrainEpochs {
+            run,
+            model,
+            on_event,
+        },
+    )
+}
+
+/// Work that needs the recipe's optimiser: each optimiser is its own type, so the work is
+/// monomorphised once per optimiser (a trait, because closures cannot be generic).
+pub(crate) trait OptimizerTask<B: AutodiffBackend, M: AutodiffModule<B>> {
+    type Output;
+    fn run<O: Optimizer<M, B>>(self, optim: O) -> Self::Output;
+}
+
+/// The one place a recipe's optimiser becomes Burn's, with PyTorch's semantics
+/// (`weight_decay` is the L2 term `torch.optim.Adam` and `SGD` add to the gradient).
+pub(crate) fn with_optimizer<B, M, T>(spec: &OptimizerSpec, task: T) -> T::Output
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    T: OptimizerTask<B, M>,
+{
+    match spec {
         OptimizerSpec::Adam {
             weight_decay,
             betas,
@@ -127,7 +151,7 @@ where
                 .with_beta_2(betas[1])
                 .with_epsilon(*eps)
                 .with_weight_decay(weight_decay_config(*weight_decay));
-            run.epochs(model, config.init(), on_event)
+            task.run(config.init())
         }
         OptimizerSpec::Sgd {
             momentum,
@@ -144,8 +168,27 @@ where
             let config = SgdConfig::new()
                 .with_momentum(momentum)
                 .with_weight_decay(weight_decay_config(*weight_decay));
-            run.epochs(model, config.init(), on_event)
+            task.run(config.init())
         }
+    }
+}
+
+struct TrainEpochs<'a, 'e, B: AutodiffBackend, M> {
+    run: Run<'a, B>,
+    model: M,
+    on_event: &'e mut dyn FnMut(&Event),
+}
+
+impl<B, M> OptimizerTask<B, M> for TrainEpochs<'_, '_, B, M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ImageClassifier<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
+    type Output = (M, FitSummary);
+
+    fn run<O: Optimizer<M, B>>(self, optim: O) -> Self::Output {
+        self.run.epochs(self.model, optim, self.on_event)
     }
 }
 
@@ -278,10 +321,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let mut rng = StdRng::seed_from_u64(recipe.seed);
         let steps_per_epoch = self.data.train.len().div_ceil(recipe.batch_size);
         let mut schedule = Schedule::new(recipe, steps_per_epoch);
-        let smoothing = (recipe.label_smoothing > 0.0).then_some(recipe.label_smoothing);
-        let loss_fn = CrossEntropyLossConfig::new()
-            .with_smoothing(smoothing)
-            .init(self.device);
+        let loss_fn = training_loss(recipe, self.device);
         let FitData {
             train,
             valid,
@@ -441,8 +481,19 @@ impl<B: AutodiffBackend> Run<'_, B> {
     }
 }
 
+/// The training loss of `recipe`: cross-entropy, with its label smoothing.
+pub(crate) fn training_loss<B: Backend>(
+    recipe: &Recipe,
+    device: &B::Device,
+) -> CrossEntropyLoss<B> {
+    let smoothing = (recipe.label_smoothing > 0.0).then_some(recipe.label_smoothing);
+    CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(device)
+}
+
 /// Mean cross-entropy of a batch and the number of correct top-1 predictions.
-fn batch_loss<B: Backend, M: ImageClassifier<B>>(
+pub(crate) fn batch_loss<B: Backend, M: ImageClassifier<B>>(
     model: &M,
     loss_fn: &CrossEntropyLoss<B>,
     batch: ImageBatch<B>,

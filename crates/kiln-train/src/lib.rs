@@ -3,6 +3,8 @@
 //! epochs, seed). It reports through [`Event`]s and never touches the file system: where the
 //! events and checkpoints go is the runner's business.
 
+pub mod bench;
+pub mod denormals;
 pub mod events;
 pub mod fit;
 pub mod recipe;

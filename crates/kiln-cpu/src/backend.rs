@@ -1,0 +1,301 @@
+//! `KilnCpu`: burn-flex with Kiln's convolution and max-pooling kernels in place of its own.
+//!
+//! Burn's autodiff asks the inner backend for `conv2d_x_backward`, `conv2d_weight_backward`,
+//! `conv2d_bias_backward` and `max_pool2d_with_indices[_backward]`; burn-flex leaves the
+//! convolution gradients to Burn's generic defaults (a transposed convolution and a convolution
+//! with batch and channels swapped), which is where a CPU training step spent its time. This
+//! type answers those calls with the kernels in [`crate::conv`] and [`crate::pool`] and hands
+//! every other op to burn-flex unchanged (the generated `forward` module). Tensors are
+//! burn-flex's own, so nothing is converted on the way in or out.
+
+use core::future::Future;
+
+use burn_backend::ops::*;
+use burn_backend::quantization::{QuantScheme, QuantizationParametersPrimitive};
+use burn_backend::tensor::Device;
+use burn_backend::tensor::*;
+use burn_backend::*;
+use burn_flex::{Flex, FlexDevice, FlexQTensor, FlexTensor, Layout};
+
+use crate::conv::{self, Conv2dGeometry};
+use crate::forward;
+use crate::pool::{self, Pool2dGeometry};
+
+/// Kiln's CPU backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own convolution and
+/// max-pooling kernels for training. Use it wherever a Burn backend goes:
+///
+/// ```
+/// use burn::backend::Autodiff;
+/// use burn::tensor::Tensor;
+/// use kiln_cpu::KilnCpu;
+///
+/// let device = Default::default();
+/// let x = Tensor::<Autodiff<KilnCpu>, 4>::ones([2, 3, 8, 8], &device).require_grad();
+/// let w = Tensor::<Autodiff<KilnCpu>, 4>::ones([4, 3, 3, 3], &device).require_grad();
+/// let y = burn::tensor::module::conv2d(x.clone(), w, None, burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+/// let grads = y.sum().backward();
+/// assert_eq!(x.grad(&grads).unwrap().dims(), [2, 3, 8, 8]);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KilnCpu;
+
+impl BackendTypes for KilnCpu {
+    type Device = FlexDevice;
+    type FloatTensorPrimitive = FlexTensor;
+    type FloatElem = f32;
+    type IntTensorPrimitive = FlexTensor;
+    type IntElem = i32;
+    type BoolTensorPrimitive = FlexTensor;
+    type BoolElem = bool;
+    type QuantizedTensorPrimitive = FlexQTensor;
+}
+
+impl Backend for KilnCpu {
+    fn name(_device: &Self::Device) -> String {
+        "kiln-cpu".into()
+    }
+
+    fn seed(device: &Self::Device, seed: u64) {
+        Flex::seed(device, seed)
+    }
+
+    fn device_count(type_id: u16) -> usize {
+        Flex::device_count(type_id)
+    }
+
+    fn dtype_usage(device: &Self::Device, dtype: DType) -> DTypeUsageSet {
+        Flex::dtype_usage(device, dtype)
+    }
+}
+
+/// The tensor's `f32` elements in row-major order, or `None` when it holds another type.
+fn f32_data(tensor: &FlexTensor) -> Option<FlexTensor> {
+    (tensor.dtype() == DType::F32).then(|| tensor.to_contiguous())
+}
+
+fn f32_slice(tensor: &FlexTensor) -> &[f32] {
+    tensor.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn tensor_f32(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape.into()),
+        DType::F32,
+    )
+}
+
+fn dims4(tensor: &FlexTensor) -> [usize; 4] {
+    let shape = tensor.shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// Kiln's kernels cover ungrouped convolutions in `f32`; anything else goes to burn-flex.
+fn conv_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> Option<Conv2dGeometry> {
+    if options.groups != 1 || x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return None;
+    }
+    let [batch, in_channels, h, w] = dims4(x);
+    let [out_channels, _, kh, kw] = dims4(weight);
+    Some(Conv2dGeometry {
+        batch,
+        in_channels,
+        in_size: [h, w],
+        out_channels,
+        kernel: [kh, kw],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+    })
+}
+
+fn pool_geometry(
+    x: &FlexTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+) -> Option<Pool2dGeometry> {
+    let [n, c, h, w] = dims4(x);
+    (x.dtype() == DType::F32).then_some(Pool2dGeometry {
+        planes: n * c,
+        in_size: [h, w],
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+    })
+}
+
+impl QTensorOps<KilnCpu> for KilnCpu {
+    forward::forward_q_tensor_ops!();
+
+    fn quantize(
+        tensor: FloatTensor<KilnCpu>,
+        scheme: &QuantScheme,
+        qparams: QuantizationParametersPrimitive<KilnCpu>,
+    ) -> QuantizedTensor<KilnCpu> {
+        let qparams = QuantizationParametersPrimitive {
+            scales: qparams.scales,
+        };
+        Flex::quantize(tensor, scheme, qparams)
+    }
+}
+
+impl ModuleOps<KilnCpu> for KilnCpu {
+    forward::forward_module_ops!();
+
+    fn deform_conv2d_backward(
+        x: FloatTensor<KilnCpu>,
+        offset: FloatTensor<KilnCpu>,
+        weight: FloatTensor<KilnCpu>,
+        mask: Option<FloatTensor<KilnCpu>>,
+        bias: Option<FloatTensor<KilnCpu>>,
+        output_grad: FloatTensor<KilnCpu>,
+        options: DeformConvOptions<2>,
+    ) -> DeformConv2dBackward<KilnCpu> {
+        let g = Flex::deform_conv2d_backward(x, offset, weight, mask, bias, output_grad, options);
+        DeformConv2dBackward::new(
+            g.x_grad,
+            g.offset_grad,
+            g.weight_grad,
+            g.mask_grad,
+            g.bias_grad,
+        )
+    }
+
+    fn conv2d(
+        x: FloatTensor<KilnCpu>,
+        weight: FloatTensor<KilnCpu>,
+        bias: Option<FloatTensor<KilnCpu>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<KilnCpu> {
+        let bias_f32 = bias.as_ref().map(f32_data);
+        let Some(geo) =
+            conv_geometry(&x, &weight, &options).filter(|_| !matches!(bias_f32, Some(None)))
+        else {
+            return Flex::conv2d(x, weight, bias, options);
+        };
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let bias = bias_f32.flatten();
+        let out = conv::conv2d_forward(
+            &geo,
+            f32_slice(&x),
+            f32_slice(&weight),
+            bias.as_ref().map(f32_slice),
+        );
+        let [oh, ow] = geo.out_size();
+        tensor_f32(out, [geo.batch, geo.out_channels, oh, ow])
+    }
+
+    fn conv2d_x_backward(
+        x: FloatTensor<KilnCpu>,
+        weight: FloatTensor<KilnCpu>,
+        output_grad: FloatTensor<KilnCpu>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<KilnCpu> {
+        let (Some(geo), Some(grad)) =
+            (conv_geometry(&x, &weight, &options), f32_data(&output_grad))
+        else {
+            return Flex::conv2d_x_backward(x, weight, output_grad, options);
+        };
+        let weight = weight.to_contiguous();
+        let out = conv::conv2d_input_grad(&geo, f32_slice(&weight), f32_slice(&grad));
+        tensor_f32(out, x.shape())
+    }
+
+    fn conv2d_weight_backward(
+        x: FloatTensor<KilnCpu>,
+        weight: FloatTensor<KilnCpu>,
+        output_grad: FloatTensor<KilnCpu>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<KilnCpu> {
+        let (Some(geo), Some(grad)) =
+            (conv_geometry(&x, &weight, &options), f32_data(&output_grad))
+        else {
+            return Flex::conv2d_weight_backward(x, weight, output_grad, options);
+        };
+        let x = x.to_contiguous();
+        let out = conv::conv2d_weight_grad(&geo, f32_slice(&x), f32_slice(&grad));
+        tensor_f32(out, weight.shape())
+    }
+
+    fn conv2d_bias_backward(
+        x: FloatTensor<KilnCpu>,
+        bias: FloatTensor<KilnCpu>,
+        output_grad: FloatTensor<KilnCpu>,
+    ) -> FloatTensor<KilnCpu> {
+        let Some(grad) = f32_data(&output_grad).filter(|_| bias.dtype() == DType::F32) else {
+            return Flex::conv2d_bias_backward(x, bias, output_grad);
+        };
+        let [batch, out_channels, ..] = dims4(&grad);
+        tensor_f32(
+            conv::conv2d_bias_grad(batch, out_channels, f32_slice(&grad)),
+            bias.shape(),
+        )
+    }
+
+    fn max_pool2d_with_indices(
+        x: FloatTensor<KilnCpu>,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> MaxPool2dWithIndices<KilnCpu> {
+        let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode) else {
+            let out =
+                Flex::max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode);
+            return MaxPool2dWithIndices::new(out.output, out.indices);
+        };
+        let [n, c, ..] = dims4(&x);
+        let x = x.to_contiguous();
+        let (out, idx) = pool::max_pool2d_with_indices(&geo, f32_slice(&x));
+        let [oh, ow] = geo.out_size();
+        let indices = FlexTensor::new(
+            Bytes::from_elems(idx),
+            Layout::contiguous(Shape::from([n, c, oh, ow])),
+            DType::I64,
+        );
+        MaxPool2dWithIndices::new(tensor_f32(out, [n, c, oh, ow]), indices)
+    }
+
+    fn max_pool2d_with_indices_backward(
+        x: FloatTensor<KilnCpu>,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+        output_grad: FloatTensor<KilnCpu>,
+        indices: IntTensor<KilnCpu>,
+    ) -> MaxPool2dBackward<KilnCpu> {
+        let geo = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode);
+        let (Some(geo), Some(grad), DType::I64) = (geo, f32_data(&output_grad), indices.dtype())
+        else {
+            let out = Flex::max_pool2d_with_indices_backward(
+                x,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+                output_grad,
+                indices,
+            );
+            return MaxPool2dBackward::new(out.x_grad);
+        };
+        let indices = indices.to_contiguous();
+        let idx = indices.as_slice::<i64>().expect("contiguous i64 indices");
+        MaxPool2dBackward::new(tensor_f32(
+            pool::max_pool2d_backward(&geo, f32_slice(&grad), idx),
+            x.shape(),
+        ))
+    }
+}

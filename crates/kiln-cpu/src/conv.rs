@@ -1,0 +1,375 @@
+//! 2-D convolution on contiguous `f32` NCHW slices: the forward pass and both gradients, as
+//! im2col + GEMM on the `gemm` crate.
+//!
+//! Work is split over images (forward, input gradient) or over fixed blocks of the weight
+//! gradient's columns, never over a reduction, so every output element is summed in the same
+//! order whatever the number of threads: the same inputs give the same bits.
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+/// The geometry of one 2-D convolution (groups = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height and width.
+    pub in_size: [usize; 2],
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride per spatial dimension (non-zero).
+    pub stride: [usize; 2],
+    /// Zero padding on both sides of each spatial dimension.
+    pub padding: [usize; 2],
+    /// Dilation per spatial dimension (non-zero).
+    pub dilation: [usize; 2],
+}
+
+impl Conv2dGeometry {
+    /// Output height and width, as PyTorch and Burn compute them.
+    pub fn out_size(&self) -> [usize; 2] {
+        [0, 1].map(|d| {
+            let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+            (self.in_size[d] + 2 * self.padding[d]).saturating_sub(span) / self.stride[d] + 1
+        })
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_size[0] * self.in_size[1]
+    }
+
+    fn out_plane(&self) -> usize {
+        let [h, w] = self.out_size();
+        h * w
+    }
+
+    /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
+    fn patch_len(&self) -> usize {
+        self.in_channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// A 1x1 kernel with unit stride and no padding reads the image as its own im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_plane()
+    }
+
+    fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_plane()
+    }
+
+    fn weight_len(&self) -> usize {
+        self.out_channels * self.patch_len()
+    }
+
+    /// The input position read by output `o` through kernel tap `k` along dimension `d`, or
+    /// `None` where it falls in the padding.
+    #[inline]
+    fn source(&self, d: usize, o: usize, k: usize) -> Option<usize> {
+        (o * self.stride[d] + k * self.dilation[d])
+            .checked_sub(self.padding[d])
+            .filter(|&i| i < self.in_size[d])
+    }
+
+    /// Unfolds one image `[in_channels, h, w]` into `col`: `[patch_len, out_plane]`, row-major.
+    fn im2col(&self, image: &[f32], col: &mut [f32]) {
+        let [oh, ow] = self.out_size();
+        let [kh, kw] = self.kernel;
+        let mut rows = col.chunks_exact_mut(oh * ow);
+        for c in 0..self.in_channels {
+            let plane = &image[c * self.in_plane()..(c + 1) * self.in_plane()];
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let row = rows.next().expect("col has patch_len rows");
+                    for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
+                        let Some(iy) = self.source(0, oy, ki) else {
+                            out_row.fill(0.0);
+                            continue;
+                        };
+                        let line = &plane[iy * self.in_size[1]..(iy + 1) * self.in_size[1]];
+                        for (ox, v) in out_row.iter_mut().enumerate() {
+                            *v = self.source(1, ox, kj).map_or(0.0, |ix| line[ix]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the columns of `col` (`[patch_len, out_plane]`) back onto one image's gradient.
+    fn col2im(&self, col: &[f32], image: &mut [f32]) {
+        let [oh, ow] = self.out_size();
+        let [kh, kw] = self.kernel;
+        let mut rows = col.chunks_exact(oh * ow);
+        for c in 0..self.in_channels {
+            let plane = &mut image[c * self.in_plane()..(c + 1) * self.in_plane()];
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let row = rows.next().expect("col has patch_len rows");
+                    for (oy, in_row) in row.chunks_exact(ow).enumerate() {
+                        let Some(iy) = self.source(0, oy, ki) else {
+                            continue;
+                        };
+                        let line = &mut plane[iy * self.in_size[1]..(iy + 1) * self.in_size[1]];
+                        for (ox, v) in in_row.iter().enumerate() {
+                            if let Some(ix) = self.source(1, ox, kj) {
+                                line[ix] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(&self, input: usize, weight: usize, output: usize) {
+        assert_eq!(input, self.input_len(), "conv2d: input length for {self:?}");
+        assert_eq!(
+            weight,
+            self.weight_len(),
+            "conv2d: weight length for {self:?}"
+        );
+        assert_eq!(
+            output,
+            self.output_len(),
+            "conv2d: output length for {self:?}"
+        );
+    }
+}
+
+/// Row-major matrix product `dst = a (m x k) * b (k x n)`, or `dst += ...` when `accumulate`.
+/// `a_t`/`b_t` read the operand transposed (`a` stored `k x m`, `b` stored `n x k`).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: &mut [f32],
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    [m, k, n]: [usize; 3],
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    let (a_rs, a_cs) = if a_t {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if b_t {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
+    // SAFETY: the asserts above keep every index the strides reach inside the three slices,
+    // and `dst` does not alias `a` or `b` (it is borrowed mutably).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Forward convolution: `input [N, C, H, W]`, `weight [O, C, KH, KW]`, optional `bias [O]`,
+/// returns `[N, O, OH, OW]`.
+pub fn conv2d_forward(
+    geo: &Conv2dGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut output = vec![0.0; geo.output_len()];
+    geo.check(input.len(), weight.len(), output.len());
+    let (plane, patch) = (geo.out_plane(), geo.patch_len());
+    let shape = [geo.out_channels, patch, plane];
+    let image_len = geo.in_channels * geo.in_plane();
+    output
+        .par_chunks_mut(geo.out_channels * plane)
+        .zip(input.par_chunks(image_len))
+        .for_each_init(
+            || vec![0.0; if geo.is_pointwise() { 0 } else { patch * plane }],
+            |col, (out, image)| {
+                let col: &[f32] = if geo.is_pointwise() {
+                    image
+                } else {
+                    geo.im2col(image, col);
+                    col
+                };
+                if let Some(bias) = bias {
+                    for (row, b) in out.chunks_exact_mut(plane).zip(bias) {
+                        row.fill(*b);
+                    }
+                }
+                matmul(
+                    out,
+                    weight,
+                    false,
+                    col,
+                    false,
+                    shape,
+                    bias.is_some(),
+                    Parallelism::None,
+                );
+            },
+        );
+    output
+}
+
+/// Gradient of the loss with respect to the input, from the output's gradient
+/// `output_grad [N, O, OH, OW]`; returns `[N, C, H, W]`.
+pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    let mut input_grad = vec![0.0; geo.input_len()];
+    geo.check(input_grad.len(), weight.len(), output_grad.len());
+    let (plane, patch) = (geo.out_plane(), geo.patch_len());
+    let shape = [patch, geo.out_channels, plane];
+    let image_len = geo.in_channels * geo.in_plane();
+    input_grad
+        .par_chunks_mut(image_len)
+        .zip(output_grad.par_chunks(geo.out_channels * plane))
+        .for_each_init(
+            || vec![0.0; if geo.is_pointwise() { 0 } else { patch * plane }],
+            |col, (image_grad, out_grad)| {
+                if geo.is_pointwise() {
+                    matmul(
+                        image_grad,
+                        weight,
+                        true,
+                        out_grad,
+                        false,
+                        shape,
+                        false,
+                        Parallelism::None,
+                    );
+                } else {
+                    matmul(
+                        col,
+                        weight,
+                        true,
+                        out_grad,
+                        false,
+                        shape,
+                        false,
+                        Parallelism::None,
+                    );
+                    geo.col2im(col, image_grad);
+                }
+            },
+        );
+    input_grad
+}
+
+/// Images unfolded together by the weight gradient: bounds the im2col buffer while leaving
+/// enough images per step to amortise the parallel split.
+const WEIGHT_GRAD_IMAGES: usize = 16;
+/// Columns of the weight gradient per parallel task. Fixed (not derived from the thread
+/// count) so that each element's sum is formed the same way on every machine.
+const WEIGHT_GRAD_COLUMNS: usize = 64;
+
+/// Gradient of the loss with respect to the weight `[O, C, KH, KW]`, from the input and the
+/// output's gradient.
+pub fn conv2d_weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    let mut weight_grad = vec![0.0; geo.weight_len()];
+    geo.check(input.len(), weight_grad.len(), output_grad.len());
+    let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
+    let image_len = geo.in_channels * geo.in_plane();
+    let images = WEIGHT_GRAD_IMAGES.min(geo.batch);
+    let mut cols = vec![
+        0.0;
+        if geo.is_pointwise() {
+            0
+        } else {
+            images * patch * plane
+        }
+    ];
+    // The gradient is [outs, patch], transposed here to [patch, outs] so that a column block
+    // is a contiguous run of rows; transposed back at the end.
+    let mut grad_t = vec![0.0; patch * outs];
+    for (step, first) in (0..geo.batch).step_by(images).enumerate() {
+        let count = images.min(geo.batch - first);
+        let inputs = &input[first * image_len..(first + count) * image_len];
+        if !geo.is_pointwise() {
+            cols.par_chunks_mut(patch * plane)
+                .zip(inputs.par_chunks(image_len))
+                .for_each(|(col, image)| geo.im2col(image, col));
+        }
+        let cols: &[f32] = if geo.is_pointwise() { inputs } else { &cols };
+        let grads = &output_grad[first * outs * plane..(first + count) * outs * plane];
+        grad_t
+            .par_chunks_mut(WEIGHT_GRAD_COLUMNS * outs)
+            .enumerate()
+            .for_each(|(block, dst)| {
+                let rows = dst.len() / outs;
+                let offset = block * WEIGHT_GRAD_COLUMNS * plane;
+                for n in 0..count {
+                    let col = &cols[n * patch * plane + offset..];
+                    let grad = &grads[n * outs * plane..(n + 1) * outs * plane];
+                    // dst [rows, outs] (+)= col [rows, plane] * grad^T [plane, outs]
+                    let accumulate = step > 0 || n > 0;
+                    let shape = [rows, plane, outs];
+                    matmul(
+                        dst,
+                        col,
+                        false,
+                        grad,
+                        true,
+                        shape,
+                        accumulate,
+                        Parallelism::None,
+                    );
+                }
+            });
+    }
+    for (o, row) in weight_grad.chunks_exact_mut(patch).enumerate() {
+        for (p, v) in row.iter_mut().enumerate() {
+            *v = grad_t[p * outs + o];
+        }
+    }
+    weight_grad
+}
+
+/// Gradient of the loss with respect to the bias `[O]`: the output gradient summed over
+/// images and positions, image by image in order.
+pub fn conv2d_bias_grad(batch: usize, out_channels: usize, output_grad: &[f32]) -> Vec<f32> {
+    let plane = output_grad.len() / (batch * out_channels).max(1);
+    assert_eq!(
+        output_grad.len(),
+        batch * out_channels * plane,
+        "conv2d bias gradient length"
+    );
+    (0..out_channels)
+        .into_par_iter()
+        .map(|o| {
+            (0..batch)
+                .map(|n| {
+                    let start = (n * out_channels + o) * plane;
+                    output_grad[start..start + plane].iter().sum::<f32>()
+                })
+                .sum()
+        })
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! 2-D max pooling on contiguous `f32` NCHW slices, with the argmax indices that training
+//! needs and the backward pass that scatters through them. Work is split over (image,
+//! channel) planes, each written by one thread, so results do not depend on the thread count.
+
+use rayon::prelude::*;
+
+/// The geometry of one 2-D max pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2dGeometry {
+    /// Images times channels: the number of independent planes.
+    pub planes: usize,
+    /// Input height and width.
+    pub in_size: [usize; 2],
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Stride per spatial dimension (non-zero).
+    pub stride: [usize; 2],
+    /// Implicit `-inf` padding on both sides.
+    pub padding: [usize; 2],
+    /// Dilation per spatial dimension (non-zero).
+    pub dilation: [usize; 2],
+    /// Round the output size up (PyTorch's `ceil_mode`).
+    pub ceil_mode: bool,
+}
+
+impl Pool2dGeometry {
+    /// Output height and width, with PyTorch's rule that the last window must start inside
+    /// the input or its left padding.
+    pub fn out_size(&self) -> [usize; 2] {
+        [0, 1].map(|d| {
+            let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+            let room = (self.in_size[d] + 2 * self.padding[d]).saturating_sub(span);
+            let s = self.stride[d];
+            let mut out = if self.ceil_mode {
+                room.div_ceil(s)
+            } else {
+                room / s
+            } + 1;
+            if self.ceil_mode && (out - 1) * s >= self.in_size[d] + self.padding[d] {
+                out -= 1;
+            }
+            out
+        })
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_size[0] * self.in_size[1]
+    }
+
+    /// For output `o` along dimension `d`, the input positions its window covers.
+    fn window(&self, d: usize, o: usize) -> impl Iterator<Item = usize> + '_ {
+        let start = o * self.stride[d];
+        (0..self.kernel[d]).filter_map(move |k| {
+            (start + k * self.dilation[d])
+                .checked_sub(self.padding[d])
+                .filter(|&i| i < self.in_size[d])
+        })
+    }
+}
+
+/// Max pooling forward: returns the output `[planes, OH, OW]` and, for each output, the flat
+/// index `h * W + w` of its maximum within the input plane (the first one on ties, as
+/// PyTorch; a NaN wins, so it propagates).
+pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>, Vec<i64>) {
+    let [oh, ow] = geo.out_size();
+    assert_eq!(
+        input.len(),
+        geo.planes * geo.in_plane(),
+        "max_pool2d: input length for {geo:?}"
+    );
+    let mut output = vec![0.0; geo.planes * oh * ow];
+    let mut indices = vec![0i64; output.len()];
+    output
+        .par_chunks_mut(oh * ow)
+        .zip(indices.par_chunks_mut(oh * ow))
+        .zip(input.par_chunks(geo.in_plane()))
+        .for_each(|((out, idx), plane)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut best, mut at) = (f32::NEG_INFINITY, -1i64);
+                    for iy in geo.window(0, oy) {
+                        for ix in geo.window(1, ox) {
+                            let i = iy * geo.in_size[1] + ix;
+                            let v = plane[i];
+                            if v > best || at < 0 || (v.is_nan() && !best.is_nan()) {
+                                (best, at) = (v, i as i64);
+                            }
+                        }
+                    }
+                    out[oy * ow + ox] = best;
+                    idx[oy * ow + ox] = at;
+                }
+            }
+        });
+    (output, indices)
+}
+
+/// Max pooling backward: each output's gradient added to the input position its index names.
+pub fn max_pool2d_backward(geo: &Pool2dGeometry, output_grad: &[f32], indices: &[i64]) -> Vec<f32> {
+    let [oh, ow] = geo.out_size();
+    let plane_out = oh * ow;
+    assert_eq!(
+        output_grad.len(),
+        geo.planes * plane_out,
+        "max_pool2d backward: gradient length"
+    );
+    assert_eq!(
+        indices.len(),
+        output_grad.len(),
+        "max_pool2d backward: indices length"
+    );
+    let mut input_grad = vec![0.0; geo.planes * geo.in_plane()];
+    input_grad
+        .par_chunks_mut(geo.in_plane())
+        .zip(output_grad.par_chunks(plane_out))
+        .zip(indices.par_chunks(plane_out))
+        .for_each(|((grad_in, grad_out), idx)| {
+            for (g, &i) in grad_out.iter().zip(idx) {
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| grad_in.get_mut(i)) {
+                    *slot += g;
+                }
+            }
+        });
+    input_grad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(
+        in_size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Pool2dGeometry {
+        Pool2dGeometry {
+            planes: 1,
+            in_size,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode: true,
+        }
+    }
+
+    /// Output sizes PyTorch 2.9 gives (`F.max_pool2d(..., ceil_mode=True).shape`). The first
+    /// drops a last window that would start in the right padding; burn-flex 0.21 keeps it
+    /// (4x4), which is why the comparison with burn-flex avoids that case.
+    #[test]
+    fn ceil_mode_sizes_follow_pytorch() {
+        assert_eq!(
+            geometry([7, 9], [3, 2], [2, 3], [1, 0], [1, 1]).out_size(),
+            [4, 3]
+        );
+        assert_eq!(
+            geometry([11, 10], [2, 3], [1, 2], [0, 1], [2, 2]).out_size(),
+            [9, 5]
+        );
+    }
+
+    #[test]
+    fn every_output_takes_the_first_maximum_of_its_window_and_its_gradient_goes_there() {
+        // One 3x4 plane, 2x2 windows, stride 2: two windows, with a tie in the first.
+        let geo = Pool2dGeometry {
+            ceil_mode: false,
+            ..geometry([3, 4], [2, 2], [2, 2], [0, 0], [1, 1])
+        };
+        let input = [1.0, 5.0, 0.0, 2.0, 5.0, 3.0, 9.0, -1.0, 7.0, 7.0, 7.0, 7.0];
+        let (out, idx) = max_pool2d_with_indices(&geo, &input);
+        assert_eq!((out, idx.clone()), (vec![5.0, 9.0], vec![1, 6]));
+        let grad = max_pool2d_backward(&geo, &[0.5, 2.0], &idx);
+        assert_eq!(
+            grad,
+            [0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
+}

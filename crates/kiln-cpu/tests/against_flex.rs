@@ -1,0 +1,248 @@
+//! Kiln's kernels against burn-flex's (Burn's reference implementations of the same ops):
+//! values and gradients through Burn's autodiff, over odd sizes, strides, padding, dilation
+//! and ceil mode.
+
+use burn::backend::Autodiff;
+use burn::tensor::module::{conv2d, max_pool2d, max_pool2d_with_indices};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn_flex::Flex;
+use kiln_cpu::KilnCpu;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type K = Autodiff<KilnCpu>;
+type F = Autodiff<Flex>;
+
+/// The same random values on both backends, drawn from a generator of the test's own (Burn's
+/// is global, and tests run in parallel).
+fn pair<const D: usize>(shape: [usize; D], seed: u64) -> (Tensor<K, D>, Tensor<F, D>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let data = TensorData::new(values, shape);
+    (
+        Tensor::from_data(data.clone(), &Default::default()).require_grad(),
+        Tensor::from_data(data, &Default::default()).require_grad(),
+    )
+}
+
+fn assert_close<BA: Backend, BB: Backend, const D: usize>(
+    what: &str,
+    a: Tensor<BA, D>,
+    b: Tensor<BB, D>,
+) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shape");
+    let a = a.into_data().to_vec::<f32>().unwrap();
+    let b = b.into_data().to_vec::<f32>().unwrap();
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * scale * (1.0 + (b.len() as f32).sqrt()),
+            "{what}: element {i} is {x} on kiln-cpu, {y} on flex (scale {scale})"
+        );
+    }
+}
+
+struct Case {
+    x: [usize; 4],
+    out_channels: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    bias: bool,
+}
+
+fn check_conv(case: &Case, seed: u64) {
+    let [_, c, ..] = case.x;
+    let (xk, xf) = pair(case.x, seed);
+    let (wk, wf) = pair(
+        [case.out_channels, c, case.kernel[0], case.kernel[1]],
+        seed + 1,
+    );
+    let (bk, bf) = pair([case.out_channels], seed + 2);
+    let options = ConvOptions::new(case.stride, case.padding, case.dilation, 1);
+    let yk = conv2d(
+        xk.clone(),
+        wk.clone(),
+        case.bias.then(|| bk.clone()),
+        options.clone(),
+    );
+    let yf = conv2d(
+        xf.clone(),
+        wf.clone(),
+        case.bias.then(|| bf.clone()),
+        options,
+    );
+    let what = format!(
+        "conv2d {:?} k{:?} s{:?} p{:?} d{:?}",
+        case.x, case.kernel, case.stride, case.padding, case.dilation
+    );
+    assert_close(&format!("{what} output"), yk.clone(), yf.clone());
+    // A non-uniform upstream gradient, so every position's gradient is distinct.
+    let (gk, gf) = pair(yk.dims(), seed + 3);
+    let grads_k = (yk * gk.detach()).sum().backward();
+    let grads_f = (yf * gf.detach()).sum().backward();
+    assert_close(
+        &format!("{what} x grad"),
+        xk.grad(&grads_k).unwrap(),
+        xf.grad(&grads_f).unwrap(),
+    );
+    assert_close(
+        &format!("{what} weight grad"),
+        wk.grad(&grads_k).unwrap(),
+        wf.grad(&grads_f).unwrap(),
+    );
+    if case.bias {
+        assert_close(
+            &format!("{what} bias grad"),
+            bk.grad(&grads_k).unwrap(),
+            bf.grad(&grads_f).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn conv2d_matches_flex_in_values_and_gradients() {
+    let cases = [
+        // LeNet-5's first layer: 5x5, padding 2.
+        Case {
+            x: [3, 1, 28, 28],
+            out_channels: 6,
+            kernel: [5, 5],
+            stride: [1, 1],
+            padding: [2, 2],
+            dilation: [1, 1],
+            bias: true,
+        },
+        // Odd sizes, stride 2, a ResNet stem's 7x7.
+        Case {
+            x: [2, 3, 19, 23],
+            out_channels: 5,
+            kernel: [7, 7],
+            stride: [2, 2],
+            padding: [3, 3],
+            dilation: [1, 1],
+            bias: false,
+        },
+        // Pointwise (the ResNet shortcut) with and without stride.
+        Case {
+            x: [4, 8, 9, 9],
+            out_channels: 16,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            bias: true,
+        },
+        Case {
+            x: [4, 8, 9, 9],
+            out_channels: 16,
+            kernel: [1, 1],
+            stride: [2, 2],
+            padding: [0, 0],
+            dilation: [1, 1],
+            bias: false,
+        },
+        // Rectangular kernel, unequal strides and padding, dilation.
+        Case {
+            x: [2, 3, 13, 11],
+            out_channels: 4,
+            kernel: [3, 2],
+            stride: [2, 1],
+            padding: [1, 0],
+            dilation: [2, 3],
+            bias: true,
+        },
+        // More images than one weight-gradient step, more columns than one block.
+        Case {
+            x: [37, 9, 6, 7],
+            out_channels: 3,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            bias: true,
+        },
+        // One image, a kernel as large as the padded input.
+        Case {
+            x: [1, 2, 4, 4],
+            out_channels: 3,
+            kernel: [6, 6],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            bias: true,
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check_conv(case, 100 * i as u64);
+    }
+}
+
+#[test]
+fn max_pool2d_matches_flex_in_values_indices_and_gradients() {
+    // (input, kernel, stride, padding, dilation, ceil_mode)
+    let cases = [
+        ([2, 3, 28, 28], [2, 2], [2, 2], [0, 0], [1, 1], false),
+        ([2, 3, 7, 9], [3, 3], [2, 2], [1, 1], [1, 1], false),
+        ([1, 4, 7, 10], [3, 2], [2, 3], [1, 0], [1, 1], true),
+        ([3, 2, 11, 10], [2, 3], [1, 2], [0, 1], [2, 2], true),
+    ];
+    for (i, (shape, kernel, stride, padding, dilation, ceil)) in cases.into_iter().enumerate() {
+        let what = format!(
+            "max_pool2d {shape:?} k{kernel:?} s{stride:?} p{padding:?} d{dilation:?} ceil {ceil}"
+        );
+        let (xk, xf) = pair(shape, 1000 + i as u64);
+        let yk = max_pool2d_with_indices(xk.clone(), kernel, stride, padding, dilation, ceil);
+        let yf = max_pool2d_with_indices(xf.clone(), kernel, stride, padding, dilation, ceil);
+        assert_close(&format!("{what} output"), yk.0.clone(), yf.0.clone());
+        assert_eq!(
+            yk.1.into_data().convert::<i64>().to_vec::<i64>().unwrap(),
+            yf.1.into_data().convert::<i64>().to_vec::<i64>().unwrap(),
+            "{what}: indices"
+        );
+        let plain = max_pool2d(xk.clone(), kernel, stride, padding, dilation, ceil);
+        assert_close(&format!("{what} without indices"), plain, yf.0.clone());
+        let (gk, gf) = pair(yk.0.dims(), 2000 + i as u64);
+        let grads_k = (yk.0 * gk.detach()).sum().backward();
+        let grads_f = (yf.0 * gf.detach()).sum().backward();
+        assert_close(
+            &format!("{what} x grad"),
+            xk.grad(&grads_k).unwrap(),
+            xf.grad(&grads_f).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn the_same_inputs_give_the_same_bits() {
+    let run = || {
+        let (x, _) = pair([33, 6, 12, 12], 7);
+        let (w, _) = pair([10, 6, 3, 3], 8);
+        let y = conv2d(
+            x.clone(),
+            w.clone(),
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        );
+        let grads = (y.clone() * y).sum().backward();
+        (
+            x.grad(&grads).unwrap().into_data(),
+            w.grad(&grads).unwrap().into_data(),
+        )
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.0, b.0, "input gradient differs between two runs");
+    assert_eq!(a.1, b.1, "weight gradient differs between two runs");
+}
+
+#[test]
+fn other_float_types_fall_back_to_flex() {
+    let device = Default::default();
+    let x = Tensor::<KilnCpu, 4>::ones([1, 1, 4, 4], (&device, burn::tensor::DType::F64));
+    let w = Tensor::<KilnCpu, 4>::ones([1, 1, 3, 3], (&device, burn::tensor::DType::F64));
+    let y = conv2d(x, w, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+    assert_eq!(y.into_data().to_vec::<f64>().unwrap(), vec![9.0; 4]);
+}

@@ -1,0 +1,327 @@
+//! `cargo xtask bench`: every built-in experiment on every CPU backend, beside PyTorch eager
+//! measured in the same run on the same model, batch and threads.
+//!
+//! Each (experiment, backend) pair runs in its own `kiln bench` process and each PyTorch
+//! figure in its own `xtask/bench/reference.py` process, one at a time, so that peak memory is
+//! per pair and no two measurements share the cores. Results: bench.md and bench.json under
+//! `runs/bench/<timestamp>/`. `--check FILE` compares the ratios with those recorded in FILE
+//! and fails when one falls more than a quarter below its record (CI's short benchmark).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{
+    features_of, kiln, output, project_root, runtime_env, take_option, torch_venv, Install,
+};
+
+/// The seven seed experiments, smallest first.
+pub const EXPERIMENTS: &[&str] = &[
+    "lenet5-fashion-mnist",
+    "lenet5-classic-fashion-mnist",
+    "convnet-mnist",
+    "simple-cnn-cifar10",
+    "cnn-dropout-cifar10",
+    "resnet18-cifar10-fast",
+    "resnet-cifar10",
+];
+
+/// How far below its recorded value a ratio may fall before `--check` fails.
+const CHECK_TOLERANCE: f64 = 0.25;
+
+struct Options {
+    experiments: Vec<String>,
+    backends: Vec<String>,
+    warmup: String,
+    steps: String,
+    check: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let (experiments, rest) = take_option(args, "--experiments")?;
+    let (backends, rest) = take_option(&rest, "--backends")?;
+    let (warmup, rest) = take_option(&rest, "--warmup")?;
+    let (steps, rest) = take_option(&rest, "--steps")?;
+    let (check, rest) = take_option(&rest, "--check")?;
+    if let Some(unknown) = rest.first() {
+        bail!("bench: unexpected argument {unknown:?}\n\n{}", crate::USAGE);
+    }
+    let list = |s: Option<String>, default: &[&str]| -> Vec<String> {
+        s.map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+            .unwrap_or_else(|| default.iter().map(|x| x.to_string()).collect())
+    };
+    let experiments = list(experiments, EXPERIMENTS);
+    for e in &experiments {
+        if !EXPERIMENTS.contains(&e.as_str()) {
+            bail!(
+                "bench: unknown experiment {e:?}; expected some of: {}",
+                EXPERIMENTS.join(", ")
+            );
+        }
+    }
+    Ok(Options {
+        experiments,
+        backends: list(backends, &["cpu", "flex", "tch"]),
+        warmup: warmup.unwrap_or_else(|| "3".into()),
+        steps: steps.unwrap_or_else(|| "10".into()),
+        check: check.map(PathBuf::from),
+    })
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let opts = parse(args)?;
+    let names: Vec<&str> = opts.backends.iter().map(String::as_str).collect();
+    let features = features_of(&names)?;
+    crate::ensure_fashion_mnist()?;
+    // PyTorch is the reference, so it is needed whatever the backends.
+    let mut all = names.clone();
+    all.push("tch");
+    let env = runtime_env(&all, Install::Yes)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let mut rows = Vec::new();
+    for experiment in &opts.experiments {
+        let reference = pytorch(experiment, threads, &opts)?;
+        let mut kiln_rows = Vec::new();
+        for backend in &opts.backends {
+            let mut cmd = kiln(&features, &env);
+            cmd.args(["--quiet", "bench", experiment, "--backend", backend])
+                .args([
+                    "--warmup",
+                    &opts.warmup,
+                    "--steps",
+                    &opts.steps,
+                    "--offline",
+                ]);
+            let report = last_json_line(&output(cmd)?)
+                .with_context(|| format!("kiln bench {experiment} --backend {backend}"))?;
+            kiln_rows.push(report);
+        }
+        rows.push(json!({ "experiment": experiment, "pytorch": reference, "kiln": kiln_rows }));
+    }
+
+    let md = markdown(&rows, threads, &opts);
+    let dir = project_root().join("runs/bench").join(crate::timestamp());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ratios = ratios(&rows);
+    let json = json!({ "threads": threads, "warmup": opts.warmup, "steps": opts.steps,
+        "results": rows, "ratios": ratios });
+    std::fs::write(dir.join("bench.md"), &md)?;
+    std::fs::write(dir.join("bench.json"), serde_json::to_vec_pretty(&json)?)?;
+    println!("{md}\nwritten to {}", dir.join("bench.md").display());
+    if let Some(file) = &opts.check {
+        check(file, &ratios)?;
+    }
+    Ok(())
+}
+
+fn pytorch(experiment: &str, threads: usize, opts: &Options) -> Result<Value> {
+    let mut py = Command::new(torch_venv().join("bin/python"));
+    py.arg(project_root().join("xtask/bench/reference.py"))
+        .arg(experiment)
+        .args(["--threads", &threads.to_string()])
+        .args(["--warmup", &opts.warmup, "--steps", &opts.steps]);
+    last_json_line(&output(py)?).with_context(|| format!("PyTorch reference for {experiment}"))
+}
+
+fn last_json_line(out: &str) -> Result<Value> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("printed no JSON line")?;
+    serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))
+}
+
+/// `(experiment, backend) -> {train, eval, memory}` ratios to PyTorch (speed: higher is
+/// better; memory: Kiln's peak over PyTorch's, lower is better).
+fn ratios(rows: &[Value]) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let torch = &row["pytorch"];
+        for k in row["kiln"].as_array().into_iter().flatten() {
+            let ratio = |field: &str| {
+                let (a, b) = (k[field].as_f64(), torch[field].as_f64());
+                a.zip(b).map(|(a, b)| a / b)
+            };
+            let key = format!(
+                "{}/{}",
+                row["experiment"].as_str().unwrap_or("?"),
+                k["backend"].as_str().unwrap_or("?")
+            );
+            out.insert(
+                key,
+                json!({
+                    "train": ratio("train_images_per_sec"),
+                    "eval": ratio("eval_images_per_sec"),
+                    "memory": ratio("peak_rss_mib"),
+                }),
+            );
+        }
+    }
+    out
+}
+
+fn markdown(rows: &[Value], threads: usize, opts: &Options) -> String {
+    let mut md = format!(
+        "# Kiln vs PyTorch eager, {threads} threads\n\n\
+         `cargo xtask bench --warmup {} --steps {}`: medians of {} timed steps after {} warm-up \
+         steps, at each recipe's batch size; PyTorch {} on the same model, optimiser, batch and \
+         threads, measured in the same run. Ratios are Kiln / PyTorch (speed: above 1 is \
+         faster; memory: below 1 is smaller). Data pipeline: images/s preparing training \
+         batches (augment, resize, normalise) on one thread, and loading + decoding the files.\n\n\
+         | experiment (batch) | backend | train img/s | vs PyTorch | eval img/s | vs PyTorch | peak MiB | vs PyTorch | pipeline img/s | pipeline / step | decode img/s |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        opts.warmup,
+        opts.steps,
+        opts.steps,
+        opts.warmup,
+        rows.first()
+            .and_then(|r| r["pytorch"]["torch"].as_str())
+            .unwrap_or("?"),
+    );
+    let num = |v: &Value| v.as_f64().map_or("?".into(), |x| format!("{x:.0}"));
+    let ratio = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) => format!("{:.2}x", a / b),
+        _ => "?".into(),
+    };
+    for row in rows {
+        let torch = &row["pytorch"];
+        let experiment = row["experiment"].as_str().unwrap_or("?");
+        md.push_str(&format!(
+            "| {experiment} ({}) | pytorch | {} | | {} | | {} | | | | |\n",
+            torch["batch"],
+            num(&torch["train_images_per_sec"]),
+            num(&torch["eval_images_per_sec"]),
+            num(&torch["peak_rss_mib"]),
+        ));
+        for k in row["kiln"].as_array().into_iter().flatten() {
+            md.push_str(&format!(
+                "| | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                k["backend"].as_str().unwrap_or("?"),
+                num(&k["train_images_per_sec"]),
+                ratio(&k["train_images_per_sec"], &torch["train_images_per_sec"]),
+                num(&k["eval_images_per_sec"]),
+                ratio(&k["eval_images_per_sec"], &torch["eval_images_per_sec"]),
+                num(&k["peak_rss_mib"]),
+                ratio(&k["peak_rss_mib"], &torch["peak_rss_mib"]),
+                num(&k["pipeline_images_per_sec"]),
+                ratio(&k["pipeline_images_per_sec"], &k["train_images_per_sec"]),
+                num(&k["decode_images_per_sec"]),
+            ));
+        }
+    }
+    md
+}
+
+/// Fails when a speed ratio fell more than [`CHECK_TOLERANCE`] below its record in `file`
+/// (`{"<experiment>/<backend>": {"train": r, "eval": r}}`); pairs not measured now are
+/// skipped, pairs measured but not recorded are listed so they can be added.
+fn check(file: &Path, measured: &BTreeMap<String, Value>) -> Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the recorded ratios {}", file.display()))?;
+    let recorded: BTreeMap<String, Value> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON object of \"<experiment>/<backend>\": {{\"train\": ratio, \"eval\": ratio}}",
+            file.display()
+        )
+    })?;
+    let failures = regressions(&recorded, measured);
+    for key in measured.keys().filter(|k| !recorded.contains_key(*k)) {
+        println!(
+            "bench check: {key} has no recorded ratio in {}",
+            file.display()
+        );
+    }
+    if !failures.is_empty() {
+        bail!(
+            "bench check: {} ratio(s) fell more than {:.0}% below {}:\n{}",
+            failures.len(),
+            CHECK_TOLERANCE * 100.0,
+            file.display(),
+            failures.join("\n")
+        );
+    }
+    println!(
+        "bench check: every ratio within {:.0}% of {}",
+        CHECK_TOLERANCE * 100.0,
+        file.display()
+    );
+    Ok(())
+}
+
+fn regressions(
+    recorded: &BTreeMap<String, Value>,
+    measured: &BTreeMap<String, Value>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (key, now) in measured {
+        let Some(then) = recorded.get(key) else {
+            continue;
+        };
+        for figure in ["train", "eval"] {
+            let Some(record) = then[figure].as_f64() else {
+                continue;
+            };
+            match now[figure].as_f64() {
+                Some(r) if r >= record * (1.0 - CHECK_TOLERANCE) => {}
+                got => failures.push(format!(
+                    "  {key} {figure}: {} (recorded {record:.3})",
+                    got.map_or("no figure".into(), |r| format!("{r:.3}"))
+                )),
+            }
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, f64, f64)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, t, e)| (k.to_string(), json!({ "train": t, "eval": e })))
+            .collect()
+    }
+
+    #[test]
+    fn a_ratio_more_than_a_quarter_below_its_record_fails_the_check() {
+        let recorded = map(&[("lenet5/cpu", 1.2, 2.0), ("convnet/cpu", 1.0, 1.0)]);
+        // 0.91 >= 0.75 * 1.2 = 0.9 passes; 1.4 < 1.5 fails; convnet is not measured.
+        let measured = map(&[("lenet5/cpu", 0.91, 1.4), ("new/cpu", 0.1, 0.1)]);
+        let failures = regressions(&recorded, &measured);
+        assert_eq!(
+            failures,
+            vec!["  lenet5/cpu eval: 1.400 (recorded 2.000)".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_missing_figure_fails_where_one_was_recorded() {
+        let recorded = map(&[("lenet5/cpu", 1.0, 1.0)]);
+        let measured = BTreeMap::from([(
+            "lenet5/cpu".to_string(),
+            json!({ "train": null, "eval": 1.0 }),
+        )]);
+        assert_eq!(regressions(&recorded, &measured).len(), 1);
+    }
+
+    #[test]
+    fn options_default_to_every_experiment_on_the_pure_rust_backends_and_tch() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.experiments.len(), 7);
+        assert_eq!(o.backends, ["cpu", "flex", "tch"]);
+        let err = parse(&["--experiments".into(), "mnist".into()])
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("unknown experiment \"mnist\""),
+            "{err}"
+        );
+    }
+}
