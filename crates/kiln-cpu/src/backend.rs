@@ -241,6 +241,23 @@ impl ModuleOps<KilnCpu> for KilnCpu {
         )
     }
 
+    fn max_pool2d(
+        x: FloatTensor<KilnCpu>,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> FloatTensor<KilnCpu> {
+        let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode) else {
+            return Flex::max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode);
+        };
+        let [n, c, ..] = dims4(&x);
+        let x = x.to_contiguous();
+        let [oh, ow] = geo.out_size();
+        tensor_f32(pool::max_pool2d(&geo, f32_slice(&x)), [n, c, oh, ow])
+    }
+
     fn max_pool2d_with_indices(
         x: FloatTensor<KilnCpu>,
         kernel_size: [usize; 2],

@@ -69,33 +69,63 @@ impl Conv2dGeometry {
         self.out_channels * self.patch_len()
     }
 
-    /// The input position read by output `o` through kernel tap `k` along dimension `d`, or
-    /// `None` where it falls in the padding.
+    /// The input row read by output row `oy` through kernel row `ki`, or `None` in the
+    /// padding.
     #[inline]
-    fn source(&self, d: usize, o: usize, k: usize) -> Option<usize> {
-        (o * self.stride[d] + k * self.dilation[d])
-            .checked_sub(self.padding[d])
-            .filter(|&i| i < self.in_size[d])
+    fn source_row(&self, oy: usize, ki: usize) -> Option<usize> {
+        (oy * self.stride[0] + ki * self.dilation[0])
+            .checked_sub(self.padding[0])
+            .filter(|&i| i < self.in_size[0])
+    }
+
+    /// For kernel column `kj`: the first input column read (possibly negative, in the left
+    /// padding) and the range of output columns whose input column lies inside the image.
+    #[inline]
+    fn column_span(&self, kj: usize) -> (isize, std::ops::Range<usize>) {
+        let ow = self.out_size()[1];
+        let (s, w) = (self.stride[1] as isize, self.in_size[1] as isize);
+        let first = (kj * self.dilation[1]) as isize - self.padding[1] as isize;
+        // ox is inside when 0 <= first + ox * s < w.
+        let lo = if first >= 0 { 0 } else { (-first + s - 1) / s };
+        let hi = if first >= w {
+            0
+        } else {
+            (w - first + s - 1) / s
+        };
+        let (lo, hi) = (lo as usize, (hi as usize).min(ow));
+        (first, lo.min(hi)..hi)
     }
 
     /// Unfolds one image `[in_channels, h, w]` into `col`: `[patch_len, out_plane]`, row-major.
     fn im2col(&self, image: &[f32], col: &mut [f32]) {
         let [oh, ow] = self.out_size();
         let [kh, kw] = self.kernel;
+        let s = self.stride[1];
         let mut rows = col.chunks_exact_mut(oh * ow);
         for c in 0..self.in_channels {
             let plane = &image[c * self.in_plane()..(c + 1) * self.in_plane()];
             for ki in 0..kh {
                 for kj in 0..kw {
                     let row = rows.next().expect("col has patch_len rows");
+                    let (first, inside) = self.column_span(kj);
                     for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
-                        let Some(iy) = self.source(0, oy, ki) else {
+                        let Some(iy) = self.source_row(oy, ki) else {
                             out_row.fill(0.0);
                             continue;
                         };
                         let line = &plane[iy * self.in_size[1]..(iy + 1) * self.in_size[1]];
-                        for (ox, v) in out_row.iter_mut().enumerate() {
-                            *v = self.source(1, ox, kj).map_or(0.0, |ix| line[ix]);
+                        out_row[..inside.start].fill(0.0);
+                        out_row[inside.end..].fill(0.0);
+                        // `inside` keeps every index in the line.
+                        let start = (first + (inside.start * s) as isize) as usize;
+                        let dst = &mut out_row[inside.clone()];
+                        if s == 1 {
+                            dst.copy_from_slice(&line[start..start + dst.len()]);
+                        } else {
+                            let src = &line[start..start + (dst.len() - 1) * s + 1];
+                            for (v, x) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                                *v = *x;
+                            }
                         }
                     }
                 }
@@ -107,21 +137,27 @@ impl Conv2dGeometry {
     fn col2im(&self, col: &[f32], image: &mut [f32]) {
         let [oh, ow] = self.out_size();
         let [kh, kw] = self.kernel;
+        let s = self.stride[1];
         let mut rows = col.chunks_exact(oh * ow);
         for c in 0..self.in_channels {
             let plane = &mut image[c * self.in_plane()..(c + 1) * self.in_plane()];
             for ki in 0..kh {
                 for kj in 0..kw {
                     let row = rows.next().expect("col has patch_len rows");
+                    let (first, inside) = self.column_span(kj);
+                    if inside.is_empty() {
+                        continue;
+                    }
                     for (oy, in_row) in row.chunks_exact(ow).enumerate() {
-                        let Some(iy) = self.source(0, oy, ki) else {
+                        let Some(iy) = self.source_row(oy, ki) else {
                             continue;
                         };
                         let line = &mut plane[iy * self.in_size[1]..(iy + 1) * self.in_size[1]];
-                        for (ox, v) in in_row.iter().enumerate() {
-                            if let Some(ix) = self.source(1, ox, kj) {
-                                line[ix] += v;
-                            }
+                        let start = (first + (inside.start * s) as isize) as usize;
+                        let src = &in_row[inside.clone()];
+                        let dst = &mut line[start..start + (src.len() - 1) * s + 1];
+                        for (x, v) in dst.iter_mut().step_by(s).zip(src) {
+                            *x += v;
                         }
                     }
                 }

@@ -351,7 +351,6 @@ macro_rules! forward_module_ops {
             fn adaptive_avg_pool1d(x: FloatTensor<KilnCpu>, output_size: usize) -> FloatTensor<KilnCpu>;
             fn adaptive_avg_pool1d_backward(x: FloatTensor<KilnCpu>, grad: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn max_pool1d(x: FloatTensor<KilnCpu>, kernel_size: usize, stride: usize, padding: usize, dilation: usize, ceil_mode: bool) -> FloatTensor<KilnCpu>;
-            fn max_pool2d(x: FloatTensor<KilnCpu>, kernel_size: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool) -> FloatTensor<KilnCpu>;
             fn interpolate(x: FloatTensor<KilnCpu>, output_size: [usize; 2], options: InterpolateOptions) -> FloatTensor<KilnCpu>;
             fn interpolate_backward(x: FloatTensor<KilnCpu>, grad: FloatTensor<KilnCpu>, output_size: [usize; 2], options: InterpolateOptions) -> FloatTensor<KilnCpu>;
             fn attention(query: FloatTensor<KilnCpu>, key: FloatTensor<KilnCpu>, value: FloatTensor<KilnCpu>, mask: Option<BoolTensor<KilnCpu>>, attn_bias: Option<FloatTensor<KilnCpu>>, options: AttentionModuleOptions) -> FloatTensor<KilnCpu>;

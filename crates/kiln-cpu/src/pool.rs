@@ -47,20 +47,52 @@ impl Pool2dGeometry {
         self.in_size[0] * self.in_size[1]
     }
 
-    /// For output `o` along dimension `d`, the input positions its window covers.
-    fn window(&self, d: usize, o: usize) -> impl Iterator<Item = usize> + '_ {
-        let start = o * self.stride[d];
-        (0..self.kernel[d]).filter_map(move |k| {
-            (start + k * self.dilation[d])
-                .checked_sub(self.padding[d])
-                .filter(|&i| i < self.in_size[d])
-        })
+    /// For output `o` along dimension `d`: the first input position its window reads (maybe
+    /// negative, in the padding), and the range of taps that land inside the input.
+    #[inline]
+    fn taps(&self, d: usize, o: usize) -> (isize, std::ops::Range<usize>) {
+        let first = (o * self.stride[d]) as isize - self.padding[d] as isize;
+        let (dil, size) = (self.dilation[d] as isize, self.in_size[d] as isize);
+        // Tap k is inside when 0 <= first + k * dil < size.
+        let lo = if first >= 0 {
+            0
+        } else {
+            (-first + dil - 1) / dil
+        };
+        let hi = if first >= size {
+            0
+        } else {
+            (size - first + dil - 1) / dil
+        };
+        let hi = (hi as usize).min(self.kernel[d]);
+        (first, (lo as usize).min(hi)..hi)
+    }
+
+    /// The maximum of output `(oy, ox)`'s window in `plane` and its flat index: the first
+    /// one on ties, as PyTorch; a NaN wins, so it propagates. `(-inf, -1)` for a window that
+    /// lies wholly in the padding.
+    #[inline]
+    fn window_max(&self, plane: &[f32], oy: usize, ox: usize) -> (f32, i64) {
+        let (y0, ys) = self.taps(0, oy);
+        let (x0, xs) = self.taps(1, ox);
+        let (mut best, mut at) = (f32::NEG_INFINITY, -1i64);
+        for ky in ys {
+            let iy = (y0 + (ky * self.dilation[0]) as isize) as usize;
+            let line = &plane[iy * self.in_size[1]..(iy + 1) * self.in_size[1]];
+            for kx in xs.clone() {
+                let ix = (x0 + (kx * self.dilation[1]) as isize) as usize;
+                let v = line[ix];
+                if v > best || at < 0 || (v.is_nan() && !best.is_nan()) {
+                    (best, at) = (v, (iy * self.in_size[1] + ix) as i64);
+                }
+            }
+        }
+        (best, at)
     }
 }
 
 /// Max pooling forward: returns the output `[planes, OH, OW]` and, for each output, the flat
-/// index `h * W + w` of its maximum within the input plane (the first one on ties, as
-/// PyTorch; a NaN wins, so it propagates).
+/// index `h * W + w` of its maximum within the input plane (see `window_max` for ties).
 pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>, Vec<i64>) {
     let [oh, ow] = geo.out_size();
     assert_eq!(
@@ -77,22 +109,33 @@ pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>
         .for_each(|((out, idx), plane)| {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let (mut best, mut at) = (f32::NEG_INFINITY, -1i64);
-                    for iy in geo.window(0, oy) {
-                        for ix in geo.window(1, ox) {
-                            let i = iy * geo.in_size[1] + ix;
-                            let v = plane[i];
-                            if v > best || at < 0 || (v.is_nan() && !best.is_nan()) {
-                                (best, at) = (v, i as i64);
-                            }
-                        }
-                    }
-                    out[oy * ow + ox] = best;
-                    idx[oy * ow + ox] = at;
+                    (out[oy * ow + ox], idx[oy * ow + ox]) = geo.window_max(plane, oy, ox);
                 }
             }
         });
     (output, indices)
+}
+
+/// Max pooling forward without indices (inference).
+pub fn max_pool2d(geo: &Pool2dGeometry, input: &[f32]) -> Vec<f32> {
+    let [oh, ow] = geo.out_size();
+    assert_eq!(
+        input.len(),
+        geo.planes * geo.in_plane(),
+        "max_pool2d: input length for {geo:?}"
+    );
+    let mut output = vec![0.0; geo.planes * oh * ow];
+    output
+        .par_chunks_mut(oh * ow)
+        .zip(input.par_chunks(geo.in_plane()))
+        .for_each(|(out, plane)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    out[oy * ow + ox] = geo.window_max(plane, oy, ox).0;
+                }
+            }
+        });
+    output
 }
 
 /// Max pooling backward: each output's gradient added to the input position its index names.

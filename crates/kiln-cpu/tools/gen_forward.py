@@ -19,7 +19,7 @@ TRAITS = [
     ("bool_tensor.rs", "BoolTensorOps", []),
     ("modules/base.rs", "ModuleOps", [
         "conv2d", "conv2d_x_backward", "conv2d_weight_backward", "conv2d_bias_backward",
-        "max_pool2d_with_indices", "max_pool2d_with_indices_backward",
+        "max_pool2d", "max_pool2d_with_indices", "max_pool2d_with_indices_backward",
         "deform_conv2d_backward",
     ]),
     ("activation.rs", "ActivationOps", []),
