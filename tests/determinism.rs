@@ -1,6 +1,7 @@
-//! A seed fixes a run on the CPU backend. This is its own test binary because ndarray's random
-//! generator is global to the process: another test training at the same time would draw from
-//! it between this test's draws.
+//! A seed fixes a run on the default backend (Kiln's own `cpu`, whose kernels split work so
+//! that no sum depends on the thread count). This is its own test binary because the backend's
+//! random generator (burn-flex's) is global to the process: another test training at the same
+//! time would draw from it between this test's draws.
 
 use std::fs;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Backend parity: every built-in experiment's network, from identical weights and inputs, on
-//! ndarray (the reference), flex, wgpu and tch (libtorch on the CPU).
+//! ndarray (the reference), cpu (Kiln's own backend), flex, wgpu and tch (libtorch on the CPU).
 //!
 //! For each backend: the forward logits of one batch, the gradient of every parameter for that
 //! batch's loss, and the loss curve of 20 optimiser steps of the experiment's own recipe (its
@@ -28,7 +28,7 @@ use kiln_models::ImageClassifier;
 use kiln_train::{Event, FitData, FitOptions};
 
 const REFERENCE: &str = "ndarray";
-const OTHERS: [&str; 3] = ["flex", "wgpu", "tch"];
+const OTHERS: [&str; 4] = ["cpu", "flex", "wgpu", "tch"];
 const STEPS: usize = 20;
 
 /// max |logit difference| / max |logit|.

@@ -38,6 +38,10 @@ struct Options {
     warmup: String,
     steps: String,
     check: Option<PathBuf>,
+    /// Forwarded to `kiln bench` for the MNIST-format experiments.
+    data_dir: Option<String>,
+    /// CIFAR-10 as image folders (`DIR/{train,test}/<class>/`), for the CIFAR experiments.
+    cifar_folder: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -46,6 +50,8 @@ fn parse(args: &[String]) -> Result<Options> {
     let (warmup, rest) = take_option(&rest, "--warmup")?;
     let (steps, rest) = take_option(&rest, "--steps")?;
     let (check, rest) = take_option(&rest, "--check")?;
+    let (data_dir, rest) = take_option(&rest, "--data-dir")?;
+    let (cifar_folder, rest) = take_option(&rest, "--cifar-folder")?;
     if let Some(unknown) = rest.first() {
         bail!("bench: unexpected argument {unknown:?}\n\n{}", crate::USAGE);
     }
@@ -68,6 +74,8 @@ fn parse(args: &[String]) -> Result<Options> {
         warmup: warmup.unwrap_or_else(|| "3".into()),
         steps: steps.unwrap_or_else(|| "10".into()),
         check: check.map(PathBuf::from),
+        data_dir,
+        cifar_folder,
     })
 }
 

@@ -68,26 +68,49 @@ impl Pool2dGeometry {
         (first, (lo as usize).min(hi)..hi)
     }
 
-    /// The maximum of output `(oy, ox)`'s window in `plane` and its flat index: the first
-    /// one on ties, as PyTorch; a NaN wins, so it propagates. `(-inf, -1)` for a window that
-    /// lies wholly in the padding.
-    #[inline]
-    fn window_max(&self, plane: &[f32], oy: usize, ox: usize) -> (f32, i64) {
-        let (y0, ys) = self.taps(0, oy);
-        let (x0, xs) = self.taps(1, ox);
-        let (mut best, mut at) = (f32::NEG_INFINITY, -1i64);
-        for ky in ys {
-            let iy = (y0 + (ky * self.dilation[0]) as isize) as usize;
-            let line = &plane[iy * self.in_size[1]..(iy + 1) * self.in_size[1]];
-            for kx in xs.clone() {
-                let ix = (x0 + (kx * self.dilation[1]) as isize) as usize;
-                let v = line[ix];
-                if v > best || at < 0 || (v.is_nan() && !best.is_nan()) {
-                    (best, at) = (v, (iy * self.in_size[1] + ix) as i64);
-                }
+    /// Every output position's taps along dimension `d`, computed once per call rather than
+    /// once per output.
+    fn all_taps(&self, d: usize) -> Vec<(usize, usize, usize)> {
+        let out = self.out_size()[d];
+        (0..out)
+            .map(|o| {
+                let (first, taps) = self.taps(d, o);
+                let start = first + (taps.start * self.dilation[d]) as isize;
+                (start.max(0) as usize, taps.len(), self.dilation[d])
+            })
+            .collect()
+    }
+}
+
+/// Per output row and column: the first input position inside the image, how many taps
+/// land inside, and the step between them.
+type Taps = Vec<(usize, usize, usize)>;
+
+/// The maximum of one window of `plane` (width `w`) and its flat index: the first one on
+/// ties, as PyTorch; a NaN wins, so it propagates. `(-inf, -1)` for a window wholly in the
+/// padding.
+#[inline]
+fn window_max(plane: &[f32], w: usize, (y0, ny, dy): (usize, usize, usize), (x0, nx, dx): (usize, usize, usize)) -> (f32, i64) {
+    let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
+    for iy in (y0..).step_by(dy).take(ny) {
+        let line = &plane[iy * w..(iy + 1) * w];
+        for ix in (x0..).step_by(dx).take(nx) {
+            let v = line[ix];
+            if v > best || at == usize::MAX || (v.is_nan() && !best.is_nan()) {
+                (best, at) = (v, iy * w + ix);
             }
         }
-        (best, at)
+    }
+    (best, if at == usize::MAX { -1 } else { at as i64 })
+}
+
+/// Calls `visit(row offset, column, (max, index))` for every window of one plane.
+fn each_window(geo: &Pool2dGeometry, mut visit: impl FnMut(usize, usize, (f32, i64)), plane: &[f32], rows: &Taps, cols: &Taps) {
+    let ow = cols.len();
+    for (oy, &ry) in rows.iter().enumerate() {
+        for (ox, &rx) in cols.iter().enumerate() {
+            visit(oy * ow, ox, window_max(plane, geo.in_size[1], ry, rx));
+        }
     }
 }
 
@@ -95,11 +118,8 @@ impl Pool2dGeometry {
 /// index `h * W + w` of its maximum within the input plane (see `window_max` for ties).
 pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>, Vec<i64>) {
     let [oh, ow] = geo.out_size();
-    assert_eq!(
-        input.len(),
-        geo.planes * geo.in_plane(),
-        "max_pool2d: input length for {geo:?}"
-    );
+    assert_eq!(input.len(), geo.planes * geo.in_plane(), "max_pool2d: input length for {geo:?}");
+    let (rows, cols) = (geo.all_taps(0), geo.all_taps(1));
     let mut output = vec![0.0; geo.planes * oh * ow];
     let mut indices = vec![0i64; output.len()];
     output
@@ -107,11 +127,11 @@ pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>
         .zip(indices.par_chunks_mut(oh * ow))
         .zip(input.par_chunks(geo.in_plane()))
         .for_each(|((out, idx), plane)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    (out[oy * ow + ox], idx[oy * ow + ox]) = geo.window_max(plane, oy, ox);
-                }
-            }
+            let visit = |row: usize, ox: usize, (v, i): (f32, i64)| {
+                out[row + ox] = v;
+                idx[row + ox] = i;
+            };
+            each_window(geo, visit, plane, &rows, &cols);
         });
     (output, indices)
 }
@@ -119,21 +139,14 @@ pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>
 /// Max pooling forward without indices (inference).
 pub fn max_pool2d(geo: &Pool2dGeometry, input: &[f32]) -> Vec<f32> {
     let [oh, ow] = geo.out_size();
-    assert_eq!(
-        input.len(),
-        geo.planes * geo.in_plane(),
-        "max_pool2d: input length for {geo:?}"
-    );
+    assert_eq!(input.len(), geo.planes * geo.in_plane(), "max_pool2d: input length for {geo:?}");
+    let (rows, cols) = (geo.all_taps(0), geo.all_taps(1));
     let mut output = vec![0.0; geo.planes * oh * ow];
     output
         .par_chunks_mut(oh * ow)
         .zip(input.par_chunks(geo.in_plane()))
         .for_each(|(out, plane)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    out[oy * ow + ox] = geo.window_max(plane, oy, ox).0;
-                }
-            }
+            each_window(geo, |row, ox, (v, _)| out[row + ox] = v, plane, &rows, &cols);
         });
     output
 }
