@@ -178,3 +178,40 @@ fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
     );
     assert!(!runs.exists(), "no run folder for a run that cannot start");
 }
+
+#[test]
+fn bench_times_every_figure_it_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, experiment) = synthetic_setup(tmp.path(), 300, 100, "bench.toml", |t| {
+        t.replace("batch_size = 256", "batch_size = 64")
+    });
+    let spec =
+        ExperimentSpec::from_toml(&fs::read_to_string(&experiment).unwrap(), "bench.toml").unwrap();
+    let options = kiln_experiments::bench::BenchOptions {
+        locator: kiln_data::Locator::from_env(Some(data), true),
+        warmup: 1,
+        steps: 4,
+    };
+    type B = burn_autodiff::Autodiff<NdArray>;
+    let report =
+        kiln_experiments::bench::bench::<B>(&spec, "ndarray", &options, &Default::default())
+            .unwrap();
+    assert_eq!((report.batch, report.input_shape), (64, [1, 28, 28]));
+    assert_eq!(report.parameters, 61_706, "LeNet-5's parameter count");
+    assert_eq!((report.train_step_ms.len(), report.eval_step_ms.len()), (4, 4));
+    // Each images/s figure is the batch over the median of the timed steps.
+    let mut steps = report.train_step_ms.clone();
+    steps.sort_by(f64::total_cmp);
+    let median_ms = (steps[1] + steps[2]) / 2.0;
+    assert!((report.train_images_per_sec - 64.0 / (median_ms / 1e3)).abs() < 1e-6 * report.train_images_per_sec);
+    for (name, v) in [
+        ("eval", report.eval_images_per_sec),
+        ("decode", report.decode_images_per_sec),
+        ("pipeline", report.pipeline_images_per_sec),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{name} images/s: {v}");
+    }
+    if cfg!(target_os = "linux") {
+        assert!(report.peak_rss_mib.is_some_and(|m| m > 1.0), "{report:?}");
+    }
+}

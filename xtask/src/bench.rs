@@ -104,6 +104,15 @@ pub fn bench(args: &[String]) -> Result<()> {
                     &opts.steps,
                     "--offline",
                 ]);
+            match (&opts.cifar_folder, &opts.data_dir) {
+                (Some(dir), _) if experiment.contains("cifar10") => {
+                    cmd.args(["--layout", "folder", "--data-dir", dir]);
+                }
+                (_, Some(dir)) => {
+                    cmd.args(["--data-dir", dir]);
+                }
+                _ => {}
+            }
             let report = last_json_line(&output(cmd)?)
                 .with_context(|| format!("kiln bench {experiment} --backend {backend}"))?;
             kiln_rows.push(report);
