@@ -198,12 +198,18 @@ fn bench_times_every_figure_it_reports() {
             .unwrap();
     assert_eq!((report.batch, report.input_shape), (64, [1, 28, 28]));
     assert_eq!(report.parameters, 61_706, "LeNet-5's parameter count");
-    assert_eq!((report.train_step_ms.len(), report.eval_step_ms.len()), (4, 4));
+    assert_eq!(
+        (report.train_step_ms.len(), report.eval_step_ms.len()),
+        (4, 4)
+    );
     // Each images/s figure is the batch over the median of the timed steps.
     let mut steps = report.train_step_ms.clone();
     steps.sort_by(f64::total_cmp);
     let median_ms = (steps[1] + steps[2]) / 2.0;
-    assert!((report.train_images_per_sec - 64.0 / (median_ms / 1e3)).abs() < 1e-6 * report.train_images_per_sec);
+    assert!(
+        (report.train_images_per_sec - 64.0 / (median_ms / 1e3)).abs()
+            < 1e-6 * report.train_images_per_sec
+    );
     for (name, v) in [
         ("eval", report.eval_images_per_sec),
         ("decode", report.decode_images_per_sec),

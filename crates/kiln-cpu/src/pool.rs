@@ -90,7 +90,12 @@ type Taps = Vec<(usize, usize, usize)>;
 /// ties, as PyTorch; a NaN wins, so it propagates. `(-inf, -1)` for a window wholly in the
 /// padding.
 #[inline]
-fn window_max(plane: &[f32], w: usize, (y0, ny, dy): (usize, usize, usize), (x0, nx, dx): (usize, usize, usize)) -> (f32, i64) {
+fn window_max(
+    plane: &[f32],
+    w: usize,
+    (y0, ny, dy): (usize, usize, usize),
+    (x0, nx, dx): (usize, usize, usize),
+) -> (f32, i64) {
     let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
     for iy in (y0..).step_by(dy).take(ny) {
         let line = &plane[iy * w..(iy + 1) * w];
@@ -105,7 +110,13 @@ fn window_max(plane: &[f32], w: usize, (y0, ny, dy): (usize, usize, usize), (x0,
 }
 
 /// Calls `visit(row offset, column, (max, index))` for every window of one plane.
-fn each_window(geo: &Pool2dGeometry, mut visit: impl FnMut(usize, usize, (f32, i64)), plane: &[f32], rows: &Taps, cols: &Taps) {
+fn each_window(
+    geo: &Pool2dGeometry,
+    mut visit: impl FnMut(usize, usize, (f32, i64)),
+    plane: &[f32],
+    rows: &Taps,
+    cols: &Taps,
+) {
     let ow = cols.len();
     for (oy, &ry) in rows.iter().enumerate() {
         for (ox, &rx) in cols.iter().enumerate() {
@@ -118,7 +129,11 @@ fn each_window(geo: &Pool2dGeometry, mut visit: impl FnMut(usize, usize, (f32, i
 /// index `h * W + w` of its maximum within the input plane (see `window_max` for ties).
 pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>, Vec<i64>) {
     let [oh, ow] = geo.out_size();
-    assert_eq!(input.len(), geo.planes * geo.in_plane(), "max_pool2d: input length for {geo:?}");
+    assert_eq!(
+        input.len(),
+        geo.planes * geo.in_plane(),
+        "max_pool2d: input length for {geo:?}"
+    );
     let (rows, cols) = (geo.all_taps(0), geo.all_taps(1));
     let mut output = vec![0.0; geo.planes * oh * ow];
     let mut indices = vec![0i64; output.len()];
@@ -139,14 +154,24 @@ pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>
 /// Max pooling forward without indices (inference).
 pub fn max_pool2d(geo: &Pool2dGeometry, input: &[f32]) -> Vec<f32> {
     let [oh, ow] = geo.out_size();
-    assert_eq!(input.len(), geo.planes * geo.in_plane(), "max_pool2d: input length for {geo:?}");
+    assert_eq!(
+        input.len(),
+        geo.planes * geo.in_plane(),
+        "max_pool2d: input length for {geo:?}"
+    );
     let (rows, cols) = (geo.all_taps(0), geo.all_taps(1));
     let mut output = vec![0.0; geo.planes * oh * ow];
     output
         .par_chunks_mut(oh * ow)
         .zip(input.par_chunks(geo.in_plane()))
         .for_each(|(out, plane)| {
-            each_window(geo, |row, ox, (v, _)| out[row + ox] = v, plane, &rows, &cols);
+            each_window(
+                geo,
+                |row, ox, (v, _)| out[row + ox] = v,
+                plane,
+                &rows,
+                &cols,
+            );
         });
     output
 }
