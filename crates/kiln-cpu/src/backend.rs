@@ -176,14 +176,12 @@ impl ModuleOps<KilnCpu> for KilnCpu {
         bias: Option<FloatTensor<KilnCpu>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<KilnCpu> {
-        let bias_f32 = bias.as_ref().map(f32_data);
-        let Some(geo) =
-            conv_geometry(&x, &weight, &options).filter(|_| !matches!(bias_f32, Some(None)))
-        else {
+        let bias_is_f32 = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+        let Some(geo) = conv_geometry(&x, &weight, &options).filter(|_| bias_is_f32) else {
             return Flex::conv2d(x, weight, bias, options);
         };
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let bias = bias_f32.flatten();
+        let bias = bias.map(|b| b.to_contiguous());
         let out = conv::conv2d_forward(
             &geo,
             f32_slice(&x),

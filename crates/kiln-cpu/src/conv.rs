@@ -57,6 +57,18 @@ impl Conv2dGeometry {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
     }
 
+    /// A per-thread im2col buffer for one image (empty for pointwise kernels, which need none).
+    fn col_buffer(&self) -> Vec<f32> {
+        vec![
+            0.0;
+            if self.is_pointwise() {
+                0
+            } else {
+                self.patch_len() * self.out_plane()
+            }
+        ]
+    }
+
     fn input_len(&self) -> usize {
         self.batch * self.in_channels * self.in_plane()
     }
@@ -248,7 +260,7 @@ pub fn conv2d_forward(
         .par_chunks_mut(geo.out_channels * plane)
         .zip(input.par_chunks(image_len))
         .for_each_init(
-            || vec![0.0; if geo.is_pointwise() { 0 } else { patch * plane }],
+            || geo.col_buffer(),
             |col, (out, image)| {
                 let col: &[f32] = if geo.is_pointwise() {
                     image
@@ -288,7 +300,7 @@ pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f3
         .par_chunks_mut(image_len)
         .zip(output_grad.par_chunks(geo.out_channels * plane))
         .for_each_init(
-            || vec![0.0; if geo.is_pointwise() { 0 } else { patch * plane }],
+            || geo.col_buffer(),
             |col, (image_grad, out_grad)| {
                 if geo.is_pointwise() {
                     matmul(

@@ -68,8 +68,9 @@ impl Pool2dGeometry {
         (first, (lo as usize).min(hi)..hi)
     }
 
-    /// Every output position's taps along dimension `d`, computed once per call rather than
-    /// once per output.
+    /// Every output position's taps along dimension `d` (the first input position inside the
+    /// image, how many taps land inside, the step between them), computed once per call
+    /// rather than once per output.
     fn all_taps(&self, d: usize) -> Vec<(usize, usize, usize)> {
         let out = self.out_size()[d];
         (0..out)
@@ -81,10 +82,6 @@ impl Pool2dGeometry {
             .collect()
     }
 }
-
-/// Per output row and column: the first input position inside the image, how many taps
-/// land inside, and the step between them.
-type Taps = Vec<(usize, usize, usize)>;
 
 /// The maximum of one window of `plane` (width `w`) and its flat index: the first one on
 /// ties, as PyTorch; a NaN wins, so it propagates. `(-inf, -1)` for a window wholly in the
@@ -109,22 +106,6 @@ fn window_max(
     (best, if at == usize::MAX { -1 } else { at as i64 })
 }
 
-/// Calls `visit(row offset, column, (max, index))` for every window of one plane.
-fn each_window(
-    geo: &Pool2dGeometry,
-    mut visit: impl FnMut(usize, usize, (f32, i64)),
-    plane: &[f32],
-    rows: &Taps,
-    cols: &Taps,
-) {
-    let ow = cols.len();
-    for (oy, &ry) in rows.iter().enumerate() {
-        for (ox, &rx) in cols.iter().enumerate() {
-            visit(oy * ow, ox, window_max(plane, geo.in_size[1], ry, rx));
-        }
-    }
-}
-
 /// Max pooling forward: returns the output `[planes, OH, OW]` and, for each output, the flat
 /// index `h * W + w` of its maximum within the input plane (see `window_max` for ties).
 pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>, Vec<i64>) {
@@ -142,38 +123,20 @@ pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>
         .zip(indices.par_chunks_mut(oh * ow))
         .zip(input.par_chunks(geo.in_plane()))
         .for_each(|((out, idx), plane)| {
-            let visit = |row: usize, ox: usize, (v, i): (f32, i64)| {
-                out[row + ox] = v;
-                idx[row + ox] = i;
-            };
-            each_window(geo, visit, plane, &rows, &cols);
+            for (oy, &ry) in rows.iter().enumerate() {
+                for (ox, &rx) in cols.iter().enumerate() {
+                    (out[oy * ow + ox], idx[oy * ow + ox]) =
+                        window_max(plane, geo.in_size[1], ry, rx);
+                }
+            }
         });
     (output, indices)
 }
 
-/// Max pooling forward without indices (inference).
+/// Max pooling forward without indices (inference): the same windows, the indices dropped
+/// (their buffer is a quarter of the input's size or less for the usual 2x2 windows).
 pub fn max_pool2d(geo: &Pool2dGeometry, input: &[f32]) -> Vec<f32> {
-    let [oh, ow] = geo.out_size();
-    assert_eq!(
-        input.len(),
-        geo.planes * geo.in_plane(),
-        "max_pool2d: input length for {geo:?}"
-    );
-    let (rows, cols) = (geo.all_taps(0), geo.all_taps(1));
-    let mut output = vec![0.0; geo.planes * oh * ow];
-    output
-        .par_chunks_mut(oh * ow)
-        .zip(input.par_chunks(geo.in_plane()))
-        .for_each(|(out, plane)| {
-            each_window(
-                geo,
-                |row, ox, (v, _)| out[row + ox] = v,
-                plane,
-                &rows,
-                &cols,
-            );
-        });
-    output
+    max_pool2d_with_indices(geo, input).0
 }
 
 /// Max pooling backward: each output's gradient added to the input position its index names.
