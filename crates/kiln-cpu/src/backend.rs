@@ -4,8 +4,10 @@
 //! `conv2d_bias_backward` and `max_pool2d_with_indices[_backward]`; burn-flex leaves the
 //! convolution gradients to Burn's generic defaults (a transposed convolution and a convolution
 //! with batch and channels swapped), which is where a CPU training step spent its time. This
-//! type answers those calls with the kernels in [`crate::conv`] and [`crate::pool`] and hands
-//! every other op to burn-flex unchanged (the generated `forward` module). Tensors are
+//! type answers those calls with the kernels in [`crate::conv`] and [`crate::pool`], answers
+//! reshapes and the four arithmetic ops with [`crate::strided`] where burn-flex would walk a
+//! strided view element by element, and hands every other op to burn-flex unchanged (the
+//! generated `forward` module). Tensors are
 //! burn-flex's own, so nothing is converted on the way in or out.
 
 use core::future::Future;
@@ -20,6 +22,7 @@ use burn_flex::{Flex, FlexDevice, FlexQTensor, FlexTensor, Layout};
 use crate::conv::{self, Conv2dGeometry};
 use crate::forward;
 use crate::pool::{self, Pool2dGeometry};
+use crate::strided::{self, BinaryOp};
 
 /// Kiln's CPU backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own convolution and
 /// max-pooling kernels for training. Use it wherever a Burn backend goes:
@@ -131,6 +134,36 @@ fn pool_geometry(
         dilation,
         ceil_mode,
     })
+}
+
+impl FloatTensorOps<KilnCpu> for KilnCpu {
+    forward::forward_float_tensor_ops!();
+
+    fn float_reshape(tensor: FloatTensor<KilnCpu>, shape: Shape) -> FloatTensor<KilnCpu> {
+        // A view that cannot be reshaped in place is copied first, by Kiln's run-wise copy
+        // rather than burn-flex's element-wise one.
+        if tensor.layout().reshape(shape.clone()).is_some() {
+            Flex::float_reshape(tensor, shape)
+        } else {
+            Flex::float_reshape(strided::contiguous(tensor), shape)
+        }
+    }
+
+    fn float_add(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+        strided::binary(&lhs, &rhs, BinaryOp::Add).unwrap_or_else(|| Flex::float_add(lhs, rhs))
+    }
+
+    fn float_sub(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+        strided::binary(&lhs, &rhs, BinaryOp::Sub).unwrap_or_else(|| Flex::float_sub(lhs, rhs))
+    }
+
+    fn float_mul(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+        strided::binary(&lhs, &rhs, BinaryOp::Mul).unwrap_or_else(|| Flex::float_mul(lhs, rhs))
+    }
+
+    fn float_div(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+        strided::binary(&lhs, &rhs, BinaryOp::Div).unwrap_or_else(|| Flex::float_div(lhs, rhs))
+    }
 }
 
 impl QTensorOps<KilnCpu> for KilnCpu {

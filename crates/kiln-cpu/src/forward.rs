@@ -25,16 +25,12 @@ macro_rules! forward_float_tensor_ops {
             fn float_into_int(tensor: FloatTensor<KilnCpu>, out_dtype: IntDType) -> IntTensor<KilnCpu>;
             fn float_empty(shape: Shape, device: &Device<KilnCpu>, dtype: FloatDType) -> FloatTensor<KilnCpu>;
             fn float_repeat_dim(tensor: FloatTensor<KilnCpu>, dim: usize, times: usize) -> FloatTensor<KilnCpu>;
-            fn float_add(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn float_add_scalar(lhs: FloatTensor<KilnCpu>, rhs: Scalar) -> FloatTensor<KilnCpu>;
             fn float_clamp_min(tensor: FloatTensor<KilnCpu>, min: Scalar) -> FloatTensor<KilnCpu>;
             fn float_clamp_max(tensor: FloatTensor<KilnCpu>, max: Scalar) -> FloatTensor<KilnCpu>;
             fn float_clamp(tensor: FloatTensor<KilnCpu>, min: Scalar, max: Scalar) -> FloatTensor<KilnCpu>;
-            fn float_sub(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn float_sub_scalar(lhs: FloatTensor<KilnCpu>, rhs: Scalar) -> FloatTensor<KilnCpu>;
-            fn float_mul(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn float_mul_scalar(lhs: FloatTensor<KilnCpu>, rhs: Scalar) -> FloatTensor<KilnCpu>;
-            fn float_div(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn float_div_scalar(lhs: FloatTensor<KilnCpu>, rhs: Scalar) -> FloatTensor<KilnCpu>;
             fn float_remainder(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn float_remainder_scalar(lhs: FloatTensor<KilnCpu>, rhs: Scalar) -> FloatTensor<KilnCpu>;
@@ -46,7 +42,6 @@ macro_rules! forward_float_tensor_ops {
             fn float_swap_dims(tensor: FloatTensor<KilnCpu>, dim1: usize, dim2: usize) -> FloatTensor<KilnCpu>;
             fn float_permute(tensor: FloatTensor<KilnCpu>, axes: &[usize]) -> FloatTensor<KilnCpu>;
             fn float_flip(tensor: FloatTensor<KilnCpu>, axes: &[usize]) -> FloatTensor<KilnCpu>;
-            fn float_reshape(tensor: FloatTensor<KilnCpu>, shape: Shape) -> FloatTensor<KilnCpu>;
             fn float_gather(dim: usize, tensor: FloatTensor<KilnCpu>, indices: IntTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn float_scatter_add(dim: usize, tensor: FloatTensor<KilnCpu>, indices: IntTensor<KilnCpu>, value: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu>;
             fn float_scatter_nd(_data: FloatTensor<KilnCpu>, _indices: IntTensor<KilnCpu>, _values: FloatTensor<KilnCpu>, _reduction: burn_backend::tensor::IndexingUpdateOp) -> FloatTensor<KilnCpu>;
@@ -141,9 +136,7 @@ macro_rules! forward_float_tensor_ops {
         }
     };
 }
-impl FloatTensorOps<KilnCpu> for KilnCpu {
-    forward_float_tensor_ops!();
-}
+pub(crate) use forward_float_tensor_ops;
 
 /// The `IntTensorOps` that KilnCpu takes from burn-flex as they are.
 macro_rules! forward_int_tensor_ops {

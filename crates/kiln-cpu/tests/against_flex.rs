@@ -247,3 +247,37 @@ fn other_float_types_fall_back_to_flex() {
     let y = conv2d(x, w, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
     assert_eq!(y.into_data().to_vec::<f64>().unwrap(), vec![9.0; 4]);
 }
+
+/// Batch norm's statistics go through `swap_dims(0, 1).reshape(..)` views, forward and
+/// backward, which KilnCpu copies with its own run-wise copy.
+#[test]
+fn batch_norm_through_transposed_views_matches_flex() {
+    use burn::module::AutodiffModule;
+    use burn::nn::{BatchNorm, BatchNormConfig};
+    let config = BatchNormConfig::new(5);
+    let bn_k: BatchNorm<K> = config.init(&Default::default());
+    let bn_f: BatchNorm<F> = config.init(&Default::default());
+    let (xk, xf) = pair([6, 5, 7, 9], 40);
+    let (gk, gf) = pair([6, 5, 7, 9], 41);
+    let yk = bn_k.forward(xk.clone());
+    let yf = bn_f.forward(xf.clone());
+    assert_close("batch norm output", yk.clone(), yf.clone());
+    let grads_k = (yk * gk.detach()).sum().backward();
+    let grads_f = (yf * gf.detach()).sum().backward();
+    assert_close(
+        "batch norm input grad",
+        xk.grad(&grads_k).unwrap(),
+        xf.grad(&grads_f).unwrap(),
+    );
+    let (bn_k, bn_f) = (bn_k.valid(), bn_f.valid());
+    assert_close(
+        "running mean",
+        bn_k.running_mean.value(),
+        bn_f.running_mean.value(),
+    );
+    assert_close(
+        "running var",
+        bn_k.running_var.value(),
+        bn_f.running_var.value(),
+    );
+}

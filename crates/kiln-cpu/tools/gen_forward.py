@@ -14,7 +14,9 @@ import sys
 
 # (file under src/backend/ops, trait, ops KilnCpu implements itself)
 TRAITS = [
-    ("tensor.rs", "FloatTensorOps", []),
+    ("tensor.rs", "FloatTensorOps", [
+        "float_reshape", "float_add", "float_sub", "float_mul", "float_div",
+    ]),
     ("int_tensor.rs", "IntTensorOps", []),
     ("bool_tensor.rs", "BoolTensorOps", []),
     ("modules/base.rs", "ModuleOps", [
