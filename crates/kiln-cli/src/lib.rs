@@ -644,13 +644,13 @@ pub fn dispatch<T: BackendTask>(name: &str, device: Option<usize>, task: T) -> R
         #[cfg(feature = "tch")]
         "tch" => {
             single(name)?;
-            type B = burn_autodiff::Autodiff<burn_tch::LibTorch<f32>>;
-            catch(name, || task.run::<B>(&burn_tch::LibTorchDevice::Cpu))
+            type B = burn_autodiff::Autodiff<kiln_tch::KilnTch>;
+            catch(name, || task.run::<B>(&kiln_tch::KilnTchDevice::Cpu))
         }
         #[cfg(feature = "tch-cuda")]
         "tch-cuda" => {
-            type B = burn_autodiff::Autodiff<burn_tch::LibTorch<f32>>;
-            let device = burn_tch::LibTorchDevice::Cuda(device.unwrap_or(0));
+            type B = burn_autodiff::Autodiff<kiln_tch::KilnTch>;
+            let device = kiln_tch::KilnTchDevice::Cuda(device.unwrap_or(0));
             catch(name, || task.run::<B>(&device))
         }
         #[cfg(feature = "cuda")]

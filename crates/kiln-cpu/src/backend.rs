@@ -11,16 +11,17 @@
 //! burn-flex's own, so nothing is converted on the way in or out.
 
 use core::future::Future;
+use core::ops::Range;
 
 use burn_backend::ops::*;
-use burn_backend::quantization::{QuantScheme, QuantizationParametersPrimitive};
+use burn_backend::quantization::QuantScheme;
 use burn_backend::tensor::Device;
 use burn_backend::tensor::*;
 use burn_backend::*;
 use burn_flex::{Flex, FlexDevice, FlexQTensor, FlexTensor, Layout};
 
 use crate::conv::{self, Conv2dGeometry};
-use crate::forward;
+use crate::forward_op;
 use crate::pool::{self, Pool2dGeometry};
 use crate::strided::{self, BinaryOp};
 
@@ -58,17 +59,7 @@ impl Backend for KilnCpu {
         "kiln-cpu".into()
     }
 
-    fn seed(device: &Self::Device, seed: u64) {
-        Flex::seed(device, seed)
-    }
-
-    fn device_count(type_id: u16) -> usize {
-        Flex::device_count(type_id)
-    }
-
-    fn dtype_usage(device: &Self::Device, dtype: DType) -> DTypeUsageSet {
-        Flex::dtype_usage(device, dtype)
-    }
+    kiln_forward::backend_methods!(Flex);
 }
 
 /// The tensor's `f32` elements in row-major order, or `None` when it holds another type.
@@ -137,7 +128,7 @@ fn pool_geometry(
 }
 
 impl FloatTensorOps<KilnCpu> for KilnCpu {
-    forward::forward_float_tensor_ops!();
+    kiln_forward::float_tensor_ops!(KilnCpu);
 
     fn float_reshape(tensor: FloatTensor<KilnCpu>, shape: Shape) -> FloatTensor<KilnCpu> {
         // A view that cannot be reshaped in place is copied first, by Kiln's run-wise copy
@@ -166,42 +157,30 @@ impl FloatTensorOps<KilnCpu> for KilnCpu {
     }
 }
 
-impl QTensorOps<KilnCpu> for KilnCpu {
-    forward::forward_q_tensor_ops!();
+impl IntTensorOps<KilnCpu> for KilnCpu {
+    kiln_forward::int_tensor_ops!(KilnCpu);
+}
 
-    fn quantize(
-        tensor: FloatTensor<KilnCpu>,
-        scheme: &QuantScheme,
-        qparams: QuantizationParametersPrimitive<KilnCpu>,
-    ) -> QuantizedTensor<KilnCpu> {
-        let qparams = QuantizationParametersPrimitive {
-            scales: qparams.scales,
-        };
-        Flex::quantize(tensor, scheme, qparams)
-    }
+impl BoolTensorOps<KilnCpu> for KilnCpu {
+    kiln_forward::bool_tensor_ops!(KilnCpu);
+}
+
+impl ActivationOps<KilnCpu> for KilnCpu {
+    kiln_forward::activation_ops!(KilnCpu);
+}
+
+impl TransactionOps<KilnCpu> for KilnCpu {
+    kiln_forward::transaction_ops!(KilnCpu);
+}
+
+impl QTensorOps<KilnCpu> for KilnCpu {
+    kiln_forward::q_tensor_ops!(KilnCpu);
+    kiln_forward::quantize!(KilnCpu, Flex);
 }
 
 impl ModuleOps<KilnCpu> for KilnCpu {
-    forward::forward_module_ops!();
-
-    fn deform_conv2d_backward(
-        x: FloatTensor<KilnCpu>,
-        offset: FloatTensor<KilnCpu>,
-        weight: FloatTensor<KilnCpu>,
-        mask: Option<FloatTensor<KilnCpu>>,
-        bias: Option<FloatTensor<KilnCpu>>,
-        output_grad: FloatTensor<KilnCpu>,
-        options: DeformConvOptions<2>,
-    ) -> DeformConv2dBackward<KilnCpu> {
-        let g = Flex::deform_conv2d_backward(x, offset, weight, mask, bias, output_grad, options);
-        DeformConv2dBackward::new(
-            g.x_grad,
-            g.offset_grad,
-            g.weight_grad,
-            g.mask_grad,
-            g.bias_grad,
-        )
-    }
+    kiln_forward::module_ops!(KilnCpu);
+    kiln_forward::deform_conv2d_backward!(KilnCpu, Flex);
 
     fn conv2d(
         x: FloatTensor<KilnCpu>,

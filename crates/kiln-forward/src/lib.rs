@@ -1,0 +1,177 @@
+//! Macros for writing a Burn *decorator backend*: a backend that is another backend (the same
+//! tensors, devices and element types) with some of its ops replaced. Kiln's `kiln-cpu`
+//! (burn-flex with Kiln's kernels) and `kiln-tch` (burn-tch with libtorch's convolution
+//! gradients) are two.
+//!
+//! Burn's op traits have hundreds of methods; a decorator wants to write the handful it
+//! changes and forward the rest. For each trait this crate has a macro ([`float_tensor_ops!`],
+//! [`module_ops!`], ...) generated from burn-backend's own signatures
+//! (`tools/gen_ops.py`), which expands to one `forward_op! { fn op(args) -> ret; }` item per
+//! op. The decorator crate defines that `forward_op!` macro itself: an arm that expands to
+//! nothing for each op it implements, then one arm that writes the call to the wrapped
+//! backend:
+//!
+//! ```ignore
+//! macro_rules! forward_op {
+//!     (fn float_add $($rest:tt)*) => {}; // implemented in backend.rs
+//!     (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;) => {
+//!         fn $name($($arg: $ty),*) $(-> $ret)? { <burn_flex::Flex>::$name($($arg),*) }
+//!     };
+//! }
+//! impl FloatTensorOps<MyBackend> for MyBackend {
+//!     kiln_forward::float_tensor_ops!(MyBackend);
+//!     fn float_add(lhs: FloatTensor<MyBackend>, rhs: FloatTensor<MyBackend>) -> FloatTensor<MyBackend> { .. }
+//! }
+//! ```
+//!
+//! The expansion names burn-backend's types unqualified, so the impl's module imports
+//! `burn_backend::{*, ops::*, tensor::*}`, `burn_backend::tensor::Device`,
+//! `burn_backend::quantization::QuantScheme`, `core::future::Future`
+//! and `core::ops::Range`. Ops whose argument or result types wrap the backend
+//! (`MaxPool2dWithIndices<B>`, ...) are different types for the decorator and the wrapped
+//! backend, so they cannot be forwarded as they are: the generated macros leave them out (they
+//! keep the trait's default), and the four without a default are converted by the macros
+//! written here ([`deform_conv2d_backward!`], [`max_pool2d_with_indices!`],
+//! [`max_pool2d_with_indices_backward!`], [`quantize!`]).
+//!
+//! What it is not: a backend, or anything that runs. It has no dependencies; the expansions
+//! need `burn-backend` in the decorator crate. Regenerate `src/ops.rs` on a Burn upgrade.
+#![warn(missing_docs)]
+
+mod ops;
+
+/// The `Backend` methods a decorator takes from the backend it wraps, all but
+/// `name`: `seed`, `ad_enabled`, `sync`, `dtype_usage`, `device_count`.
+#[macro_export]
+macro_rules! backend_methods {
+    ($inner:ty) => {
+        fn seed(device: &Self::Device, seed: u64) {
+            <$inner>::seed(device, seed)
+        }
+
+        fn ad_enabled(device: &Self::Device) -> bool {
+            <$inner>::ad_enabled(device)
+        }
+
+        fn sync(device: &Self::Device) -> Result<(), burn_backend::ExecutionError> {
+            <$inner>::sync(device)
+        }
+
+        fn dtype_usage(
+            device: &Self::Device,
+            dtype: burn_backend::DType,
+        ) -> burn_backend::DTypeUsageSet {
+            <$inner>::dtype_usage(device, dtype)
+        }
+
+        fn device_count(type_id: u16) -> usize {
+            <$inner>::device_count(type_id)
+        }
+    };
+}
+
+/// `ModuleOps::deform_conv2d_backward` of decorator `$b`, by the wrapped backend `$inner`.
+#[macro_export]
+macro_rules! deform_conv2d_backward {
+    ($b:ident, $inner:ty) => {
+        fn deform_conv2d_backward(
+            x: FloatTensor<$b>,
+            offset: FloatTensor<$b>,
+            weight: FloatTensor<$b>,
+            mask: Option<FloatTensor<$b>>,
+            bias: Option<FloatTensor<$b>>,
+            output_grad: FloatTensor<$b>,
+            options: burn_backend::ops::DeformConvOptions<2>,
+        ) -> burn_backend::ops::DeformConv2dBackward<$b> {
+            let g = <$inner>::deform_conv2d_backward(
+                x,
+                offset,
+                weight,
+                mask,
+                bias,
+                output_grad,
+                options,
+            );
+            burn_backend::ops::DeformConv2dBackward::new(
+                g.x_grad,
+                g.offset_grad,
+                g.weight_grad,
+                g.mask_grad,
+                g.bias_grad,
+            )
+        }
+    };
+}
+
+/// `ModuleOps::max_pool2d_with_indices` of decorator `$b`, by the wrapped backend `$inner`.
+#[macro_export]
+macro_rules! max_pool2d_with_indices {
+    ($b:ident, $inner:ty) => {
+        fn max_pool2d_with_indices(
+            x: FloatTensor<$b>,
+            kernel_size: [usize; 2],
+            stride: [usize; 2],
+            padding: [usize; 2],
+            dilation: [usize; 2],
+            ceil_mode: bool,
+        ) -> burn_backend::ops::MaxPool2dWithIndices<$b> {
+            let out = <$inner>::max_pool2d_with_indices(
+                x,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            );
+            burn_backend::ops::MaxPool2dWithIndices::new(out.output, out.indices)
+        }
+    };
+}
+
+/// `ModuleOps::max_pool2d_with_indices_backward` of decorator `$b`, by the wrapped backend
+/// `$inner`.
+#[macro_export]
+macro_rules! max_pool2d_with_indices_backward {
+    ($b:ident, $inner:ty) => {
+        #[allow(clippy::too_many_arguments)] // Burn's signature
+        fn max_pool2d_with_indices_backward(
+            x: FloatTensor<$b>,
+            kernel_size: [usize; 2],
+            stride: [usize; 2],
+            padding: [usize; 2],
+            dilation: [usize; 2],
+            ceil_mode: bool,
+            output_grad: FloatTensor<$b>,
+            indices: IntTensor<$b>,
+        ) -> burn_backend::ops::MaxPool2dBackward<$b> {
+            let out = <$inner>::max_pool2d_with_indices_backward(
+                x,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+                output_grad,
+                indices,
+            );
+            burn_backend::ops::MaxPool2dBackward::new(out.x_grad)
+        }
+    };
+}
+
+/// `QTensorOps::quantize` of decorator `$b`, by the wrapped backend `$inner`.
+#[macro_export]
+macro_rules! quantize {
+    ($b:ident, $inner:ty) => {
+        fn quantize(
+            tensor: FloatTensor<$b>,
+            scheme: &burn_backend::quantization::QuantScheme,
+            qparams: burn_backend::quantization::QuantizationParametersPrimitive<$b>,
+        ) -> QuantizedTensor<$b> {
+            let qparams = burn_backend::quantization::QuantizationParametersPrimitive {
+                scales: qparams.scales,
+            };
+            <$inner>::quantize(tensor, scheme, qparams)
+        }
+    };
+}

@@ -1,0 +1,140 @@
+//! `KilnTch`: burn-tch with libtorch's own convolution gradients.
+
+use core::future::Future;
+use core::ops::Range;
+
+use burn_backend::ops::*;
+use burn_backend::quantization::QuantScheme;
+use burn_backend::tensor::Device;
+use burn_backend::tensor::*;
+use burn_backend::*;
+use burn_tch::{LibTorch, LibTorchDevice, TchTensor};
+
+use crate::ffi::{self, Grad};
+use crate::forward_op;
+
+type Torch = LibTorch<f32>;
+
+/// Burn's libtorch backend (`f32`) whose convolution gradients are libtorch's own. Use it
+/// wherever a Burn backend goes; it needs libtorch like `burn_tch::LibTorch` does.
+///
+/// ```no_run
+/// use burn::backend::Autodiff;
+/// use burn::tensor::Tensor;
+/// use kiln_tch::{KilnTch, KilnTchDevice};
+///
+/// let device = KilnTchDevice::Cpu;
+/// let x = Tensor::<Autodiff<KilnTch>, 4>::ones([2, 3, 8, 8], &device).require_grad();
+/// let w = Tensor::<Autodiff<KilnTch>, 4>::ones([4, 3, 3, 3], &device).require_grad();
+/// let y = burn::tensor::module::conv2d(x.clone(), w, None, burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+/// let grads = y.sum().backward();
+/// assert_eq!(x.grad(&grads).unwrap().dims(), [2, 3, 8, 8]);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KilnTch;
+
+impl BackendTypes for KilnTch {
+    type Device = LibTorchDevice;
+    type FloatTensorPrimitive = TchTensor;
+    type FloatElem = f32;
+    type IntTensorPrimitive = TchTensor;
+    type IntElem = i64;
+    type BoolTensorPrimitive = TchTensor;
+    type BoolElem = bool;
+    type QuantizedTensorPrimitive = TchTensor;
+}
+
+impl Backend for KilnTch {
+    fn name(device: &Self::Device) -> String {
+        format!("kiln-{}", Torch::name(device))
+    }
+
+    kiln_forward::backend_methods!(Torch);
+}
+
+impl FloatTensorOps<KilnTch> for KilnTch {
+    kiln_forward::float_tensor_ops!(KilnTch);
+}
+
+impl IntTensorOps<KilnTch> for KilnTch {
+    kiln_forward::int_tensor_ops!(KilnTch);
+}
+
+impl BoolTensorOps<KilnTch> for KilnTch {
+    kiln_forward::bool_tensor_ops!(KilnTch);
+}
+
+impl ActivationOps<KilnTch> for KilnTch {
+    kiln_forward::activation_ops!(KilnTch);
+}
+
+impl TransactionOps<KilnTch> for KilnTch {
+    kiln_forward::transaction_ops!(KilnTch);
+}
+
+impl QTensorOps<KilnTch> for KilnTch {
+    kiln_forward::q_tensor_ops!(KilnTch);
+    kiln_forward::quantize!(KilnTch, Torch);
+}
+
+/// One gradient of `conv2d(x, weight)` by libtorch's `convolution_backward`.
+fn conv2d_grad(
+    x: &TchTensor,
+    weight: &TchTensor,
+    output_grad: &TchTensor,
+    options: &ConvOptions<2>,
+    grad: Grad,
+) -> TchTensor {
+    let pair = |v: [usize; 2]| v.map(|x| x as i64);
+    let conv = ffi::Conv2d {
+        stride: pair(options.stride),
+        padding: pair(options.padding),
+        dilation: pair(options.dilation),
+        groups: options.groups as i64,
+    };
+    TchTensor::new(ffi::conv2d_backward(
+        &output_grad.tensor,
+        &x.tensor,
+        &weight.tensor,
+        &conv,
+        grad,
+    ))
+}
+
+impl ModuleOps<KilnTch> for KilnTch {
+    kiln_forward::module_ops!(KilnTch);
+    kiln_forward::deform_conv2d_backward!(KilnTch, Torch);
+    kiln_forward::max_pool2d_with_indices!(KilnTch, Torch);
+    kiln_forward::max_pool2d_with_indices_backward!(KilnTch, Torch);
+
+    fn conv2d_x_backward(
+        x: FloatTensor<KilnTch>,
+        weight: FloatTensor<KilnTch>,
+        output_grad: FloatTensor<KilnTch>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<KilnTch> {
+        conv2d_grad(&x, &weight, &output_grad, &options, Grad::Input)
+    }
+
+    fn conv2d_weight_backward(
+        x: FloatTensor<KilnTch>,
+        weight: FloatTensor<KilnTch>,
+        output_grad: FloatTensor<KilnTch>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<KilnTch> {
+        conv2d_grad(&x, &weight, &output_grad, &options, Grad::Weight)
+    }
+
+    fn conv2d_bias_backward(
+        _x: FloatTensor<KilnTch>,
+        _bias: FloatTensor<KilnTch>,
+        output_grad: FloatTensor<KilnTch>,
+    ) -> FloatTensor<KilnTch> {
+        // One reduction over batch and space, as PyTorch's autograd does it.
+        TchTensor::new(output_grad.tensor.sum_dim_intlist(
+            &[0i64, 2, 3][..],
+            false,
+            None::<tch::Kind>,
+        ))
+    }
+}

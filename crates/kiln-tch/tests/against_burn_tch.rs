@@ -1,0 +1,94 @@
+//! KilnTch's convolution gradients (libtorch's `convolution_backward`) against burn-tch's
+//! (Burn's generic formulas on the same libtorch): the same values over strides, padding,
+//! dilation, groups and a convolution whose kernel overhangs the input.
+
+use burn::backend::Autodiff;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Tensor, TensorData};
+use burn_tch::LibTorch;
+use kiln_tch::{KilnTch, KilnTchDevice};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type K = Autodiff<KilnTch>;
+type T = Autodiff<LibTorch<f32>>;
+
+fn data(shape: [usize; 4], seed: u64) -> TensorData {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    TensorData::new(values, shape)
+}
+
+fn assert_close(what: &str, a: TensorData, b: TensorData) {
+    assert_eq!(a.shape, b.shape, "{what}: shape");
+    let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * scale * (1.0 + (b.len() as f32).sqrt()),
+            "{what}: element {i} is {x} on kiln-tch, {y} on burn-tch (scale {scale})"
+        );
+    }
+}
+
+/// (input, weight, stride, padding, dilation, groups)
+type Case = (
+    [usize; 4],
+    [usize; 4],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    usize,
+);
+
+#[test]
+fn conv2d_gradients_match_burn_tch() {
+    let cases: [Case; 5] = [
+        ([2, 3, 8, 8], [4, 3, 3, 3], [1, 1], [1, 1], [1, 1], 1),
+        ([3, 2, 9, 7], [5, 2, 3, 2], [2, 3], [1, 0], [1, 1], 1),
+        ([2, 4, 11, 10], [6, 4, 3, 3], [1, 2], [2, 1], [2, 1], 1),
+        ([2, 4, 6, 6], [6, 2, 3, 3], [1, 1], [1, 1], [1, 1], 2),
+        ([1, 3, 5, 5], [2, 3, 1, 1], [2, 2], [0, 0], [1, 1], 1),
+    ];
+    let device = KilnTchDevice::Cpu;
+    for (i, (x, w, stride, padding, dilation, groups)) in cases.into_iter().enumerate() {
+        let what = format!(
+            "case {i}: x {x:?} w {w:?} s {stride:?} p {padding:?} d {dilation:?} g {groups}"
+        );
+        let options = ConvOptions::new(stride, padding, dilation, groups);
+        let (xd, wd, bd) = (
+            data(x, 3 * i as u64),
+            data(w, 3 * i as u64 + 1),
+            data([1, 1, 1, w[0]], 9),
+        );
+        let bd = TensorData::new(bd.to_vec::<f32>().unwrap(), [w[0]]);
+
+        let xk = Tensor::<K, 4>::from_data(xd.clone(), &device).require_grad();
+        let wk = Tensor::<K, 4>::from_data(wd.clone(), &device).require_grad();
+        let bk = Tensor::<K, 1>::from_data(bd.clone(), &device).require_grad();
+        let yk = conv2d(xk.clone(), wk.clone(), Some(bk.clone()), options.clone());
+        let gk = (yk.clone() * yk.clone()).sum().backward();
+
+        let xt = Tensor::<T, 4>::from_data(xd, &device).require_grad();
+        let wt = Tensor::<T, 4>::from_data(wd, &device).require_grad();
+        let bt = Tensor::<T, 1>::from_data(bd, &device).require_grad();
+        let yt = conv2d(xt.clone(), wt.clone(), Some(bt.clone()), options);
+        let gt = (yt.clone() * yt.clone()).sum().backward();
+
+        assert_close(&format!("{what}: output"), yk.into_data(), yt.into_data());
+        let grad = |k: Option<Tensor<_, 4>>, t: Option<Tensor<_, 4>>| {
+            (k.unwrap().into_data(), t.unwrap().into_data())
+        };
+        let (a, b) = grad(xk.grad(&gk), xt.grad(&gt));
+        assert_close(&format!("{what}: input grad"), a, b);
+        let (a, b) = grad(wk.grad(&gk), wt.grad(&gt));
+        assert_close(&format!("{what}: weight grad"), a, b);
+        assert_close(
+            &format!("{what}: bias grad"),
+            bk.grad(&gk).unwrap().into_data(),
+            bt.grad(&gt).unwrap().into_data(),
+        );
+    }
+}
