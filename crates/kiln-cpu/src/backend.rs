@@ -7,8 +7,8 @@
 //! type answers those calls with the kernels in [`crate::conv`] and [`crate::pool`], answers
 //! reshapes and the four arithmetic ops with [`crate::strided`] where burn-flex would walk a
 //! strided view element by element, and hands every other op to burn-flex unchanged (the
-//! generated `forward` module). Tensors are
-//! burn-flex's own, so nothing is converted on the way in or out.
+//! macros of kiln-forward, with the crate's `forward_op!`). Tensors are burn-flex's own, so
+//! nothing is converted on the way in or out.
 
 use core::future::Future;
 use core::ops::Range;
