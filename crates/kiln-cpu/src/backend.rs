@@ -1,10 +1,12 @@
-//! `KilnCpu`: burn-flex with Kiln's convolution and max-pooling kernels in place of its own.
+//! `KilnCpu`: burn-flex with Kiln's convolution, pooling and sigmoid kernels in place of its own.
 //!
 //! Burn's autodiff asks the inner backend for `conv2d_x_backward`, `conv2d_weight_backward`,
-//! `conv2d_bias_backward` and `max_pool2d_with_indices[_backward]`; burn-flex leaves the
+//! `conv2d_bias_backward`, `max_pool2d_with_indices[_backward]`, `avg_pool2d[_backward]` and
+//! `sigmoid[_backward]`; burn-flex leaves the
 //! convolution gradients to Burn's generic defaults (a transposed convolution and a convolution
 //! with batch and channels swapped), which is where a CPU training step spent its time. This
-//! type answers those calls with the kernels in [`crate::conv`] and [`crate::pool`], answers
+//! type answers those calls with the kernels in [`crate::conv`], [`crate::pool`] and
+//! [`crate::activation`] (burn-flex's are serial), answers
 //! reshapes and the four arithmetic ops with [`crate::strided`] where burn-flex would walk a
 //! strided view element by element, and hands every other op to burn-flex unchanged (the
 //! macros of kiln-forward, with the crate's `forward_op!`). Tensors are burn-flex's own, so
@@ -20,13 +22,14 @@ use burn_backend::tensor::*;
 use burn_backend::*;
 use burn_flex::{Flex, FlexDevice, FlexQTensor, FlexTensor, Layout};
 
+use crate::activation;
 use crate::conv::{self, Conv2dGeometry};
 use crate::forward_op;
 use crate::pool::{self, Pool2dGeometry};
 use crate::strided::{self, BinaryOp};
 
-/// Kiln's CPU backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own convolution and
-/// max-pooling kernels for training. Use it wherever a Burn backend goes:
+/// Kiln's CPU backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own convolution,
+/// pooling and sigmoid kernels for training. Use it wherever a Burn backend goes:
 ///
 /// ```
 /// use burn::backend::Autodiff;
@@ -77,6 +80,26 @@ fn tensor_f32(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
         Layout::contiguous(shape.into()),
         DType::F32,
     )
+}
+
+/// The tensor as a contiguous `f32` buffer this call may write: itself when nothing else
+/// shares it, else a copy; `None` when it holds another type.
+fn owned_f32(tensor: FlexTensor) -> Option<FlexTensor> {
+    if tensor.dtype() != DType::F32 {
+        return None;
+    }
+    let layout = tensor.layout();
+    if tensor.is_unique() && layout.is_contiguous() && layout.start_offset() == 0 {
+        return Some(tensor);
+    }
+    let copy = f32_slice(&tensor.to_contiguous()).to_vec();
+    Some(tensor_f32(copy, tensor.shape()))
+}
+
+/// The first `shape`-many elements of a tensor from [`owned_f32`].
+fn owned_slice(tensor: &mut FlexTensor) -> &mut [f32] {
+    let n = tensor.shape().num_elements();
+    &mut tensor.storage_mut::<f32>()[..n]
 }
 
 fn dims4(tensor: &FlexTensor) -> [usize; 4] {
@@ -167,6 +190,27 @@ impl BoolTensorOps<KilnCpu> for KilnCpu {
 
 impl ActivationOps<KilnCpu> for KilnCpu {
     kiln_forward::activation_ops!(KilnCpu);
+
+    fn sigmoid(tensor: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+        if tensor.dtype() != DType::F32 {
+            return Flex::sigmoid(tensor);
+        }
+        let mut out = owned_f32(tensor).expect("an f32 tensor");
+        activation::sigmoid_in_place(owned_slice(&mut out));
+        out
+    }
+
+    fn sigmoid_backward(
+        output: FloatTensor<KilnCpu>,
+        grad: FloatTensor<KilnCpu>,
+    ) -> FloatTensor<KilnCpu> {
+        let (Some(s), true) = (f32_data(&output), grad.dtype() == DType::F32) else {
+            return Flex::sigmoid_backward(output, grad);
+        };
+        let mut grad = owned_f32(grad).expect("an f32 gradient");
+        activation::sigmoid_backward_in_place(f32_slice(&s), owned_slice(&mut grad));
+        grad
+    }
 }
 
 impl TransactionOps<KilnCpu> for KilnCpu {
@@ -249,6 +293,56 @@ impl ModuleOps<KilnCpu> for KilnCpu {
             conv::conv2d_bias_grad(batch, out_channels, f32_slice(&grad)),
             bias.shape(),
         )
+    }
+
+    fn avg_pool2d(
+        x: FloatTensor<KilnCpu>,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        count_include_pad: bool,
+        ceil_mode: bool,
+    ) -> FloatTensor<KilnCpu> {
+        let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, [1, 1], ceil_mode) else {
+            return Flex::avg_pool2d(
+                x,
+                kernel_size,
+                stride,
+                padding,
+                count_include_pad,
+                ceil_mode,
+            );
+        };
+        let [n, c, ..] = dims4(&x);
+        let x = x.to_contiguous();
+        let [oh, ow] = geo.out_size();
+        let out = pool::avg_pool2d(&geo, f32_slice(&x), count_include_pad);
+        tensor_f32(out, [n, c, oh, ow])
+    }
+
+    fn avg_pool2d_backward(
+        x: FloatTensor<KilnCpu>,
+        grad: FloatTensor<KilnCpu>,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        count_include_pad: bool,
+        ceil_mode: bool,
+    ) -> FloatTensor<KilnCpu> {
+        let geo = pool_geometry(&x, kernel_size, stride, padding, [1, 1], ceil_mode);
+        let (Some(geo), Some(g)) = (geo, f32_data(&grad)) else {
+            return Flex::avg_pool2d_backward(
+                x,
+                grad,
+                kernel_size,
+                stride,
+                padding,
+                count_include_pad,
+                ceil_mode,
+            );
+        };
+        let out = pool::avg_pool2d_backward(&geo, f32_slice(&g), count_include_pad);
+        tensor_f32(out, x.shape())
     }
 
     fn max_pool2d(

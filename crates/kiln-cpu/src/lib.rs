@@ -2,10 +2,11 @@
 //!
 //! [`KilnCpu`] is a Burn backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own kernels
 //! for the operations that dominate training small and medium CNNs on a CPU, the 2-D
-//! convolution (forward, input gradient, weight gradient, bias gradient) and max pooling with
-//! indices and its backward, plus copies and broadcast arithmetic on the strided views that
-//! Burn's batch norm works through. Wrap it in `burn::backend::Autodiff` to train. The kernels
-//! are also public ([`conv`], [`pool`] over `f32` slices, [`strided`] over burn-flex tensors).
+//! convolution (forward, input gradient, weight gradient, bias gradient), max pooling with
+//! indices and its backward, average pooling and the sigmoid with theirs, plus copies and
+//! broadcast arithmetic on the strided views that Burn's batch norm works through. Wrap it in
+//! `burn::backend::Autodiff` to train. The kernels are also public ([`conv`], [`pool`],
+//! [`activation`] over `f32` slices, [`strided`] over burn-flex tensors).
 //!
 //! What it is not: a new tensor library. Every other op is burn-flex's, the tensors are
 //! burn-flex's, and anything the kernels do not cover (grouped convolutions, other float
@@ -15,6 +16,7 @@
 //! thread in a fixed order, so the same inputs give the same bits on a given machine.
 #![warn(missing_docs)]
 
+pub mod activation;
 mod backend;
 pub mod conv;
 pub mod pool;
@@ -36,6 +38,10 @@ macro_rules! forward_op {
     (fn conv2d_weight_backward $($rest:tt)*) => {};
     (fn conv2d_bias_backward $($rest:tt)*) => {};
     (fn max_pool2d $($rest:tt)*) => {};
+    (fn avg_pool2d $($rest:tt)*) => {};
+    (fn avg_pool2d_backward $($rest:tt)*) => {};
+    (fn sigmoid $($rest:tt)*) => {};
+    (fn sigmoid_backward $($rest:tt)*) => {};
     (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;) => {
         fn $name($($arg: $ty),*) $(-> $ret)? {
             <burn_flex::Flex>::$name($($arg),*)

@@ -1,10 +1,11 @@
 //! 2-D max pooling on contiguous `f32` NCHW slices, with the argmax indices that training
-//! needs and the backward pass that scatters through them. Work is split over (image,
-//! channel) planes, each written by one thread, so results do not depend on the thread count.
+//! needs and the backward pass that scatters through them, and 2-D average pooling with its
+//! backward. Work is split over (image, channel) planes, each written by one thread, so
+//! results do not depend on the thread count.
 
 use rayon::prelude::*;
 
-/// The geometry of one 2-D max pooling.
+/// The geometry of one 2-D pooling (average pooling takes no dilation: it must be 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2dGeometry {
     /// Images times channels: the number of independent planes.
@@ -168,6 +169,102 @@ pub fn max_pool2d_backward(geo: &Pool2dGeometry, output_grad: &[f32], indices: &
     input_grad
 }
 
+/// PyTorch's average-pooling window for output `o` along dimension `d`: the input positions
+/// it covers (start, end exclusive; empty when the window lies wholly in the padding) and its
+/// length counting the padding but not the part past it that `ceil_mode` adds.
+fn avg_window(geo: &Pool2dGeometry, d: usize, o: usize) -> (usize, usize, usize) {
+    let (size, pad) = (geo.in_size[d] as isize, geo.padding[d] as isize);
+    let start = (o * geo.stride[d]) as isize - pad;
+    let end = (start + geo.kernel[d] as isize).min(size + pad);
+    let padded = (end - start).max(0) as usize;
+    let (lo, hi) = (start.max(0), end.min(size));
+    (lo as usize, hi.max(lo) as usize, padded)
+}
+
+/// One output's input rows and columns (start, end exclusive) and its divisor.
+type AvgWindow = ((usize, usize), (usize, usize), f32);
+
+/// Every output's window along both dimensions and the divisor PyTorch uses for it: the
+/// padded window size with `count_include_pad`, else the number of input positions in it.
+fn avg_windows(geo: &Pool2dGeometry, count_include_pad: bool) -> Vec<AvgWindow> {
+    assert_eq!(geo.dilation, [1, 1], "average pooling has no dilation");
+    let [oh, ow] = geo.out_size();
+    let mut windows = Vec::with_capacity(oh * ow);
+    for oy in 0..oh {
+        let (y0, y1, py) = avg_window(geo, 0, oy);
+        for ox in 0..ow {
+            let (x0, x1, px) = avg_window(geo, 1, ox);
+            let divisor = if count_include_pad {
+                py * px
+            } else {
+                (y1 - y0) * (x1 - x0)
+            };
+            windows.push(((y0, y1), (x0, x1), divisor as f32));
+        }
+    }
+    windows
+}
+
+/// Average pooling forward: output `[planes, OH, OW]`, each the sum of its window divided as
+/// PyTorch does, by the window's size counting the padding (but not what `ceil_mode` adds past
+/// it) with `count_include_pad`, else by the number of input positions in it; 0 for a window
+/// with no input in it.
+pub fn avg_pool2d(geo: &Pool2dGeometry, input: &[f32], count_include_pad: bool) -> Vec<f32> {
+    assert_eq!(
+        input.len(),
+        geo.planes * geo.in_plane(),
+        "avg_pool2d: input length for {geo:?}"
+    );
+    let windows = avg_windows(geo, count_include_pad);
+    let w = geo.in_size[1];
+    let mut output = vec![0.0; geo.planes * windows.len()];
+    output
+        .par_chunks_mut(windows.len().max(1))
+        .zip(input.par_chunks(geo.in_plane().max(1)))
+        .for_each(|(out, plane)| {
+            for (o, &((y0, y1), (x0, x1), divisor)) in out.iter_mut().zip(&windows) {
+                if y0 == y1 || x0 == x1 {
+                    continue;
+                }
+                let mut sum = 0.0;
+                for line in plane[y0 * w..y1 * w].chunks_exact(w) {
+                    sum += line[x0..x1].iter().sum::<f32>();
+                }
+                *o = sum / divisor;
+            }
+        });
+    output
+}
+
+/// Average pooling backward: each output's gradient, divided as in the forward pass, added to
+/// every input position of its window.
+pub fn avg_pool2d_backward(
+    geo: &Pool2dGeometry,
+    output_grad: &[f32],
+    count_include_pad: bool,
+) -> Vec<f32> {
+    let windows = avg_windows(geo, count_include_pad);
+    assert_eq!(
+        output_grad.len(),
+        geo.planes * windows.len(),
+        "avg_pool2d backward: gradient length for {geo:?}"
+    );
+    let w = geo.in_size[1];
+    let mut input_grad = vec![0.0; geo.planes * geo.in_plane()];
+    input_grad
+        .par_chunks_mut(geo.in_plane().max(1))
+        .zip(output_grad.par_chunks(windows.len().max(1)))
+        .for_each(|(grad_in, grad_out)| {
+            for (&g, &((y0, y1), (x0, x1), divisor)) in grad_out.iter().zip(&windows) {
+                let share = g / divisor;
+                for line in grad_in[y0 * w..y1 * w].chunks_exact_mut(w) {
+                    line[x0..x1].iter_mut().for_each(|v| *v += share);
+                }
+            }
+        });
+    input_grad
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +316,28 @@ mod tests {
         assert_eq!(
             grad,
             [0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
+
+    /// PyTorch 2.9's values: `F.avg_pool2d(x, 2, stride=2, padding=1, ceil_mode=True,
+    /// count_include_pad=...)` on `x = torch.arange(12.).reshape(1, 1, 3, 4)`; the last row of
+    /// windows starts in the bottom padding row and its divisor stops there.
+    #[test]
+    fn average_windows_divide_as_pytorch() {
+        let geo = Pool2dGeometry {
+            padding: [1, 1],
+            ..geometry([3, 4], [2, 2], [2, 2], [1, 1], [1, 1])
+        };
+        assert_eq!(geo.out_size(), [2, 3]);
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(avg_pool2d(&geo, &x, true), [0.0, 0.75, 0.75, 3.0, 7.5, 4.5]);
+        assert_eq!(avg_pool2d(&geo, &x, false), [0.0, 1.5, 3.0, 6.0, 7.5, 9.0]);
+        // The gradient of the outputs' sum: each input is in one window, whose padded
+        // size is 4 everywhere (PyTorch: `x.grad` is 0.25 throughout).
+        assert_eq!(avg_pool2d_backward(&geo, &[1.0; 6], true), [0.25; 12]);
+        assert_eq!(
+            avg_pool2d_backward(&geo, &[1.0; 6], false),
+            [1.0, 0.5, 0.5, 1.0, 0.5, 0.25, 0.25, 0.5, 0.5, 0.25, 0.25, 0.5]
         );
     }
 }

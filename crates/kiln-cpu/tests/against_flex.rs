@@ -3,7 +3,8 @@
 //! and ceil mode.
 
 use burn::backend::Autodiff;
-use burn::tensor::module::{conv2d, max_pool2d, max_pool2d_with_indices};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d, max_pool2d_with_indices};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use burn_flex::Flex;
@@ -215,6 +216,55 @@ fn max_pool2d_matches_flex_in_values_indices_and_gradients() {
             xf.grad(&grads_f).unwrap(),
         );
     }
+}
+
+/// burn-flex's backward divides a window that `ceil_mode` extends past the padding by the
+/// full kernel size where its forward (and PyTorch) do not, so the cases here have no such
+/// window; Kiln's divisors are checked against PyTorch's values in the unit tests.
+#[test]
+fn avg_pool2d_matches_flex_in_values_and_gradients() {
+    // (input, kernel, stride, padding, count_include_pad, ceil_mode)
+    let cases = [
+        ([2, 6, 28, 28], [2, 2], [2, 2], [0, 0], true, false),
+        ([2, 3, 7, 9], [3, 3], [2, 2], [1, 1], true, false),
+        ([2, 3, 7, 9], [3, 3], [2, 2], [1, 1], false, false),
+        ([1, 2, 7, 10], [3, 2], [1, 3], [1, 0], false, true),
+    ];
+    for (i, (shape, kernel, stride, padding, include_pad, ceil)) in cases.into_iter().enumerate() {
+        let what = format!(
+            "avg_pool2d {shape:?} k{kernel:?} s{stride:?} p{padding:?} include_pad {include_pad} ceil {ceil}"
+        );
+        let (xk, xf) = pair(shape, 3000 + i as u64);
+        let yk = avg_pool2d(xk.clone(), kernel, stride, padding, include_pad, ceil);
+        let yf = avg_pool2d(xf.clone(), kernel, stride, padding, include_pad, ceil);
+        assert_close(&format!("{what} output"), yk.clone(), yf.clone());
+        let (gk, gf) = pair(yk.dims(), 4000 + i as u64);
+        let grads_k = (yk * gk.detach()).sum().backward();
+        let grads_f = (yf * gf.detach()).sum().backward();
+        assert_close(
+            &format!("{what} x grad"),
+            xk.grad(&grads_k).unwrap(),
+            xf.grad(&grads_f).unwrap(),
+        );
+    }
+}
+
+/// Contiguous, shared (the input is used again after) and transposed inputs, so the in-place
+/// path, the copying path and a strided view all run.
+#[test]
+fn sigmoid_matches_flex_in_values_and_gradients() {
+    let (xk, xf) = pair([3, 5, 70, 70], 50);
+    let (gk, gf) = pair([3, 5, 70, 70], 51);
+    let yk = sigmoid(xk.clone() * 4.0) + sigmoid(xk.clone().swap_dims(2, 3)) * xk.clone();
+    let yf = sigmoid(xf.clone() * 4.0) + sigmoid(xf.clone().swap_dims(2, 3)) * xf.clone();
+    assert_close("sigmoid output", yk.clone(), yf.clone());
+    let grads_k = (yk * gk.detach()).sum().backward();
+    let grads_f = (yf * gf.detach()).sum().backward();
+    assert_close(
+        "sigmoid x grad",
+        xk.grad(&grads_k).unwrap(),
+        xf.grad(&grads_f).unwrap(),
+    );
 }
 
 #[test]
