@@ -103,6 +103,37 @@ fn is_zero(x: &f32) -> bool {
 }
 
 impl OptimizerSpec {
+    /// `torch.optim.Adam(lr=lr)`: PyTorch's betas (0.9, 0.999) and eps 1e-8, no weight decay.
+    pub fn adam(lr: f64) -> Self {
+        OptimizerSpec::Adam {
+            lr,
+            weight_decay: 0.0,
+            betas: default_betas(),
+            eps: default_eps(),
+        }
+    }
+
+    /// `torch.optim.SGD(lr=lr, momentum=momentum)`: no weight decay, no Nesterov.
+    pub fn sgd(lr: f64, momentum: f64) -> Self {
+        OptimizerSpec::Sgd {
+            lr,
+            momentum,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+
+    /// The same optimiser with PyTorch's `weight_decay` (an L2 term added to the gradient).
+    pub fn with_weight_decay(mut self, decay: f64) -> Self {
+        match &mut self {
+            OptimizerSpec::Adam { weight_decay, .. } | OptimizerSpec::Sgd { weight_decay, .. } => {
+                *weight_decay = decay
+            }
+        }
+        self
+    }
+
+    /// The base learning rate.
     pub fn lr(&self) -> f64 {
         match self {
             OptimizerSpec::Adam { lr, .. } | OptimizerSpec::Sgd { lr, .. } => *lr,
@@ -110,7 +141,98 @@ impl OptimizerSpec {
     }
 }
 
+/// Ten epochs of Adam at PyTorch's default rate (1e-3), batch 64, seed 42, a constant rate:
+/// a start for a small network, to be changed with the `with_*` methods.
+///
+/// ```
+/// use kiln_train::{OptimizerSpec, Recipe, SchedulerSpec};
+///
+/// let recipe = Recipe::default()
+///     .with_epochs(20)
+///     .with_batch_size(32)
+///     .with_optimizer(OptimizerSpec::sgd(0.01, 0.9).with_weight_decay(5e-4))
+///     .with_scheduler(SchedulerSpec::Step { step_size: 5, gamma: 0.5 });
+/// assert_eq!(recipe.optimizer.lr(), 0.01);
+/// assert!(recipe.validate().is_ok());
+/// assert!(Recipe::default().with_batch_size(0).validate().is_err());
+/// ```
+impl Default for Recipe {
+    fn default() -> Self {
+        Recipe {
+            epochs: 10,
+            batch_size: 64,
+            seed: 42,
+            log_every: default_log_every(),
+            validate_every: None,
+            eval_batch_size: default_eval_batch_size(),
+            optimizer: OptimizerSpec::adam(1e-3),
+            scheduler: SchedulerSpec::Constant,
+            label_smoothing: 0.0,
+            max_steps: None,
+        }
+    }
+}
+
 impl Recipe {
+    /// Train for `epochs` passes over the training set.
+    pub fn with_epochs(self, epochs: usize) -> Self {
+        Recipe { epochs, ..self }
+    }
+
+    /// Images per optimiser step.
+    pub fn with_batch_size(self, batch_size: usize) -> Self {
+        Recipe { batch_size, ..self }
+    }
+
+    /// The seed of weight initialisation, dropout and shuffling.
+    pub fn with_seed(self, seed: u64) -> Self {
+        Recipe { seed, ..self }
+    }
+
+    /// The optimiser and its hyper-parameters.
+    pub fn with_optimizer(self, optimizer: OptimizerSpec) -> Self {
+        Recipe { optimizer, ..self }
+    }
+
+    /// The learning-rate schedule.
+    pub fn with_scheduler(self, scheduler: SchedulerSpec) -> Self {
+        Recipe { scheduler, ..self }
+    }
+
+    /// A step event every this many batches.
+    pub fn with_log_every(self, log_every: usize) -> Self {
+        Recipe { log_every, ..self }
+    }
+
+    /// Evaluate the validation split every this many batches as well as after each epoch.
+    pub fn with_validate_every(self, batches: Option<usize>) -> Self {
+        Recipe {
+            validate_every: batches,
+            ..self
+        }
+    }
+
+    /// Images per evaluation batch (speed and memory only).
+    pub fn with_eval_batch_size(self, eval_batch_size: usize) -> Self {
+        Recipe {
+            eval_batch_size,
+            ..self
+        }
+    }
+
+    /// Cross-entropy label smoothing for training.
+    pub fn with_label_smoothing(self, label_smoothing: f32) -> Self {
+        Recipe {
+            label_smoothing,
+            ..self
+        }
+    }
+
+    /// Stop after this many optimiser steps in all.
+    pub fn with_max_steps(self, max_steps: Option<usize>) -> Self {
+        Recipe { max_steps, ..self }
+    }
+
     /// Checks every value; an error names the key (`recipe.batch_size`, ...) and what it found.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
