@@ -88,12 +88,15 @@ fn owned_f32(tensor: FlexTensor) -> Option<FlexTensor> {
     if tensor.dtype() != DType::F32 {
         return None;
     }
-    let layout = tensor.layout();
-    if tensor.is_unique() && layout.is_contiguous() && layout.start_offset() == 0 {
-        return Some(tensor);
+    // A strided view comes back from `to_contiguous` as a fresh buffer nobody else holds, so
+    // only a contiguous tensor that is shared still needs copying here.
+    let contiguous = tensor.to_contiguous();
+    drop(tensor);
+    if contiguous.is_unique() && contiguous.layout().start_offset() == 0 {
+        return Some(contiguous);
     }
-    let copy = f32_slice(&tensor.to_contiguous()).to_vec();
-    Some(tensor_f32(copy, tensor.shape()))
+    let copy = f32_slice(&contiguous).to_vec();
+    Some(tensor_f32(copy, contiguous.shape()))
 }
 
 /// The first `shape`-many elements of a tensor from [`owned_f32`].
