@@ -388,10 +388,11 @@ mod tests {
         let (out, idx) = max_pool2d_with_indices(&geo, &input);
         let (rows, cols) = (geo.all_taps(0), geo.all_taps(1));
         let [oh, ow] = geo.out_size();
+        assert_eq!((rows.len(), cols.len()), (oh, ow));
         for (p, plane) in input.chunks(54).enumerate() {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (v, i) = window_max(plane, 9, rows[oy], cols[ox]);
+            for (oy, &ry) in rows.iter().enumerate() {
+                for (ox, &rx) in cols.iter().enumerate() {
+                    let (v, i) = window_max(plane, 9, ry, rx);
                     let o = p * oh * ow + oy * ow + ox;
                     assert_eq!((out[o].to_bits(), idx[o]), (v.to_bits(), i), "output {o}");
                 }
