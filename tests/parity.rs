@@ -148,14 +148,26 @@ fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
     if let ModelSpec::Resnet { widths, .. } = &mut spec.model {
         widths.iter_mut().for_each(|w| *w /= 4);
     }
-    // At seed 42 one ReLU input of this network (layers.1.blocks.0, after bn1) is exactly 0 in
+    // At seed 42 one ReLU input of resnet18 (layers.1.blocks.0, after bn1) is exactly 0 in
     // ndarray's f32 arithmetic and 2.8e-7 in wgpu's: ReLU's derivative (0 at 0) lets that
     // element's gradient through on one backend only, and gradients part by 2.9e-2 where
     // both backends computed correctly rounded values (`resnet18_replica` shows it). Gradient
-    // agreement is only defined away from such ties, so this network is checked at weights
-    // drawn from another seed.
-    if experiment == "resnet18-cifar10-fast" {
-        spec.recipe.seed = RESNET18_SEED;
+    // agreement is only defined away from such ties, so the ResNets are checked at weights
+    // drawn from seeds without one.
+    //
+    // The tutorial's resnet-cifar10 has such a tie at seed 42 too: the block `layers.3.blocks.0`
+    // ends in a ReLU whose input for image 1, channel 94, pixel 5 is 2.4e-7 on flex, -8.9e-7 on
+    // cpu and 4.8e-6 on ndarray, all within f32 rounding of sums of terms near 1, and cpu's
+    // gradients part from the others' by 2.5e-2 from that block upstream. Such ties are common
+    // in this network (a ReLU before and after each addition, half a million ReLU inputs in the
+    // first batch): a functional replica run on ndarray, flex and cpu for seeds 0 to 39 found a
+    // sign that differs between them for 18 of the 40 (seed 1 among them, on ndarray). At
+    // seed 17 every ReLU input that is not exactly 0 on all three lies at least 4.4e-6 from 0,
+    // the widest margin of the 40 (measured on 2026-11-30).
+    match experiment {
+        "resnet18-cifar10-fast" => spec.recipe.seed = RESNET18_SEED,
+        "resnet-cifar10" => spec.recipe.seed = RESNET_TUTORIAL_SEED,
+        _ => {}
     }
     spec.recipe.batch_size = batch_size;
     spec.recipe.max_steps = Some(STEPS);
@@ -166,6 +178,7 @@ fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
 
 /// See `parity_spec`.
 const RESNET18_SEED: u64 = 7;
+const RESNET_TUTORIAL_SEED: u64 = 17;
 
 /// Set in the child process that computes the f64 reference: the folder holding the weights
 /// and receiving the result.
@@ -729,6 +742,7 @@ fn cnn_dropout_cifar10() {
 /// them lie within 12% of the f64 loss.
 const RESNET_CHECKED_STEPS: usize = 2;
 
+/// At weights from seed 17 rather than the experiment's 42: see `parity_spec`.
 #[test]
 fn resnet_cifar10() {
     parity("resnet-cifar10", 8, RESNET_CHECKED_STEPS);

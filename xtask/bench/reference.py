@@ -130,14 +130,15 @@ class CnnDropout(nn.Module):
 
 class BasicBlock(nn.Module):
     """kiln_models::resnet::BasicBlock: relu(bn1(conv1(x))) -> bn2(conv2(.)) [-> ReLU when
-    relu_before_add] -> + shortcut(x) -> ReLU. The shortcut is a strided 1x1 conv (with batch
-    norm when shortcut_bn) when the shape changes, else the identity."""
+    relu_before_add] -> + shortcut(x) -> ReLU. The shortcut is a strided 1x1 conv (with a bias
+    when `bias`, batch norm when shortcut_bn) when the shape changes, else the identity; the
+    3x3 convolutions have no bias."""
 
     def __init__(self, in_c, out_c, stride, bias, bn_eps, relu_before_add, shortcut_bn):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, padding=1, bias=bias)
+        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_c, eps=bn_eps)
-        self.conv2 = nn.Conv2d(out_c, out_c, 3, 1, padding=1, bias=bias)
+        self.conv2 = nn.Conv2d(out_c, out_c, 3, 1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_c, eps=bn_eps)
         self.relu_before_add = relu_before_add
         self.shortcut = nn.Identity()
@@ -159,26 +160,28 @@ class ResNet(nn.Module):
     """kiln_models::ResNet: a stem, stages of BasicBlocks (every stage after the first halves
     the resolution), average pooling and a linear head.
 
-    stem "imagenet": conv 7x7 stride 2 pad 3 -> BN -> ReLU -> max pool 3x3 stride 2 pad 1;
-    stem "cifar": conv 3x3 stride 1 pad 1 -> BN -> ReLU. head_pool: None for global average
-    pooling, k for AvgPool2d(k). `bias` gives every convolution a bias, `bn_eps` is every batch
-    norm's epsilon (Kiln applies both to all layers, stem and blocks alike)."""
+    stem "imagenet": conv 7x7 stride 2 (pad 3, or none without stem_padding) -> BN -> ReLU ->
+    max pool 3x3 stride 2 pad 1; stem "cifar": conv 3x3 stride 1 pad 1 (or none) -> BN -> ReLU.
+    head_pool: None for global average pooling, k for AvgPool2d(k). `bias` gives the stem's
+    and the shortcuts' convolutions a bias, `bn_eps` is every batch norm's epsilon but the
+    stem's when stem_bn_eps is given."""
 
     def __init__(self, blocks, widths, stem, head_pool, bias=False, bn_eps=1e-5,
-                 relu_before_add=False, shortcut_bn=True):
+                 relu_before_add=False, shortcut_bn=True, stem_bn_eps=None, stem_padding=True):
         super().__init__()
         in_c = widths[0]
+        stem_eps = bn_eps if stem_bn_eps is None else stem_bn_eps
         if stem == "imagenet":
             self.stem = nn.Sequential(
-                nn.Conv2d(3, in_c, 7, 2, padding=3, bias=bias),
-                nn.BatchNorm2d(in_c, eps=bn_eps),
+                nn.Conv2d(3, in_c, 7, 2, padding=3 if stem_padding else 0, bias=bias),
+                nn.BatchNorm2d(in_c, eps=stem_eps),
                 nn.ReLU(),
                 nn.MaxPool2d(3, 2, padding=1),
             )
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(3, in_c, 3, 1, padding=1, bias=bias),
-                nn.BatchNorm2d(in_c, eps=bn_eps),
+                nn.Conv2d(3, in_c, 3, 1, padding=1 if stem_padding else 0, bias=bias),
+                nn.BatchNorm2d(in_c, eps=stem_eps),
                 nn.ReLU(),
             )
         stages = []
@@ -199,11 +202,12 @@ class ResNet(nn.Module):
 
 
 def resnet_tutorial():
-    """experiments/resnet-cifar10.toml: the tutorial's ResNet as Kiln builds it (ImageNet stem,
-    AvgPool(3) head, BN eps 1e-3, convolutions with biases, ReLU before the addition, 1x1
-    shortcuts without batch norm, Xavier-uniform weights), for 96x96 inputs."""
+    """experiments/resnet-cifar10.toml: the tutorial's ResNet (unpadded 7x7 stem with a bias and
+    BN eps 1e-3, AvgPool(3) head, blocks' BN eps 1e-5, ReLU before the addition, 1x1 shortcuts
+    with a bias and without batch norm, Xavier-uniform weights), for 96x96 inputs."""
     model = ResNet([2, 2, 2, 2], [64, 128, 256, 512], "imagenet", head_pool=3, bias=True,
-                   bn_eps=1e-3, relu_before_add=True, shortcut_bn=False)
+                   relu_before_add=True, shortcut_bn=False, stem_bn_eps=1e-3,
+                   stem_padding=False)
     return xavier_weights(model)
 
 

@@ -52,6 +52,10 @@ pub enum ModelSpec {
         #[serde(default = "bn_eps")]
         bn_eps: f64,
         #[serde(default)]
+        stem_bn_eps: Option<f64>,
+        #[serde(default = "yes")]
+        stem_padding: bool,
+        #[serde(default)]
         conv_bias: bool,
         #[serde(default)]
         relu_before_add: bool,
@@ -202,6 +206,8 @@ impl ModelSpec {
             stem,
             head_pool,
             bn_eps,
+            stem_bn_eps,
+            stem_padding,
             conv_bias,
             relu_before_add,
             shortcut_bn,
@@ -215,6 +221,8 @@ impl ModelSpec {
                 .with_in_channels(channels)
                 .with_num_classes(classes)
                 .with_bn_eps(bn_eps)
+                .with_stem_bn_eps(stem_bn_eps)
+                .with_stem_padding(stem_padding)
                 .with_conv_bias(conv_bias)
                 .with_relu_before_add(relu_before_add)
                 .with_shortcut_bn(shortcut_bn)
@@ -248,9 +256,16 @@ impl ModelSpec {
                 "model.image_size: expected at least 4, found {image_size}"
             )),
             ModelSpec::SimpleCnn { .. } => Ok(()),
-            ModelSpec::Resnet { bn_eps, .. } => {
+            ModelSpec::Resnet {
+                bn_eps,
+                stem_bn_eps,
+                ..
+            } => {
                 if !(*bn_eps > 0.0) {
                     return Err(format!("model.bn_eps: expected > 0, found {bn_eps}"));
+                }
+                if let Some(eps) = stem_bn_eps.filter(|e| !(*e > 0.0)) {
+                    return Err(format!("model.stem_bn_eps: expected > 0, found {eps}"));
                 }
                 let config = self.resnet_config(3, 10).expect("matched a ResNet");
                 config.validate().map_err(|e| format!("model.{e}"))

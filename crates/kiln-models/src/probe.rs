@@ -595,9 +595,11 @@ mod tests {
         let model = ResNetConfig::tutorial().init::<B>(&device);
         let s = model.summary([3, 96, 96], &device);
         let find = |name: &str| s.rows.iter().find(|r| r.name == name).unwrap().clone();
-        // 96 -> stride-2 stem 48 -> max pool 24 -> stages 24, 12, 6, 3 -> AvgPool(3) -> 1.
-        assert_eq!(find("maxpool").output, vec![64, 24, 24]);
-        assert_eq!(find("layers.0.blocks.1").output, vec![64, 24, 24]);
+        // 96 -> unpadded stride-2 7x7 stem 45 -> max pool 23 -> stages 23, 12, 6, 3
+        // -> AvgPool(3) -> 1, as the tutorial's network.
+        assert_eq!(find("conv1").output, vec![64, 45, 45]);
+        assert_eq!(find("maxpool").output, vec![64, 23, 23]);
+        assert_eq!(find("layers.0.blocks.1").output, vec![64, 23, 23]);
         assert_eq!(find("layers.3.blocks.0").output, vec![512, 3, 3]);
         assert_eq!(find("head").output, vec![512, 1, 1]);
         assert_eq!(find("head").kind, "AvgPool2d");

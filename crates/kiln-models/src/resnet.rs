@@ -48,9 +48,19 @@ pub struct ResNetConfig {
     pub num_classes: usize,
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Every batch norm's epsilon but the stem's when `stem_bn_eps` is given.
     #[config(default = 1e-5)]
     pub bn_eps: f64,
-    /// Convolutions carry a bias (PyTorch's default; the standard ResNet has none before BN).
+    /// The stem's batch-norm epsilon where it differs from the blocks' (the tutorial's: 1e-3).
+    #[config(default = "None")]
+    pub stem_bn_eps: Option<f64>,
+    /// Pad the stem's convolution by half its kernel, as the standard ResNet does; the
+    /// tutorial's 7x7 stem has no padding.
+    #[config(default = true)]
+    pub stem_padding: bool,
+    /// The stem's and the 1x1 shortcuts' convolutions carry a bias (the tutorial's, PyTorch's
+    /// default). The 3x3 convolutions inside the blocks never do, in the tutorial as in the
+    /// standard ResNet: a batch norm follows each and would cancel it.
     #[config(default = false)]
     pub conv_bias: bool,
     /// A ReLU after the second batch norm of a block, before the addition (the tutorial's block).
@@ -64,10 +74,11 @@ pub struct ResNetConfig {
 }
 
 impl ResNetConfig {
-    /// The tutorial's network for CIFAR-10 upscaled to 96x96: ImageNet stem with BN eps 1e-3,
-    /// two blocks at each of 64, 128, 256, 512 channels (conv3x3-BN-ReLU-conv3x3-BN-ReLU, add,
-    /// ReLU; a 1x1 conv shortcut when the shape changes), AvgPool(3), Linear(512, 10), convs
-    /// with biases, Xavier-uniform weights.
+    /// The tutorial's network for CIFAR-10 upscaled to 96x96 (`../shared/TUTORIAL-NETWORKS.md`,
+    /// 11,180,810 parameters): an unpadded 7x7 stem convolution with a bias, BN eps 1e-3 and
+    /// max pooling, two blocks at each of 64, 128, 256, 512 channels (conv3x3-BN-ReLU-conv3x3-
+    /// BN-ReLU without biases, add, ReLU; a 1x1 conv shortcut with a bias and no batch norm
+    /// when the shape changes; BN eps 1e-5), AvgPool(3), Linear(512, 10), Xavier-uniform weights.
     pub fn tutorial() -> Self {
         Self::new(
             vec![2, 2, 2, 2],
@@ -75,7 +86,8 @@ impl ResNetConfig {
             Stem::Imagenet,
             HeadPool::Window(3),
         )
-        .with_bn_eps(1e-3)
+        .with_stem_bn_eps(Some(1e-3))
+        .with_stem_padding(false)
         .with_conv_bias(true)
         .with_relu_before_add(true)
         .with_shortcut_bn(false)
@@ -129,23 +141,22 @@ impl ResNetConfig {
         if let Err(e) = self.validate() {
             panic!("invalid ResNetConfig: {e}");
         }
-        let conv = |i, o, k: usize, stride: usize| {
-            let pad = k / 2;
+        let conv = |i, o, k: usize, stride: usize, pad: usize, bias: bool| {
             let config = Conv2dConfig::new([i, o], [k, k])
                 .with_stride([stride, stride])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                .with_bias(self.conv_bias);
+                .with_bias(bias);
             self.init.conv2d(config.init(device), device)
         };
-        let bn = |c| {
-            BatchNormConfig::new(c)
-                .with_epsilon(self.bn_eps)
-                .init(device)
-        };
+        let bn = |c, eps| BatchNormConfig::new(c).with_epsilon(eps).init(device);
         let stem_width = self.widths[0];
+        let stem_conv = |k: usize, stride| {
+            let pad = if self.stem_padding { k / 2 } else { 0 };
+            conv(self.in_channels, stem_width, k, stride, pad, self.conv_bias)
+        };
         let (conv1, maxpool) = match self.stem {
             Stem::Imagenet => (
-                conv(self.in_channels, stem_width, 7, 2),
+                stem_conv(7, 2),
                 Some(
                     MaxPool2dConfig::new([3, 3])
                         .with_strides([2, 2])
@@ -153,7 +164,7 @@ impl ResNetConfig {
                         .init(),
                 ),
             ),
-            Stem::Cifar => (conv(self.in_channels, stem_width, 3, 1), None),
+            Stem::Cifar => (stem_conv(3, 1), None),
         };
 
         let mut in_c = stem_width;
@@ -163,14 +174,14 @@ impl ResNetConfig {
             for b in 0..n {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 let shortcut = (stride != 1 || in_c != width).then(|| Shortcut {
-                    conv: conv(in_c, width, 1, stride),
-                    bn: self.shortcut_bn.then(|| bn(width)),
+                    conv: conv(in_c, width, 1, stride, 0, self.conv_bias),
+                    bn: self.shortcut_bn.then(|| bn(width, self.bn_eps)),
                 });
                 blocks.push(BasicBlock {
-                    conv1: conv(in_c, width, 3, stride),
-                    bn1: bn(width),
-                    conv2: conv(width, width, 3, 1),
-                    bn2: bn(width),
+                    conv1: conv(in_c, width, 3, stride, 1, false),
+                    bn1: bn(width, self.bn_eps),
+                    conv2: conv(width, width, 3, 1, 1, false),
+                    bn2: bn(width, self.bn_eps),
                     shortcut,
                     relu_before_add: self.relu_before_add,
                     relu: Relu::new(),
@@ -191,7 +202,7 @@ impl ResNetConfig {
         );
         ResNet {
             conv1,
-            bn1: bn(stem_width),
+            bn1: bn(stem_width, self.stem_bn_eps.unwrap_or(self.bn_eps)),
             maxpool,
             layers,
             head,
@@ -339,8 +350,7 @@ mod tests {
         let mut in_c = c.widths[0];
         for (stage, (&n, &w)) in c.blocks.iter().zip(&c.widths).enumerate() {
             for b in 0..n {
-                params +=
-                    conv(in_c, w, 3, c.conv_bias) + bn(w) + conv(w, w, 3, c.conv_bias) + bn(w);
+                params += conv(in_c, w, 3, false) + bn(w) + conv(w, w, 3, false) + bn(w);
                 bn_channels += 2 * w;
                 if (stage > 0 && b == 0) || in_c != w {
                     params += conv(in_c, w, 1, c.conv_bias);
@@ -385,8 +395,11 @@ mod tests {
         let device = Default::default();
         let model = config.init::<B>(&device);
         let (params, buffers) = hand_count(&config);
+        // `../shared/TUTORIAL-NETWORKS.md`: the tutorial's `resnet(3, 10)` has 11,180,810.
+        assert_eq!(params, 11_180_810);
         assert_eq!(model.num_params(), params + buffers);
-        // 96 -> 48 (stem conv) -> 24 (max pool) -> 24, 12, 6, 3 -> AvgPool(3) -> 1.
+        // 96 -> 45 (unpadded 7x7 stem conv, stride 2) -> 23 (max pool) -> 23, 12, 6, 3
+        // -> AvgPool(3) -> 1.
         let logits = model.logits(Tensor::zeros([2, 3, 96, 96], &device));
         assert_eq!(logits.dims(), [2, 10]);
     }
