@@ -331,3 +331,87 @@ fn batch_norm_through_transposed_views_matches_flex() {
         bn_f.running_var.value(),
     );
 }
+
+/// The last stage of the tutorial's ResNet at the parity test's quarter widths (64 -> 128
+/// channels, 6x6 -> 3x3, batch 8): two blocks of unbiased 3x3 convolutions, batch norms with
+/// eps 1e-5 over 72 values a channel, a ReLU before the addition, a biased 1x1 shortcut; the
+/// input a ReLU's output, the upstream gradient small, as in the network.
+#[test]
+fn tutorial_resnet_last_stage_matches_flex() {
+    use burn::nn::{BatchNorm, BatchNormConfig};
+    use burn::tensor::activation::relu;
+    use burn::tensor::backend::AutodiffBackend;
+    fn stage<B: AutodiffBackend>(
+        x: Tensor<B, 4>,
+        w: &[Tensor<B, 4>],
+        shortcut_bias: &Tensor<B, 1>,
+        bns: &[BatchNorm<B>],
+    ) -> Tensor<B, 4> {
+        let conv = |x, w: &Tensor<B, 4>, b: Option<Tensor<B, 1>>, s, p| {
+            conv2d(x, w.clone(), b, ConvOptions::new([s; 2], [p; 2], [1, 1], 1))
+        };
+        let h = relu(bns[0].forward(conv(x.clone(), &w[0], None, 2, 1)));
+        let h = relu(bns[1].forward(conv(h, &w[1], None, 1, 1)));
+        let x = relu(h + conv(x, &w[2], Some(shortcut_bias.clone()), 2, 0));
+        let h = relu(bns[2].forward(conv(x.clone(), &w[3], None, 1, 1)));
+        let h = relu(bns[3].forward(conv(h, &w[4], None, 1, 1)));
+        relu(h + x)
+    }
+    fn leaf<B: AutodiffBackend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+        t.detach().require_grad()
+    }
+    let shapes = [
+        [128, 64, 3, 3],
+        [128, 128, 3, 3],
+        [128, 64, 1, 1],
+        [128, 128, 3, 3],
+        [128, 128, 3, 3],
+    ];
+    let (xk, xf) = pair([8, 64, 6, 6], 60);
+    let (xk, xf) = (leaf(relu(xk)), leaf(relu(xf)));
+    let (wk, wf): (Vec<_>, Vec<_>) = shapes
+        .iter()
+        .zip(61..)
+        .map(|(&shape, seed)| {
+            let (k, f) = pair(shape, seed);
+            (leaf(k * 0.05), leaf(f * 0.05))
+        })
+        .unzip();
+    let (bk, bf) = pair([128], 70);
+    let bn_k: Vec<BatchNorm<K>> = (0..4)
+        .map(|_| BatchNormConfig::new(128).init(&Default::default()))
+        .collect();
+    let bn_f: Vec<BatchNorm<F>> = (0..4)
+        .map(|_| BatchNormConfig::new(128).init(&Default::default()))
+        .collect();
+    let yk = stage(xk.clone(), &wk, &bk, &bn_k);
+    let yf = stage(xf.clone(), &wf, &bf, &bn_f);
+    assert_close("stage output", yk.clone(), yf.clone());
+    let (gk, gf) = pair(yk.dims(), 71);
+    let grads_k = (yk * gk.detach() * 1e-3).sum().backward();
+    let grads_f = (yf * gf.detach() * 1e-3).sum().backward();
+    let grad = |what: &str, k: &Tensor<K, 4>, f: &Tensor<F, 4>| {
+        assert_close(what, k.grad(&grads_k).unwrap(), f.grad(&grads_f).unwrap());
+    };
+    grad("input grad", &xk, &xf);
+    for (i, (k, f)) in wk.iter().zip(&wf).enumerate() {
+        grad(&format!("weight {i} grad"), k, f);
+    }
+    assert_close(
+        "shortcut bias grad",
+        bk.grad(&grads_k).unwrap(),
+        bf.grad(&grads_f).unwrap(),
+    );
+    for (i, (k, f)) in bn_k.iter().zip(&bn_f).enumerate() {
+        for (name, pk, pf) in [
+            ("gamma", k.gamma.val(), f.gamma.val()),
+            ("beta", k.beta.val(), f.beta.val()),
+        ] {
+            assert_close(
+                &format!("batch norm {i} {name} grad"),
+                pk.grad(&grads_k).unwrap(),
+                pf.grad(&grads_f).unwrap(),
+            );
+        }
+    }
+}
