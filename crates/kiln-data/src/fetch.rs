@@ -162,7 +162,6 @@ impl Locator {
     /// and verified; on any error the temporary file is removed and nothing is left behind.
     pub fn download(&self, url: &str, dir: &Path, file: &RemoteFile) -> Result<PathBuf, DataError> {
         let final_path = dir.join(file.name);
-        let part_path = dir.join(format!(".{}.part-{}", file.name, std::process::id()));
         let dl_err = |message: String| DataError::Download {
             url: url.to_string(),
             message,
@@ -206,7 +205,9 @@ impl Locator {
         };
         tracing::info!(url, dest = %final_path.display(), "downloading {}", file.name);
 
-        let mut guard = TempFile::create(&part_path)?;
+        let mut part = temp_builder(&format!(".{}.", file.name), ".part", 0o666)
+            .tempfile_in(dir)
+            .map_err(|e| DataError::io(dir, e))?;
         let mut hasher = Sha256::new();
         let mut reader = response.into_reader();
         let mut buf = vec![0u8; 64 * 1024];
@@ -225,10 +226,8 @@ impl Locator {
                 }
             };
             hasher.update(&buf[..n]);
-            guard
-                .file
-                .write_all(&buf[..n])
-                .map_err(|e| DataError::io(&part_path, e))?;
+            part.write_all(&buf[..n])
+                .map_err(|e| DataError::io(part.path(), e))?;
             total += n as u64;
             bar.set_position(total);
         }
@@ -249,7 +248,12 @@ impl Locator {
                 found,
             });
         }
-        guard.persist(&final_path)?;
+        part.as_file()
+            .sync_all()
+            .map_err(|e| DataError::io(part.path(), e))?;
+        part.persist(&final_path)
+            .map_err(|e| DataError::io(&final_path, e.error))?;
+        sync_dir(dir);
         tracing::info!(url, bytes = total, sha256 = %found, "downloaded {}", file.name);
         Ok(final_path)
     }
@@ -467,9 +471,10 @@ impl ArchiveDataset {
             ));
         }
 
-        let tmp = parent.join(format!(".{}.unpack-{}", self.folder, std::process::id()));
-        let _guard = TempDir::create(&tmp)?;
-        let staged = tmp.join(self.folder);
+        let tmp = temp_builder(&format!(".{}.unpack-", self.folder), "", 0o777)
+            .tempdir_in(parent)
+            .map_err(|e| DataError::io(parent, e))?;
+        let staged = tmp.path().join(self.folder);
         fs::create_dir(&staged).map_err(|e| DataError::io(&staged, e))?;
 
         let io_err = |e| DataError::io(archive, e);
@@ -539,10 +544,7 @@ impl ArchiveDataset {
                 return Err(DataError::io(&target, e));
             }
         }
-        // Make the rename durable; best effort, as in `TempFile::persist`.
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
+        sync_dir(parent);
         tracing::info!(folder = %target.display(), "unpacked {}", archive.display());
         Ok(target)
     }
@@ -642,28 +644,26 @@ impl Locator {
     }
 }
 
-/// A temporary directory that is deleted (with its contents) when dropped.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    /// Creates `path`, first removing a leftover of the same name (the name holds our process
-    /// id, so a leftover is from an earlier, crashed process with the same id).
-    fn create(path: &Path) -> Result<TempDir, DataError> {
-        if path.exists() {
-            fs::remove_dir_all(path).map_err(|e| DataError::io(path, e))?;
-        }
-        fs::create_dir(path).map_err(|e| DataError::io(path, e))?;
-        Ok(TempDir {
-            path: path.to_path_buf(),
-        })
+/// A temporary file or folder beside its destination, deleted unless persisted, created with
+/// the permissions `File::create` and `create_dir` give (`mode` less the umask) rather than
+/// tempfile's owner-only default: data sets are often shared between users.
+fn temp_builder<'a>(prefix: &'a str, suffix: &'a str, mode: u32) -> tempfile::Builder<'a, 'a> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(mode));
     }
+    #[cfg(not(unix))]
+    let _ = mode;
+    builder
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+/// Makes a rename into `dir` durable; best effort (not possible on every platform).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
@@ -688,46 +688,4 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
-}
-
-/// A temporary file that is deleted when dropped, unless persisted (renamed into place).
-struct TempFile {
-    path: PathBuf,
-    file: File,
-    keep: bool,
-}
-
-impl TempFile {
-    fn create(path: &Path) -> Result<TempFile, DataError> {
-        let file = File::create(path).map_err(|e| DataError::io(path, e))?;
-        Ok(TempFile {
-            path: path.to_path_buf(),
-            file,
-            keep: false,
-        })
-    }
-
-    /// Flushes the data to disk and renames the file to `dest` atomically.
-    fn persist(mut self, dest: &Path) -> Result<(), DataError> {
-        self.file
-            .sync_all()
-            .map_err(|e| DataError::io(&self.path, e))?;
-        fs::rename(&self.path, dest).map_err(|e| DataError::io(dest, e))?;
-        self.keep = true;
-        // Make the rename itself durable; best effort (not possible on every platform).
-        if let Some(dir) = dest.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }

@@ -415,6 +415,16 @@ fn download_verifies_caches_and_is_reused_without_requests() {
     }
     // Only the final files: no temporary file left behind.
     assert_eq!(entries(&dir), FILES.to_vec());
+    // Readable by whoever could read a file created plainly there (not tempfile's owner-only
+    // default): data folders are shared.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode();
+        let plain = root.path().join("plain");
+        fs::File::create(&plain).unwrap();
+        assert_eq!(mode(&dir.join(FILES[0])), mode(&plain));
+    }
     assert_eq!(
         server.requests(),
         vec![format!("/toy/{}", FILES[0]), format!("/toy/{}", FILES[1])]
