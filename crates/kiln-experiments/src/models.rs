@@ -256,17 +256,7 @@ impl ModelSpec {
                 "model.image_size: expected at least 4, found {image_size}"
             )),
             ModelSpec::SimpleCnn { .. } => Ok(()),
-            ModelSpec::Resnet {
-                bn_eps,
-                stem_bn_eps,
-                ..
-            } => {
-                if !(*bn_eps > 0.0) {
-                    return Err(format!("model.bn_eps: expected > 0, found {bn_eps}"));
-                }
-                if let Some(eps) = stem_bn_eps.filter(|e| !(*e > 0.0)) {
-                    return Err(format!("model.stem_bn_eps: expected > 0, found {eps}"));
-                }
+            ModelSpec::Resnet { .. } => {
                 let config = self.resnet_config(3, 10).expect("matched a ResNet");
                 config.validate().map_err(|e| format!("model.{e}"))
             }

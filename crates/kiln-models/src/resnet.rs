@@ -132,6 +132,13 @@ impl ResNetConfig {
         if self.head_pool == HeadPool::Window(0) {
             return Err("head_pool: expected a window of at least 1".into());
         }
+        // Written to fail on NaN too.
+        if !(self.bn_eps > 0.0) {
+            return Err(format!("bn_eps: expected > 0, found {}", self.bn_eps));
+        }
+        if let Some(eps) = self.stem_bn_eps.filter(|e| !(*e > 0.0)) {
+            return Err(format!("stem_bn_eps: expected > 0, found {eps}"));
+        }
         Ok(())
     }
 
@@ -420,6 +427,20 @@ mod tests {
         assert_eq!(
             bad.validate().unwrap_err(),
             "blocks and widths: expected one entry per stage in each, found 2 and 1"
+        );
+    }
+
+    #[test]
+    fn non_positive_batch_norm_epsilons_are_rejected() {
+        let zero = ResNetConfig::resnet18().with_bn_eps(0.0);
+        assert_eq!(
+            zero.validate().unwrap_err(),
+            "bn_eps: expected > 0, found 0"
+        );
+        let nan = ResNetConfig::tutorial().with_stem_bn_eps(Some(f64::NAN));
+        assert_eq!(
+            nan.validate().unwrap_err(),
+            "stem_bn_eps: expected > 0, found NaN"
         );
     }
 }
