@@ -29,6 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::error::DataError;
+use crate::files::{sync_dir, temp_builder};
 
 /// One file of a data set as published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -641,29 +642,6 @@ impl Locator {
             }
             other => other,
         }
-    }
-}
-
-/// A temporary file or folder beside its destination, deleted unless persisted, created with
-/// the permissions `File::create` and `create_dir` give (`mode` less the umask) rather than
-/// tempfile's owner-only default: data sets are often shared between users.
-fn temp_builder<'a>(prefix: &'a str, suffix: &'a str, mode: u32) -> tempfile::Builder<'a, 'a> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(prefix).suffix(suffix);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(mode));
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    builder
-}
-
-/// Makes a rename into `dir` durable; best effort (not possible on every platform).
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod cifar;
 pub mod error;
 pub mod fetch;
+pub mod files;
 pub mod folder;
 pub mod idx;
 pub mod images;
