@@ -343,16 +343,23 @@ pub struct Maps {
 }
 
 /// Keeps the output of every convolution (and residual block) for the first image of the
-/// batch: the feature-map pictures of the MNIST and CIFAR tutorials.
+/// batch: the feature-map pictures of the MNIST and CIFAR tutorials. A convolution followed
+/// directly by its activation is kept after the activation, as the MNIST tutorial's
+/// `retrieve_features` returns `relu(conv1(x))`; one followed by a batch norm keeps its raw
+/// output.
 #[derive(Debug, Clone, Default)]
 pub struct FeatureMaps {
     pub layers: Vec<Maps>,
+    /// Whether the last layer observed was a convolution kept in `layers`.
+    after_conv: bool,
 }
 
 impl<B: Backend> Probe<B> for FeatureMaps {
     fn observe(&mut self, layer: LayerInfo<'_>, output: Output<'_, B>) {
+        let after_conv = std::mem::take(&mut self.after_conv);
         let Output::Maps(maps) = output else { return };
-        if !matches!(layer.kind, "Conv2d" | "BasicBlock") {
+        let activation = matches!(layer.kind, "ReLU" | "Sigmoid");
+        if !(matches!(layer.kind, "Conv2d" | "BasicBlock") || activation && after_conv) {
             return;
         }
         let [_, c, h, w] = maps.dims();
@@ -362,6 +369,16 @@ impl<B: Backend> Probe<B> for FeatureMaps {
             .convert::<f32>()
             .into_vec()
             .expect("converted to f32");
+        if activation {
+            let conv = self.layers.last_mut().expect("after_conv: a convolution was kept");
+            conv.kind = match layer.kind {
+                "ReLU" => "Conv2d + ReLU",
+                _ => "Conv2d + Sigmoid",
+            };
+            conv.values = values;
+            return;
+        }
+        self.after_conv = layer.kind == "Conv2d";
         self.layers.push(Maps {
             layer: layer.name.to_string(),
             kind: layer.kind,
@@ -563,10 +580,9 @@ mod tests {
         let shapes: Vec<(&str, [usize; 3])> =
             maps.iter().map(|m| (m.layer.as_str(), m.shape)).collect();
         assert_eq!(shapes, vec![("conv1", [4, 28, 28]), ("conv2", [8, 14, 14])]);
-        // conv1's maps are the convolution of this image, nothing else: compare with Burn's.
-        let direct = model
-            .conv1
-            .forward(image.unsqueeze::<4>())
+        assert!(maps.iter().all(|m| m.kind == "Conv2d + ReLU"), "{maps:?}");
+        // conv1's maps are relu(conv1(image)), as the tutorial's `retrieve_features`.
+        let direct = burn::tensor::activation::relu(model.conv1.forward(image.clone().unsqueeze::<4>()))
             .into_data()
             .to_vec::<f32>()
             .unwrap();
@@ -587,6 +603,10 @@ mod tests {
         // The ResNet's first convolution is its 7x7 stem.
         let resnet = ResNetConfig::tutorial().init::<B>(&device);
         assert_eq!(first_conv_kernels(&resnet).unwrap().0, [64, 3, 7, 7]);
+        // The classic LeNet-5's maps are drawn after its sigmoid.
+        let lenet = crate::LeNet5Config::classic().init::<B>(&device);
+        let kinds: Vec<&str> = lenet.feature_maps(image).iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, ["Conv2d + Sigmoid", "Conv2d + Sigmoid"]);
     }
 
     #[test]
