@@ -179,6 +179,70 @@ fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
     assert!(!runs.exists(), "no run folder for a run that cannot start");
 }
 
+/// The case: LeNet-5 with SGD at lr 1e6 used to train on NaN to the end and report
+/// success. Now the run stops at the first non-finite loss and says where and what to try, with
+/// the finished steps (all finite) in metrics.jsonl and no summary or weights.
+#[test]
+fn a_diverging_run_stops_at_the_first_non_finite_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, experiment) = synthetic_setup(tmp.path(), 640, 100, "diverge.toml", |t| {
+        t.replace("batch_size = 256", "batch_size = 32")
+            .replace("log_every = 50", "log_every = 1")
+            .replace(
+                "name = \"adam\"\nlr = 0.01\nweight_decay = 0.001",
+                "name = \"sgd\"\nlr = 1e6",
+            )
+    });
+    let runs = tmp.path().join("runs");
+    let err = kiln_cli::main_with_args([
+        "kiln",
+        "run",
+        &arg(&experiment),
+        "--backend",
+        "ndarray",
+        "--data-dir",
+        &arg(&data),
+        "--offline",
+        "--runs-dir",
+        &arg(&runs),
+        "--quiet",
+    ])
+    .unwrap_err();
+    let message = format!("{err:#}");
+    for needle in [
+        "training diverged: the loss became",
+        "with learning rate 1e6",
+        "Try a smaller learning rate",
+        "metrics.jsonl",
+    ] {
+        assert!(
+            message.contains(needle),
+            "expected {needle:?} in: {message}"
+        );
+    }
+    let run = fs::read_dir(runs.join("lenet5-fashion-mnist"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(!run.join("summary.json").exists() && !run.join("model.mpk").exists());
+    let steps: Vec<serde_json::Value> = fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .all(|e| e["loss"].as_f64().is_some_and(f64::is_finite)),
+        "only finite losses are logged: {steps:?}"
+    );
+    // The message names the step after the last one logged (a step event every step).
+    let step = format!("at step {} ", steps.len() + 1);
+    assert!(message.contains(&step), "expected {step:?} in: {message}");
+}
+
 #[test]
 fn bench_times_every_figure_it_reports() {
     let tmp = tempfile::tempdir().unwrap();

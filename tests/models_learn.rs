@@ -57,7 +57,7 @@ impl ModelTask<B> for Learn<'_> {
         let data = FitData {
             train: self.set,
             valid: None,
-            test: self.set,
+            test: Some(self.set),
             batcher: &batcher,
         };
         let (_, summary) = kiln_train::fit(
@@ -67,7 +67,8 @@ impl ModelTask<B> for Learn<'_> {
             &Default::default(),
             &FitOptions::default(),
             &mut |_| {},
-        );
+        )
+        .expect("the loss stays finite");
         summary.epochs.iter().map(|e| e.train_loss).collect()
     }
 }

@@ -569,7 +569,7 @@ impl<B: AutodiffBackend> ModelTask<B> for Measure<'_, B> {
         let data = FitData {
             train: case.train,
             valid: None,
-            test: case.test,
+            test: Some(case.test),
             batcher: case.batcher,
         };
         kiln_train::fit(
@@ -583,7 +583,8 @@ impl<B: AutodiffBackend> ModelTask<B> for Measure<'_, B> {
                     losses.push(step.loss);
                 }
             },
-        );
+        )
+        .expect("the loss stays finite");
         Measured {
             logits,
             grads,

@@ -1,6 +1,7 @@
 //! Turning images into normalised Burn tensors.
 
 use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,17 @@ impl ImageSet {
             pixels: self.image(index).to_vec(),
             label: self.label(index),
         }
+    }
+}
+
+/// An `ImageSet` is a Burn data set, so Kiln's loop and Burn's data loaders both take it.
+impl Dataset<ImageItem> for ImageSet {
+    fn get(&self, index: usize) -> Option<ImageItem> {
+        (index < ImageSet::len(self)).then(|| self.item(index))
+    }
+
+    fn len(&self) -> usize {
+        ImageSet::len(self)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Data for Kiln experiments: file formats, finding or fetching the files, in-memory image
 //! sets, normalisation and a Burn [`Batcher`](burn::data::dataloader::batcher::Batcher).
 //!
-//! This crate knows nothing about models or training, so another Burn project can use it alone.
+//! What it is not: this crate knows nothing about models or training, so another Burn project
+//! can use it alone; and it holds whole data sets in memory (the classic ones fit), with no
+//! streaming from disk.
 
 pub mod batcher;
 pub mod cifar;

@@ -270,9 +270,9 @@ fn metrics_table(events: &[Event]) -> String {
         }
         let _ = writeln!(
             out,
-            "<td>{:.4}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td></tr>",
-            m.test_loss,
-            percent(m.test_accuracy),
+            "<td>{}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td></tr>",
+            m.test_loss.map_or("".into(), |l| format!("{l:.4}")),
+            m.test_accuracy.map_or("".into(), percent),
             m.seconds,
             m.train_images_per_sec
         );
@@ -297,12 +297,12 @@ pub fn write_comparison(runs: &[RunFolder], out: &Path) -> Result<PathBuf, RunEr
             .unwrap_or_default();
         format!("{} / {folder}", r.summary.experiment)
     };
-    let curve = |f: fn(&kiln_train::EpochMetrics) -> f64| -> Vec<Series> {
+    let curve = |f: fn(&kiln_train::EpochMetrics) -> Option<f64>| -> Vec<Series> {
         runs.iter()
             .map(|r| Series {
                 name: label(r),
                 points: Event::epochs(&r.events)
-                    .map(|m| (m.epoch as f64, f(m)))
+                    .filter_map(|m| Some((m.epoch as f64, f(m)?)))
                     .collect(),
             })
             .collect()
@@ -314,7 +314,7 @@ pub fn write_comparison(runs: &[RunFolder], out: &Path) -> Result<PathBuf, RunEr
                 title: "test accuracy by epoch".into(),
                 x_label: "epoch".into(),
                 y_label: "test accuracy (%)".into(),
-                series: curve(|m| 100.0 * m.test_accuracy),
+                series: curve(|m| m.test_accuracy.map(|a| 100.0 * a)),
                 rising: true,
             },
         ),
@@ -324,7 +324,7 @@ pub fn write_comparison(runs: &[RunFolder], out: &Path) -> Result<PathBuf, RunEr
                 title: "training loss by epoch".into(),
                 x_label: "epoch".into(),
                 y_label: "cross-entropy loss (mean over the epoch)".into(),
-                series: curve(|m| m.train_loss),
+                series: curve(|m| Some(m.train_loss)),
                 rising: false,
             },
         ),

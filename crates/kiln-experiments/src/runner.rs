@@ -5,10 +5,13 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageSet, Locator, Normalize, Split};
+use kiln_data::{
+    DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Normalize, Split,
+};
 use kiln_models::ImageClassifier;
 use kiln_train::{FitData, FitOptions, FitSummary};
 use serde::{Deserialize, Serialize};
@@ -45,6 +48,11 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{source} (the metrics up to then are in {}/metrics.jsonl)", .dir.display())]
+    Diverged {
+        dir: PathBuf,
+        source: kiln_train::FitError,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -53,6 +61,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
         source,
     }
 }
+
+/// Why a run's epochs all have test metrics.
+const TESTED: &str = "a run evaluates its test split every epoch";
 
 /// `summary.json`: the headline numbers of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,14 +183,14 @@ pub fn run<B: AutodiffBackend>(
         epochs: fitted.epochs.len(),
         train_images: train.len(),
         test_images: test.len(),
-        final_test_accuracy: last.test_accuracy,
-        final_test_loss: last.test_loss,
+        final_test_accuracy: last.test_accuracy.expect(TESTED),
+        final_test_loss: last.test_loss.expect(TESTED),
         final_valid_accuracy: last.valid_accuracy,
-        best_test_accuracy: best.test_accuracy,
+        best_test_accuracy: best.test_accuracy.expect(TESTED),
         best_epoch: best.epoch,
         total_seconds: fitted.seconds,
         train_images_per_sec: fitted.train_images_per_sec(),
-        eval_images_per_sec: fitted.eval_images_per_sec(),
+        eval_images_per_sec: fitted.eval_images_per_sec().expect(TESTED),
         seed: spec.recipe.seed,
         init_weights: options.init_weights.clone(),
         peak_rss_mib: peak_rss_mib(),
@@ -330,11 +341,11 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
         };
         let data = FitData {
             train,
-            valid,
-            test,
+            valid: valid.map(|v| v as &dyn Dataset<ImageItem>),
+            test: Some(test),
             batcher,
         };
-        let (model, fitted) = kiln_train::fit(
+        let fitted = kiln_train::fit(
             model,
             data,
             &spec.recipe,
@@ -348,6 +359,12 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
                 source,
             });
         }
+        // metrics.jsonl keeps every finished step and epoch; no weights or summary are written
+        // for a diverged run.
+        let (model, fitted) = fitted.map_err(|e| RunError::Diverged {
+            dir: dir.to_path_buf(),
+            source: e,
+        })?;
 
         if let (Some(batch), Some(initial)) = (&fixed_batch, initial_logits) {
             let logits = FixedBatchLogits {
@@ -360,14 +377,7 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
             write_atomic(&path, &json).map_err(io_error(&path))?;
         }
 
-        let model_path = dir.join("model.mpk");
-        let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-            .record(model.valid().into_record(), ())
-            .map_err(|e| RunError::Io {
-                path: model_path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        write_atomic(&model_path, &bytes).map_err(io_error(&model_path))?;
+        save_weights(&model, &dir.join("model.mpk"))?;
 
         // Pictures come last: the weights and metrics are safe whatever happens here.
         tracing::info!("drawing the run's pictures");
@@ -433,6 +443,21 @@ pub fn load_weights<B: AutodiffBackend, M: Module<B>>(
             ))
         })?;
     Ok(model.load_record(record))
+}
+
+/// Writes `model`'s weights (its inference module, with up-to-date batch-norm statistics) to
+/// `path` in full precision, atomically: what [`load_weights`] reads.
+pub fn save_weights<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    path: &Path,
+) -> Result<(), RunError> {
+    let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(model.valid().into_record(), ())
+        .map_err(|e| RunError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    write_atomic(path, &bytes).map_err(io_error(path))
 }
 
 /// The process's peak resident set in MiB, where the OS reports it (Linux).

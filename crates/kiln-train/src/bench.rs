@@ -21,7 +21,9 @@ use crate::Recipe;
 /// Seconds per timed training step and per timed evaluation pass, in the order they ran.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTimes {
+    /// Each timed training step (forward, loss, backward, optimiser).
     pub train: Vec<f64>,
+    /// Each timed evaluation pass over the batch (forward only).
     pub eval: Vec<f64>,
 }
 

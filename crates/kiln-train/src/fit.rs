@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
 use burn::lr_scheduler::cosine::{CosineAnnealingLrScheduler, CosineAnnealingLrSchedulerConfig};
 use burn::lr_scheduler::linear::{LinearLrScheduler, LinearLrSchedulerConfig};
 use burn::lr_scheduler::step::{StepLrScheduler, StepLrSchedulerConfig};
@@ -15,7 +16,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_data::{HostBatch, ImageBatch, ImageBatcher, ImageItem, ImageSet};
+use kiln_data::{ImageBatch, ImageBatcher, ImageItem};
 use kiln_models::ImageClassifier;
 use rand::rngs::{SmallRng, StdRng};
 use rand::seq::SliceRandom;
@@ -34,31 +35,60 @@ pub struct FitOptions {
 /// Mean loss and accuracy over a set of images.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// Mean cross-entropy per image.
     pub loss: f64,
+    /// Fraction of images whose top-1 prediction is their label.
     pub accuracy: f64,
+}
+
+/// Why a fit stopped before its last epoch.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    /// The training loss became NaN or infinite: the weights are lost to it, so the loop stops
+    /// rather than train on (every later loss and accuracy would be meaningless).
+    #[error(
+        "training diverged: the loss became {loss} at step {step} (epoch {epoch}) with learning \
+         rate {lr:e}; {}. Try a smaller learning rate (a tenth, say), a warm-up \
+         (`[recipe.scheduler] name = \"warmup-cosine\"`), or check that the inputs are normalised",
+        .last_finite.map_or("no step before it had a finite loss".to_string(), |l| format!("the last finite loss was {l:.4}"))
+    )]
+    Diverged {
+        /// 1-based epoch of the step.
+        epoch: usize,
+        /// 1-based step whose loss was not finite.
+        step: usize,
+        /// That loss (NaN or an infinity).
+        loss: f64,
+        /// The loss of the step before, if any step had a finite one.
+        last_finite: Option<f64>,
+        /// The learning rate of that step.
+        lr: f64,
+    },
 }
 
 /// Every epoch's metrics and the wall time of the whole fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitSummary {
+    /// In order, one per epoch run.
     pub epochs: Vec<EpochMetrics>,
+    /// Wall time of the whole fit.
     pub seconds: f64,
 }
 
 impl FitSummary {
+    /// The last epoch's metrics.
     pub fn last(&self) -> Option<&EpochMetrics> {
         self.epochs.last()
     }
 
-    /// The epoch with the highest test accuracy (the earliest on ties).
+    /// The epoch with the highest test accuracy, or validation accuracy where the fit had no
+    /// test split (the earliest on ties); `None` without either.
     pub fn best(&self) -> Option<&EpochMetrics> {
-        self.epochs.iter().reduce(|best, e| {
-            if e.test_accuracy > best.test_accuracy {
-                e
-            } else {
-                best
-            }
-        })
+        let score = |e: &EpochMetrics| e.test_accuracy.or(e.valid_accuracy);
+        self.epochs
+            .iter()
+            .filter(|e| score(e).is_some())
+            .reduce(|best, e| if score(e) > score(best) { e } else { best })
     }
 
     /// Training images per second over all epochs (training time only).
@@ -66,8 +96,14 @@ impl FitSummary {
         mean(self.epochs.iter().map(|e| e.train_images_per_sec))
     }
 
-    pub fn eval_images_per_sec(&self) -> f64 {
-        mean(self.epochs.iter().map(|e| e.eval_images_per_sec))
+    /// Test images per second over all epochs; `None` without a test split.
+    pub fn eval_images_per_sec(&self) -> Option<f64> {
+        let rates: Vec<f64> = self
+            .epochs
+            .iter()
+            .filter_map(|e| e.eval_images_per_sec)
+            .collect();
+        (!rates.is_empty()).then(|| mean(rates.into_iter()))
     }
 }
 
@@ -80,36 +116,115 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// The images a fit sees: it trains on `train`, reports `valid` (if any) every
-/// `recipe.validate_every` steps and after each epoch, and `test` after each epoch.
-#[derive(Debug, Clone, Copy)]
-pub struct FitData<'a> {
-    pub train: &'a ImageSet,
-    pub valid: Option<&'a ImageSet>,
-    pub test: &'a ImageSet,
-    pub batcher: &'a ImageBatcher,
+/// The data a fit sees: it trains on `train`, reports `valid` (if any) every
+/// `recipe.validate_every` steps and after each epoch, and `test` (if any) after each epoch.
+///
+/// Any Burn [`Dataset`] works, with a batcher that turns its items into [`ImageBatch`]es;
+/// Kiln's own are [`kiln_data::ImageSet`] and [`ImageBatcher`].
+pub struct FitData<'a, I, Bt> {
+    /// What the model trains on, shuffled every epoch.
+    pub train: &'a dyn Dataset<I>,
+    /// Evaluated every `recipe.validate_every` steps and after each epoch.
+    pub valid: Option<&'a dyn Dataset<I>>,
+    /// Evaluated after each epoch.
+    pub test: Option<&'a dyn Dataset<I>>,
+    /// Turns items into batches, for training and evaluation.
+    pub batcher: &'a Bt,
 }
 
-/// Trains `model` by `recipe` on `data`.
+impl<I, Bt> Clone for FitData<'_, I, Bt> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I, Bt> Copy for FitData<'_, I, Bt> {}
+
+/// A Burn [`Batcher`] of [`ImageBatch`]es that the training loop can also ask for augmented
+/// training batches. Augmentation draws only from the generator it is given, which the loop
+/// seeds from the recipe, so a seed fixes the augmented images too.
+///
+/// A batcher without augmentation needs only the empty impl:
+/// `impl<B: Backend> TrainBatcher<B, MyItem> for MyBatcher {}`.
+pub trait TrainBatcher<B: Backend, I>: Batcher<B, I, ImageBatch<B>> + Sync {
+    /// A training batch, augmented with draws from `rng`; by default the evaluation batch.
+    fn train_batch(&self, items: Vec<I>, rng: &mut SmallRng, device: &B::Device) -> ImageBatch<B> {
+        let _ = rng;
+        self.batch(items, device)
+    }
+}
+
+impl<B: Backend> TrainBatcher<B, ImageItem> for ImageBatcher {
+    fn train_batch(
+        &self,
+        items: Vec<ImageItem>,
+        rng: &mut SmallRng,
+        device: &B::Device,
+    ) -> ImageBatch<B> {
+        self.prepare(&items, Some(rng)).to_device(device)
+    }
+}
+
+/// What a fit minimises: the mean loss of a batch from its logits `[batch, classes]` and class
+/// targets `[batch]`. [`fit`] uses cross-entropy with the recipe's label smoothing.
+pub trait ClassificationLoss<B: Backend> {
+    /// The mean loss of the batch, a one-element tensor.
+    fn loss(&self, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1>;
+}
+
+impl<B: Backend> ClassificationLoss<B> for CrossEntropyLoss<B> {
+    fn loss(&self, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        self.forward(logits, targets)
+    }
+}
+
+/// Trains `model` by `recipe` on `data`, minimising cross-entropy (with the recipe's label
+/// smoothing).
 ///
 /// The caller seeds the backend (`B::seed`) before building the model; this function seeds
-/// the shuffling from `recipe.seed`, so a seed fixes the whole run on a deterministic backend.
-/// The sets must be non-empty.
-pub fn fit<B, M>(
+/// the shuffling and the augmentation from `recipe.seed`, so a seed fixes the whole run on a
+/// deterministic backend. The training set must be non-empty. Stops with
+/// [`FitError::Diverged`] at the first step whose loss is not finite.
+pub fn fit<B, M, I, Bt>(
     model: M,
-    data: FitData<'_>,
+    data: FitData<'_, I, Bt>,
     recipe: &Recipe,
     device: &B::Device,
     options: &FitOptions,
     on_event: &mut dyn FnMut(&Event),
-) -> (M, FitSummary)
+) -> Result<(M, FitSummary), FitError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ImageClassifier<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
+    Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
 {
+    let loss = training_loss(recipe, device);
+    fit_with_loss(model, data, &loss, recipe, device, options, on_event)
+}
+
+/// [`fit`] with a loss of the caller's choosing. Evaluation still reports cross-entropy, so
+/// the metrics of runs with different losses compare.
+pub fn fit_with_loss<B, M, I, Bt, L>(
+    model: M,
+    data: FitData<'_, I, Bt>,
+    loss: &L,
+    recipe: &Recipe,
+    device: &B::Device,
+    options: &FitOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(M, FitSummary), FitError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ImageClassifier<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+    Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
+    L: ClassificationLoss<B>,
+{
+    assert!(!data.train.is_empty(), "fit needs a non-empty training set");
     let run = Run {
         data,
+        loss,
         recipe,
         device,
         options,
@@ -173,19 +288,21 @@ where
     }
 }
 
-struct TrainEpochs<'a, 'e, B: AutodiffBackend, M> {
-    run: Run<'a, B>,
+struct TrainEpochs<'a, 'e, B: AutodiffBackend, M, I, Bt, L> {
+    run: Run<'a, B, I, Bt, L>,
     model: M,
     on_event: &'e mut dyn FnMut(&Event),
 }
 
-impl<B, M> OptimizerTask<B, M> for TrainEpochs<'_, '_, B, M>
+impl<B, M, I, Bt, L> OptimizerTask<B, M> for TrainEpochs<'_, '_, B, M, I, Bt, L>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ImageClassifier<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
+    Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
+    L: ClassificationLoss<B>,
 {
-    type Output = (M, FitSummary);
+    type Output = Result<(M, FitSummary), FitError>;
 
     fn run<O: Optimizer<M, B>>(self, optim: O) -> Self::Output {
         self.run.epochs(self.model, optim, self.on_event)
@@ -274,8 +391,9 @@ impl Schedule {
     }
 }
 
-struct Run<'a, B: AutodiffBackend> {
-    data: FitData<'a>,
+struct Run<'a, B: AutodiffBackend, I, Bt, L> {
+    data: FitData<'a, I, Bt>,
+    loss: &'a L,
     recipe: &'a Recipe,
     device: &'a B::Device,
     options: &'a FitOptions,
@@ -305,13 +423,18 @@ impl Tally {
     }
 }
 
-impl<B: AutodiffBackend> Run<'_, B> {
+impl<B, I, Bt, L> Run<'_, B, I, Bt, L>
+where
+    B: AutodiffBackend,
+    Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
+    L: ClassificationLoss<B>,
+{
     fn epochs<M, O>(
         &self,
         mut model: M,
         mut optim: O,
         on_event: &mut dyn FnMut(&Event),
-    ) -> (M, FitSummary)
+    ) -> Result<(M, FitSummary), FitError>
     where
         M: AutodiffModule<B> + ImageClassifier<B>,
         M::InnerModule: ImageClassifier<B::InnerBackend>,
@@ -321,7 +444,6 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let mut rng = StdRng::seed_from_u64(recipe.seed);
         let steps_per_epoch = self.data.train.len().div_ceil(recipe.batch_size);
         let mut schedule = Schedule::new(recipe, steps_per_epoch);
-        let loss_fn = training_loss(recipe, self.device);
         let FitData {
             train,
             valid,
@@ -330,6 +452,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         } = self.data;
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut step = 0;
+        let mut last_finite = None;
         let mut summary = FitSummary {
             epochs: Vec::new(),
             seconds: 0.0,
@@ -353,28 +476,37 @@ impl<B: AutodiffBackend> Run<'_, B> {
             // device trains on this one.
             let augment_seed = recipe.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             model = std::thread::scope(|scope| {
-                let (sender, batches) = std::sync::mpsc::sync_channel::<(HostBatch, usize)>(2);
+                let (sender, batches) = std::sync::mpsc::sync_channel::<(ImageBatch<B>, usize)>(2);
                 let order = &order;
+                let device = self.device.clone();
                 scope.spawn(move || {
                     let mut rng = SmallRng::seed_from_u64(augment_seed);
                     for chunk in order.chunks(recipe.batch_size) {
-                        let items: Vec<ImageItem> = chunk.iter().map(|&i| train.item(i)).collect();
-                        if sender
-                            .send((batcher.prepare(&items, Some(&mut rng)), chunk.len()))
-                            .is_err()
-                        {
+                        let items = chunk.iter().map(|&i| item(train, i)).collect();
+                        let batch = batcher.train_batch(items, &mut rng, &device);
+                        if sender.send((batch, chunk.len())).is_err() {
                             break; // the training side stopped
                         }
                     }
                 });
                 let mut model = model;
-                for (i, (host, n)) in batches.into_iter().enumerate() {
+                for (i, (batch, n)) in batches.into_iter().enumerate() {
                     if schedule.per_batch() && i > 0 {
                         lr = schedule.next();
                     }
-                    let batch: ImageBatch<B> = host.to_device(self.device);
-                    let (loss, correct) = batch_loss(&model, &loss_fn, batch);
+                    let (loss, correct) = batch_loss(&model, self.loss, batch);
                     let loss_value: f64 = loss.clone().into_scalar().elem();
+                    if !loss_value.is_finite() {
+                        // Dropping `batches` on the way out stops the worker.
+                        return Err(FitError::Diverged {
+                            epoch,
+                            step: step + 1,
+                            loss: loss_value,
+                            last_finite,
+                            lr,
+                        });
+                    }
+                    last_finite = Some(loss_value);
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
                     model = optim.step(lr, model, grads);
 
@@ -408,14 +540,14 @@ impl<B: AutodiffBackend> Run<'_, B> {
                         break; // dropping `batches` stops the worker
                     }
                 }
-                model
-            });
+                Ok(model)
+            })?;
             let train_seconds = epoch_start.elapsed().as_secs_f64() - validation_seconds;
             bar.finish_and_clear();
 
             let valid_m = valid.map(|set| self.evaluate(&model, set));
             let eval_start = Instant::now();
-            let test_m = self.evaluate(&model, test);
+            let test_m = test.map(|set| self.evaluate(&model, set));
             let eval_seconds = eval_start.elapsed().as_secs_f64();
             let train_m = epoch_tally.metrics();
             let metrics = EpochMetrics {
@@ -425,11 +557,11 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 train_accuracy: train_m.accuracy,
                 valid_loss: valid_m.map(|v| v.loss),
                 valid_accuracy: valid_m.map(|v| v.accuracy),
-                test_loss: test_m.loss,
-                test_accuracy: test_m.accuracy,
+                test_loss: test_m.map(|m| m.loss),
+                test_accuracy: test_m.map(|m| m.accuracy),
                 seconds: epoch_start.elapsed().as_secs_f64(),
                 train_images_per_sec: epoch_tally.images as f64 / train_seconds,
-                eval_images_per_sec: test.len() as f64 / eval_seconds,
+                eval_images_per_sec: test.map(|set| set.len() as f64 / eval_seconds),
             };
             tracing::info!(
                 epoch,
@@ -437,8 +569,11 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 lr = format_args!("{lr:.3e}"),
                 train_loss = format_args!("{:.4}", metrics.train_loss),
                 train_acc = format_args!("{:.2}%", 100.0 * metrics.train_accuracy),
-                test_loss = format_args!("{:.4}", metrics.test_loss),
-                test_acc = format_args!("{:.2}%", 100.0 * metrics.test_accuracy),
+                test_loss = format_args!("{}", optional(metrics.test_loss, |v| format!("{v:.4}"))),
+                test_acc = format_args!(
+                    "{}",
+                    optional(metrics.test_accuracy, |v| format!("{:.2}%", 100.0 * v))
+                ),
                 seconds = format_args!("{:.1}", metrics.seconds),
                 images_per_sec = format_args!("{:.0}", metrics.train_images_per_sec),
                 "epoch {epoch}/{} done",
@@ -448,10 +583,10 @@ impl<B: AutodiffBackend> Run<'_, B> {
             summary.epochs.push(metrics);
         }
         summary.seconds = started.elapsed().as_secs_f64();
-        (model, summary)
+        Ok((model, summary))
     }
 
-    fn evaluate<M>(&self, model: &M, set: &ImageSet) -> Metrics
+    fn evaluate<M>(&self, model: &M, set: &dyn Dataset<I>) -> Metrics
     where
         M: AutodiffModule<B>,
         M::InnerModule: ImageClassifier<B::InnerBackend>,
@@ -492,10 +627,24 @@ pub(crate) fn training_loss<B: Backend>(
         .init(device)
 }
 
-/// Mean cross-entropy of a batch and the number of correct top-1 predictions.
+fn optional(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
+    value.map_or_else(|| "-".to_string(), show)
+}
+
+/// Item `index` of a set, which must have it (the loop asks only below `set.len()`).
+fn item<I, D: Dataset<I> + ?Sized>(set: &D, index: usize) -> I {
+    set.get(index).unwrap_or_else(|| {
+        panic!(
+            "the data set has {} items but returned none at index {index}",
+            set.len()
+        )
+    })
+}
+
+/// The mean loss of a batch and the number of correct top-1 predictions.
 pub(crate) fn batch_loss<B: Backend, M: ImageClassifier<B>>(
     model: &M,
-    loss_fn: &CrossEntropyLoss<B>,
+    loss_fn: &impl ClassificationLoss<B>,
     batch: ImageBatch<B>,
 ) -> (Tensor<B, 1>, u64) {
     let n = batch.targets.dims()[0];
@@ -507,23 +656,26 @@ pub(crate) fn batch_loss<B: Backend, M: ImageClassifier<B>>(
         .sum()
         .into_scalar()
         .elem();
-    (loss_fn.forward(logits, batch.targets), correct as u64)
+    (loss_fn.loss(logits, batch.targets), correct as u64)
 }
 
-/// Mean loss and accuracy of `model` over all of `set`.
-pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
+/// Mean cross-entropy and accuracy of `model` over all of `set`.
+pub fn evaluate<B, M, I>(
     model: &M,
-    set: &ImageSet,
-    batcher: &ImageBatcher,
+    set: &(impl Dataset<I> + ?Sized),
+    batcher: &impl Batcher<B, I, ImageBatch<B>>,
     batch_size: usize,
     device: &B::Device,
-) -> Metrics {
+) -> Metrics
+where
+    B: Backend,
+    M: ImageClassifier<B>,
+{
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut tally = Tally::default();
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let batch: ImageBatch<B> =
-            batcher.batch(chunk.iter().map(|&i| set.item(i)).collect(), device);
+        let batch = batcher.batch(chunk.iter().map(|&i| item(set, i)).collect(), device);
         let (loss, correct) = batch_loss(model, &loss_fn, batch);
         tally.add(loss.into_scalar().elem(), correct, chunk.len());
     }
@@ -546,18 +698,21 @@ pub fn probabilities<B: Backend, M: ImageClassifier<B>>(
 }
 
 /// [`probabilities`] for every image of `set`, in order, in batches of `batch_size`.
-pub fn predict<B: Backend, M: ImageClassifier<B>>(
+pub fn predict<B, M, I>(
     model: &M,
-    set: &ImageSet,
-    batcher: &ImageBatcher,
+    set: &(impl Dataset<I> + ?Sized),
+    batcher: &impl Batcher<B, I, ImageBatch<B>>,
     batch_size: usize,
     device: &B::Device,
-) -> Vec<Vec<f32>> {
+) -> Vec<Vec<f32>>
+where
+    B: Backend,
+    M: ImageClassifier<B>,
+{
     let indices: Vec<usize> = (0..set.len()).collect();
     let mut rows = Vec::with_capacity(set.len());
     for chunk in indices.chunks(batch_size.max(1)) {
-        let batch: ImageBatch<B> =
-            batcher.batch(chunk.iter().map(|&i| set.item(i)).collect(), device);
+        let batch = batcher.batch(chunk.iter().map(|&i| item(set, i)).collect(), device);
         rows.extend(probabilities(model, batch.images));
     }
     rows

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Images per optimiser step (the last batch of an epoch may be smaller).
     pub batch_size: usize,
     /// Seeds weight initialisation, dropout and the shuffling of the training set.
     pub seed: u64,
@@ -21,7 +23,9 @@ pub struct Recipe {
     /// Batch size for evaluation; it does not change results, only speed and memory.
     #[serde(default = "default_eval_batch_size")]
     pub eval_batch_size: usize,
+    /// The optimiser and its learning rate.
     pub optimizer: OptimizerSpec,
+    /// How the learning rate changes over the run; constant by default.
     #[serde(default)]
     pub scheduler: SchedulerSpec,
     /// Cross-entropy label smoothing for training (evaluation losses are never smoothed).
@@ -47,21 +51,29 @@ fn default_eval_batch_size() -> usize {
 pub enum OptimizerSpec {
     /// `torch.optim.Adam`: `weight_decay` is the L2 penalty added to the gradient.
     Adam {
+        /// Learning rate.
         lr: f64,
+        /// L2 penalty added to the gradient (not AdamW's decoupled decay).
         #[serde(default)]
         weight_decay: f64,
+        /// Decay rates of the first and second moment estimates.
         #[serde(default = "default_betas")]
         betas: [f32; 2],
+        /// Added to the denominator for stability.
         #[serde(default = "default_eps")]
         eps: f32,
     },
     /// `torch.optim.SGD` (dampening 0); `nesterov` as PyTorch defines it.
     Sgd {
+        /// Learning rate.
         lr: f64,
+        /// Momentum factor; 0 for plain SGD.
         #[serde(default)]
         momentum: f64,
+        /// L2 penalty added to the gradient.
         #[serde(default)]
         weight_decay: f64,
+        /// Nesterov momentum.
         #[serde(default, skip_serializing_if = "is_false")]
         nesterov: bool,
     },
@@ -81,14 +93,22 @@ fn default_eps() -> f32 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SchedulerSpec {
+    /// The optimiser's rate throughout.
     #[default]
     Constant,
     /// `torch.optim.lr_scheduler.StepLR`: multiply by `gamma` every `step_size` epochs.
-    Step { step_size: usize, gamma: f64 },
+    Step {
+        /// Epochs between decays.
+        step_size: usize,
+        /// Factor applied at each decay.
+        gamma: f64,
+    },
     /// Per batch: a linear warm-up from lr/W to lr over the first `warmup_epochs` (W batches),
     /// then cosine annealing to `min_lr` at the last batch.
     WarmupCosine {
+        /// Epochs of linear warm-up.
         warmup_epochs: usize,
+        /// The rate at the last batch.
         #[serde(default)]
         min_lr: f64,
     },
