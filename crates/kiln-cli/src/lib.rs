@@ -76,6 +76,45 @@ pub enum Command {
     /// Write RUN/index.html for each run (summary, layers, metrics, pictures), and with several
     /// runs a page comparing them; open them in a browser, no server needed.
     Report(ReportArgs),
+    /// Load a PyTorch state dict (`torch.save(net.state_dict(), "weights.pt")`, saved by the
+    /// experiment's own PyTorch code) into the experiment's network and save it as Kiln weights
+    /// for `kiln run --init-weights`. Every tensor must fit; the error lists each that does not.
+    Import(ImportArgs),
+    /// Write a run's weights as safetensors under the experiment's PyTorch module names, for
+    /// `net.load_state_dict(safetensors.torch.load_file(FILE))`.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    /// The `.pt` file.
+    pub weights: PathBuf,
+    /// Where the Kiln weights go.
+    #[arg(long, value_name = "FILE", default_value = "model.mpk")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// The formats `kiln export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Safetensors,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run folder.
+    pub run: PathBuf,
+    #[arg(long, value_enum, default_value = "safetensors")]
+    pub format: ExportFormat,
+    /// Where the file goes (default RUN/model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +447,47 @@ pub fn execute(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Import(args) => {
+            let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
+            let task = ImportTask {
+                spec: &spec,
+                weights: &args.weights,
+                out: &args.out,
+            };
+            let report = dispatch(&args.backend.name(None), args.backend.device, task)??;
+            println!(
+                "{}: {} tensors loaded into {}{}; saved {}",
+                args.weights.display(),
+                report.loaded.len(),
+                spec.name,
+                if report.ignored.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} num_batches_tracked counters ignored: Burn does not keep them)",
+                        report.ignored.len()
+                    )
+                },
+                args.out.display()
+            );
+            Ok(())
+        }
+        Command::Export(args) => {
+            let run = open_run(&args.run)?;
+            let ExportFormat::Safetensors = args.format;
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| args.run.join("model.safetensors"));
+            let task = ExportTask {
+                run: &run,
+                out: &out,
+            };
+            let backend = args.backend.name(Some(&run.summary.backend));
+            dispatch(&backend, args.backend.device, task)??;
+            println!("{}", out.display());
+            Ok(())
+        }
         Command::Bench(args) => {
             let mut spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
             spec.apply(&Overrides {
@@ -544,6 +624,34 @@ impl BackendTask for FeaturesTask<'_> {
     type Output = Result<Vec<PathBuf>, kiln_experiments::RunError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
         kiln_experiments::inspect::features::<B>(self.run, self.input, self.locator, device)
+    }
+}
+
+struct ImportTask<'a> {
+    spec: &'a kiln_experiments::ExperimentSpec,
+    weights: &'a std::path::Path,
+    out: &'a std::path::Path,
+}
+
+impl BackendTask for ImportTask<'_> {
+    type Output = Result<kiln_models::ImportReport, kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        kiln_experiments::import_pytorch::<B>(self.spec, self.weights, self.out, device)
+    }
+}
+
+struct ExportTask<'a> {
+    run: &'a RunFolder,
+    out: &'a std::path::Path,
+}
+
+impl BackendTask for ExportTask<'_> {
+    type Output = Result<(), kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        let [channels, _, _] = self.run.image_shape();
+        let model = [channels, self.run.classes().len()];
+        let weights = self.run.dir.join("model.mpk");
+        kiln_experiments::export_safetensors::<B>(&self.run.spec, model, &weights, self.out, device)
     }
 }
 

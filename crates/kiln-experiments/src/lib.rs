@@ -1,5 +1,10 @@
 //! Experiments: the spec (one TOML file: data + model + recipe), the registry of built-in
-//! experiments, and the runner that turns a spec into a self-describing run folder.
+//! experiments, and the runner that turns a spec into a self-describing run folder (metrics,
+//! weights, summary, pictures), read back for reports, predictions and PyTorch export.
+//!
+//! What it is not: a place for backends (they are chosen in `kiln-cli`) or for the training
+//! loop itself (`kiln-train`). Embedding Kiln's loop without run folders needs only
+//! `kiln-train`, `kiln-models` and `kiln-data`.
 
 pub mod bench;
 pub mod inspect;
@@ -10,15 +15,17 @@ pub mod report;
 pub mod run_dir;
 pub mod runner;
 pub mod spec;
+pub mod torch_weights;
 
 pub use inspect::{FeatureInput, RunFolder};
 pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
 pub use runner::{
-    load_splits, load_test_split, load_weights, run, FixedBatchLogits, RunError, RunOptions,
-    RunOutcome, RunSummary, Splits,
+    load_splits, load_test_split, load_weights, run, save_weights, FixedBatchLogits, RunError,
+    RunOptions, RunOutcome, RunSummary, Splits,
 };
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,
-    ValidationSplit,
+    TorchNaming, ValidationSplit,
 };
+pub use torch_weights::{export_safetensors, import_pytorch};

@@ -17,9 +17,46 @@ pub struct ExperimentSpec {
     pub name: String,
     /// One line, shown by `kiln list`.
     pub description: String,
+    /// Whose module names the network's PyTorch state dict uses (`kiln import`, `kiln export`).
+    #[serde(default, skip_serializing_if = "TorchNaming::is_kiln")]
+    pub torch_names: TorchNaming,
     pub data: DataSpec,
     pub model: ModelSpec,
     pub recipe: Recipe,
+}
+
+/// The module names of a network's PyTorch code, where they are not Kiln's field names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TorchNaming {
+    /// Kiln's own field names (the MNIST ConvNet and the modern LeNet-5 tutorials use them too).
+    #[default]
+    Kiln,
+    /// The one-conv CIFAR-10 tutorial's `Conv`.
+    SimpleCnnTutorial,
+    /// The CIFAR-10 dropout CNN as published.
+    CnnDropoutTutorial,
+    /// The classic LeNet-5 tutorial's `nn.Sequential`.
+    Lenet5Classic,
+    /// The 96x96 ResNet tutorial's `resnet` / `residual`.
+    ResnetTutorial,
+}
+
+impl TorchNaming {
+    fn is_kiln(&self) -> bool {
+        *self == TorchNaming::Kiln
+    }
+
+    pub fn names(self) -> kiln_models::TorchNames {
+        use kiln_models::{cnn_dropout, lenet5, resnet, simple_cnn, TorchNames};
+        match self {
+            TorchNaming::Kiln => TorchNames::SAME,
+            TorchNaming::SimpleCnnTutorial => simple_cnn::TUTORIAL_TORCH_NAMES,
+            TorchNaming::CnnDropoutTutorial => cnn_dropout::TUTORIAL_TORCH_NAMES,
+            TorchNaming::Lenet5Classic => lenet5::CLASSIC_TORCH_NAMES,
+            TorchNaming::ResnetTutorial => resnet::TUTORIAL_TORCH_NAMES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

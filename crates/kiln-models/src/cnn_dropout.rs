@@ -10,10 +10,13 @@ use burn::prelude::*;
 use crate::probe::{flatten, linear, tap, Probe};
 use crate::ImageClassifier;
 
+/// Classes, input channels and dropout of a [`CnnDropout`].
 #[derive(Config, Debug)]
 pub struct CnnDropoutConfig {
+    /// Number of output classes.
     #[config(default = 10)]
     pub num_classes: usize,
+    /// Channels of the input images.
     #[config(default = 3)]
     pub in_channels: usize,
     /// Dropout after the first convolution.
@@ -24,6 +27,7 @@ pub struct CnnDropoutConfig {
     pub fc_dropout: f64,
 }
 
+/// The network; built by [`CnnDropoutConfig::init`].
 #[derive(Module, Debug)]
 pub struct CnnDropout<B: Backend> {
     conv1: Conv2d<B>,
@@ -36,7 +40,15 @@ pub struct CnnDropout<B: Backend> {
     activation: Relu,
 }
 
+/// The published model's module names (`conv1`, `conv2`, `fc3`, `fc4`) for its PyTorch weights.
+#[cfg(feature = "pytorch")]
+pub const TUTORIAL_TORCH_NAMES: crate::pytorch::TorchNames = crate::pytorch::TorchNames {
+    prefixes: &[("fc1", "fc3"), ("fc2", "fc4")],
+    infixes: &[],
+};
+
 impl CnnDropoutConfig {
+    /// The network on `device`, with Burn's default (PyTorch's) initialisation.
     pub fn init<B: Backend>(&self, device: &B::Device) -> CnnDropout<B> {
         let same3 = |i, o| {
             Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))

@@ -10,16 +10,21 @@ use burn::prelude::*;
 use crate::probe::{flatten, linear, tap, Probe};
 use crate::ImageClassifier;
 
+/// Classes, input channels and dropout of a [`ConvNet`].
 #[derive(Config, Debug)]
 pub struct ConvNetConfig {
+    /// Number of output classes.
     #[config(default = 10)]
     pub num_classes: usize,
+    /// Channels of the input images.
     #[config(default = 1)]
     pub in_channels: usize,
+    /// Dropout probability after the hidden fully connected layer.
     #[config(default = 0.5)]
     pub dropout: f64,
 }
 
+/// The network; built by [`ConvNetConfig::init`].
 #[derive(Module, Debug)]
 pub struct ConvNet<B: Backend> {
     pub(crate) conv1: Conv2d<B>,
@@ -32,6 +37,7 @@ pub struct ConvNet<B: Backend> {
 }
 
 impl ConvNetConfig {
+    /// The network on `device`, with Burn's default (PyTorch's) initialisation.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ConvNet<B> {
         let same5 = |i, o| {
             Conv2dConfig::new([i, o], [5, 5]).with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActivationKind {
+    /// `max(x, 0)`, the modern choice.
     #[default]
     Relu,
+    /// The logistic function, as in 1998.
     Sigmoid,
 }
 
@@ -18,18 +20,24 @@ pub enum ActivationKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolingKind {
+    /// The window's maximum.
     #[default]
     Max,
+    /// The window's mean.
     Avg,
 }
 
+/// The module an [`ActivationKind`] builds.
 #[derive(Module, Clone, Debug)]
 pub enum Activation {
+    /// See [`ActivationKind::Relu`].
     Relu(Relu),
+    /// See [`ActivationKind::Sigmoid`].
     Sigmoid(Sigmoid),
 }
 
 impl ActivationKind {
+    /// The activation module.
     pub fn init(self) -> Activation {
         match self {
             ActivationKind::Relu => Activation::Relu(Relu::new()),
@@ -48,6 +56,7 @@ impl<B: Backend> crate::probe::Layer<B> for Activation {
 }
 
 impl Activation {
+    /// Applies the activation element-wise.
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Activation::Relu(a) => a.forward(x),
@@ -56,9 +65,12 @@ impl Activation {
     }
 }
 
+/// The module a [`PoolingKind`] builds.
 #[derive(Module, Clone, Debug)]
 pub enum Pool2d {
+    /// The window's maximum.
     Max(MaxPool2d),
+    /// The window's mean.
     Avg(AvgPool2d),
 }
 
@@ -90,6 +102,7 @@ impl<B: Backend> crate::probe::Layer<B> for Pool2d {
 }
 
 impl Pool2d {
+    /// Pools `[batch, channels, height, width]`.
     pub fn forward<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
             Pool2d::Max(p) => p.forward(x),

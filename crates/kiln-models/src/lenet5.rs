@@ -28,10 +28,13 @@ pub struct LeNet5Config {
     /// Dropout probability after each hidden fully connected layer.
     #[config(default = 0.5)]
     pub dropout: f64,
+    /// The non-linearity after each layer but the last.
     #[config(default = "ActivationKind::Relu")]
     pub activation: ActivationKind,
+    /// The two 2x2 poolings.
     #[config(default = "PoolingKind::Max")]
     pub pooling: PoolingKind,
+    /// How convolution and linear weights are drawn.
     #[config(default = "WeightInit::Default")]
     pub init: WeightInit,
 }
@@ -49,6 +52,20 @@ pub struct LeNet5<B: Backend> {
     activation: Activation,
 }
 
+/// The classic tutorial's `nn.Sequential` indices (`0`, `3`, `7`, `9`, `11`) for its PyTorch
+/// weights. The modern tutorial's names (`conv1` ... `fc3`) are Kiln's own.
+#[cfg(feature = "pytorch")]
+pub const CLASSIC_TORCH_NAMES: crate::pytorch::TorchNames = crate::pytorch::TorchNames {
+    prefixes: &[
+        ("conv1", "0"),
+        ("conv2", "3"),
+        ("fc1", "7"),
+        ("fc2", "9"),
+        ("fc3", "11"),
+    ],
+    infixes: &[],
+};
+
 impl LeNet5Config {
     /// The 1998 shape as the tutorial's classic variant builds it: sigmoid, average pooling,
     /// no dropout, Xavier-uniform weights.
@@ -60,6 +77,7 @@ impl LeNet5Config {
             .with_init(WeightInit::XavierUniform)
     }
 
+    /// The network on `device`, its weights drawn as `init` says.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LeNet5<B> {
         let conv = |config: Conv2dConfig| self.init.conv2d(config.init(device), device);
         let linear = |i, o| {

@@ -1,8 +1,29 @@
-//! The classic image-classification CNNs as Burn modules.
+//! The classic image-classification CNNs as Burn modules: the networks of five PyTorch
+//! tutorials (LeNet-5 modern and classic, the MNIST ConvNet, two CIFAR-10 CNNs, a ResNet) and
+//! ResNet-18/34, each exactly as its tutorial defines it.
 //!
 //! Each network is one file holding a `#[derive(Config)]` + `#[derive(Module)]` pair whose
-//! config `init`s the module on a device. Nothing here knows about data sets or training, so
-//! another Burn project can depend on this crate alone.
+//! config `init`s the module on a device, generic over the Burn backend. Every network
+//! implements [`ImageClassifier`]: logits from images, a layer table ([`Summary`]) and feature
+//! maps. With the `pytorch` feature (on by default), [`load_pytorch`] loads the weights a
+//! tutorial's PyTorch code saves, and [`save_safetensors`] writes weights PyTorch loads.
+//!
+//! What it is not: nothing here knows about data sets, training or files other than weights,
+//! so another Burn project can depend on this crate alone.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use burn_ndarray::NdArray;
+//! use kiln_models::{ImageClassifier, LeNet5Config};
+//!
+//! let device = Default::default();
+//! let model = LeNet5Config::new().init::<NdArray>(&device);
+//! let logits = model.logits(Tensor::zeros([2, 1, 28, 28], &device));
+//! assert_eq!(logits.dims(), [2, 10]);
+//! assert_eq!(model.summary([1, 28, 28], &device).total_params(), 61_706);
+//! ```
+
+#![warn(missing_docs)]
 
 use burn::prelude::*;
 
@@ -12,6 +33,8 @@ mod init;
 pub mod layers;
 pub mod lenet5;
 pub mod probe;
+#[cfg(feature = "pytorch")]
+pub mod pytorch;
 pub mod resnet;
 pub mod simple_cnn;
 
@@ -23,6 +46,8 @@ pub use lenet5::{LeNet5, LeNet5Config};
 pub use probe::{
     first_conv_kernels, FeatureMaps, Maps, NoProbe, Probe, ShapeClash, Summary, SummaryRow,
 };
+#[cfg(feature = "pytorch")]
+pub use pytorch::{load_pytorch, save_safetensors, ImportReport, TorchNames, WeightsError};
 pub use resnet::{HeadPool, ResNet, ResNetConfig, Stem};
 pub use simple_cnn::{SimpleCnn, SimpleCnnConfig};
 

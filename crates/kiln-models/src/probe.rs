@@ -16,11 +16,14 @@ use burn::prelude::*;
 /// What a layer produced, per image: feature maps `[batch, channels, height, width]` or a
 /// vector `[batch, features]`.
 pub enum Output<'a, B: Backend> {
+    /// `[batch, channels, height, width]`.
     Maps(&'a Tensor<B, 4>),
+    /// `[batch, features]`.
     Vector(&'a Tensor<B, 2>),
 }
 
 impl<B: Backend> Output<'_, B> {
+    /// The tensor's shape, batch dimension included.
     pub fn dims(&self) -> Vec<usize> {
         match self {
             Output::Maps(t) => t.dims().to_vec(),
@@ -31,6 +34,7 @@ impl<B: Backend> Output<'_, B> {
 
 /// A tensor a layer can produce and a probe can look at.
 pub trait Observable<B: Backend> {
+    /// The tensor as a probe sees it.
     fn output(&self) -> Output<'_, B>;
 }
 
@@ -61,8 +65,11 @@ pub struct LayerInfo<'a> {
 /// input image size does not fit the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShapeClash {
+    /// The layer's name.
     pub layer: String,
+    /// Input features it was built for.
     pub expected: usize,
+    /// Input features that arrived.
     pub found: usize,
     /// The shape that arrived at the layer, before flattening.
     pub input: Vec<usize>,
@@ -87,6 +94,7 @@ pub trait Probe<B: Backend> {
         true
     }
 
+    /// Called with each layer's output, in forward order.
     fn observe(&mut self, layer: LayerInfo<'_>, output: Output<'_, B>);
 
     /// A fully connected layer got the wrong number of features. The default panics with a
@@ -110,6 +118,7 @@ impl<B: Backend> Probe<B> for NoProbe {
 
 /// A building block whose type a summary names.
 pub trait Layer<B: Backend>: Module<B> {
+    /// The type as PyTorch prints it, e.g. `Conv2d`.
     fn kind(&self) -> &'static str;
 }
 
@@ -242,17 +251,22 @@ pub fn trainable_params<B: Backend, M: Module<B>>(module: &M) -> usize {
 /// One row of a [`Summary`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryRow {
+    /// The layer's field path.
     pub name: String,
+    /// The layer type as PyTorch prints it.
     pub kind: &'static str,
     /// Output shape for one image (the batch dimension left out).
     pub output: Vec<usize>,
+    /// Trainable parameters of the layer.
     pub params: usize,
 }
 
 /// The layer table of a network for one input size, and any shape clashes found on the way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// One row per layer, in forward order.
     pub rows: Vec<SummaryRow>,
+    /// Fully connected layers whose input size did not fit.
     pub clashes: Vec<ShapeClash>,
 }
 
@@ -336,9 +350,13 @@ impl fmt::Display for Summary {
 /// One layer's feature maps for one image: `values` is `[channels, height, width]` row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Maps {
+    /// The layer's field path.
     pub layer: String,
+    /// The layer type, with its activation where one follows (`Conv2d + ReLU`).
     pub kind: &'static str,
+    /// `[channels, height, width]`.
     pub shape: [usize; 3],
+    /// The maps, row-major.
     pub values: Vec<f32>,
 }
 
@@ -349,6 +367,7 @@ pub struct Maps {
 /// output.
 #[derive(Debug, Clone, Default)]
 pub struct FeatureMaps {
+    /// One entry per convolution (or residual block), in forward order.
     pub layers: Vec<Maps>,
     /// Whether the last layer observed was a convolution kept in `layers`.
     after_conv: bool,
@@ -370,7 +389,10 @@ impl<B: Backend> Probe<B> for FeatureMaps {
             .into_vec()
             .expect("converted to f32");
         if activation {
-            let conv = self.layers.last_mut().expect("after_conv: a convolution was kept");
+            let conv = self
+                .layers
+                .last_mut()
+                .expect("after_conv: a convolution was kept");
             conv.kind = match layer.kind {
                 "ReLU" => "Conv2d + ReLU",
                 _ => "Conv2d + Sigmoid",
@@ -582,10 +604,11 @@ mod tests {
         assert_eq!(shapes, vec![("conv1", [4, 28, 28]), ("conv2", [8, 14, 14])]);
         assert!(maps.iter().all(|m| m.kind == "Conv2d + ReLU"), "{maps:?}");
         // conv1's maps are relu(conv1(image)), as the tutorial's `retrieve_features`.
-        let direct = burn::tensor::activation::relu(model.conv1.forward(image.clone().unsqueeze::<4>()))
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let direct =
+            burn::tensor::activation::relu(model.conv1.forward(image.clone().unsqueeze::<4>()))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
         assert_eq!(maps[0].values, direct);
 
         let ([out, inp, kh, kw], values) = first_conv_kernels(&model).unwrap();

@@ -36,16 +36,22 @@ pub enum HeadPool {
     Window(usize),
 }
 
+/// The shape of a [`ResNet`]: stages, widths, stem, head and the details in which the
+/// tutorial's network and the standard one differ.
 #[derive(Config, Debug)]
 pub struct ResNetConfig {
     /// Residual blocks per stage, e.g. `[2, 2, 2, 2]` for ResNet-18.
     pub blocks: Vec<usize>,
     /// Channels per stage; every stage after the first halves the resolution.
     pub widths: Vec<usize>,
+    /// How the input is first convolved and reduced.
     pub stem: Stem,
+    /// How the last feature map becomes a vector.
     pub head_pool: HeadPool,
+    /// Number of output classes.
     #[config(default = 10)]
     pub num_classes: usize,
+    /// Channels of the input images.
     #[config(default = 3)]
     pub in_channels: usize,
     /// Every batch norm's epsilon but the stem's when `stem_bn_eps` is given.
@@ -69,6 +75,7 @@ pub struct ResNetConfig {
     /// The projection shortcut is a 1x1 conv followed by batch norm (standard) or the conv alone.
     #[config(default = true)]
     pub shortcut_bn: bool,
+    /// How convolution and linear weights are drawn.
     #[config(default = "WeightInit::Default")]
     pub init: WeightInit,
 }
@@ -219,6 +226,7 @@ impl ResNetConfig {
     }
 }
 
+/// The network; built by [`ResNetConfig::init`].
 #[derive(Module, Debug)]
 pub struct ResNet<B: Backend> {
     conv1: Conv2d<B>,
@@ -230,11 +238,13 @@ pub struct ResNet<B: Backend> {
     relu: Relu,
 }
 
+/// The blocks at one width.
 #[derive(Module, Debug)]
 pub struct Stage<B: Backend> {
     blocks: Vec<BasicBlock<B>>,
 }
 
+/// Two 3x3 convolutions with batch norm, added to the input (or its projection).
 #[derive(Module, Debug)]
 pub struct BasicBlock<B: Backend> {
     conv1: Conv2d<B>,
@@ -246,15 +256,36 @@ pub struct BasicBlock<B: Backend> {
     relu: Relu,
 }
 
+/// The 1x1 projection of a block's input where its shape changes.
 #[derive(Module, Debug)]
 pub struct Shortcut<B: Backend> {
     conv: Conv2d<B>,
     bn: Option<BatchNorm<B>>,
 }
 
+/// The tutorial's module names for its PyTorch weights (`ResNetConfig::tutorial`): the stem is
+/// `block1` (`0` the convolution, `1` its batch norm), the stages `block2` to `block5`, a
+/// block's 1x1 shortcut `conv3`, the last layer `classifier`.
+#[cfg(feature = "pytorch")]
+pub const TUTORIAL_TORCH_NAMES: crate::pytorch::TorchNames = crate::pytorch::TorchNames {
+    prefixes: &[
+        ("conv1", "block1.0"),
+        ("bn1", "block1.1"),
+        ("layers.0.blocks", "block2"),
+        ("layers.1.blocks", "block3"),
+        ("layers.2.blocks", "block4"),
+        ("layers.3.blocks", "block5"),
+        ("fc", "classifier"),
+    ],
+    infixes: &[("shortcut.conv", "conv3")],
+};
+
+/// The module a [`HeadPool`] builds.
 #[derive(Module, Clone, Debug)]
 pub enum Head {
+    /// See [`HeadPool::Global`].
     Global(AdaptiveAvgPool2d),
+    /// See [`HeadPool::Window`].
     Window(AvgPool2d),
 }
 

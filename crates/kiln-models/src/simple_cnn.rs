@@ -12,10 +12,13 @@ use burn::prelude::*;
 use crate::probe::{flatten, linear, tap, Probe};
 use crate::ImageClassifier;
 
+/// Classes, input channels and input size of a [`SimpleCnn`].
 #[derive(Config, Debug)]
 pub struct SimpleCnnConfig {
+    /// Number of output classes.
     #[config(default = 10)]
     pub num_classes: usize,
+    /// Channels of the input images.
     #[config(default = 3)]
     pub in_channels: usize,
     /// Side of the square input images.
@@ -23,6 +26,7 @@ pub struct SimpleCnnConfig {
     pub image_size: usize,
 }
 
+/// The network; built by [`SimpleCnnConfig::init`].
 #[derive(Module, Debug)]
 pub struct SimpleCnn<B: Backend> {
     conv1: Conv2d<B>,
@@ -31,6 +35,13 @@ pub struct SimpleCnn<B: Backend> {
     fc: Linear<B>,
 }
 
+/// The tutorial's module names (`Conv`: `conv`, `linear`) for importing its PyTorch weights.
+#[cfg(feature = "pytorch")]
+pub const TUTORIAL_TORCH_NAMES: crate::pytorch::TorchNames = crate::pytorch::TorchNames {
+    prefixes: &[("conv1", "conv"), ("fc", "linear")],
+    infixes: &[],
+};
+
 impl SimpleCnnConfig {
     /// Input features of the linear layer: 16 x ((size - 2) / 2)^2.
     pub fn flat_features(&self) -> usize {
@@ -38,6 +49,7 @@ impl SimpleCnnConfig {
         16 * side * side
     }
 
+    /// The network on `device`, with Burn's default (PyTorch's) initialisation.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SimpleCnn<B> {
         SimpleCnn {
             conv1: Conv2dConfig::new([self.in_channels, 16], [3, 3]).init(device),
