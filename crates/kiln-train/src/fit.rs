@@ -16,7 +16,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_data::{ImageBatch, ImageBatcher, ImageItem};
+use kiln_data::{HostBatch, ImageBatch, ImageBatcher, ImageItem};
 use kiln_models::ImageClassifier;
 use rand::rngs::{SmallRng, StdRng};
 use rand::seq::SliceRandom;
@@ -141,27 +141,36 @@ impl<I, Bt> Clone for FitData<'_, I, Bt> {
 impl<I, Bt> Copy for FitData<'_, I, Bt> {}
 
 /// A Burn [`Batcher`] of [`ImageBatch`]es that the training loop can also ask for augmented
-/// training batches. Augmentation draws only from the generator it is given, which the loop
-/// seeds from the recipe, so a seed fixes the augmented images too.
+/// training batches, prepared in host memory on the loop's worker thread while the device
+/// trains. Augmentation draws only from the generator it is given, which the loop seeds from
+/// the recipe, so a seed fixes the augmented images too.
 ///
 /// A batcher without augmentation needs only the empty impl:
-/// `impl<B: Backend> TrainBatcher<B, MyItem> for MyBatcher {}`.
+/// `impl<B: Backend> TrainBatcher<B, MyItem> for MyBatcher {}`; its batches are then built by
+/// [`Batcher::batch`] on the training thread.
 pub trait TrainBatcher<B: Backend, I>: Batcher<B, I, ImageBatch<B>> + Sync {
-    /// A training batch, augmented with draws from `rng`; by default the evaluation batch.
-    fn train_batch(&self, items: Vec<I>, rng: &mut SmallRng, device: &B::Device) -> ImageBatch<B> {
+    /// Runs on the worker thread: the training batch's host-side work, augmented with draws
+    /// from `rng`. By default nothing: the items go to [`Batcher::batch`] on the training
+    /// thread. (Device tensors are made on the training thread only: wgpu's gave different
+    /// losses when a second thread created them.)
+    fn prepare_train(&self, items: Vec<I>, rng: &mut SmallRng) -> Prepared<I> {
         let _ = rng;
-        self.batch(items, device)
+        Prepared::Items(items)
     }
 }
 
+/// A training batch as the worker thread hands it to the training thread.
+#[derive(Debug)]
+pub enum Prepared<I> {
+    /// Items still to batch with [`Batcher::batch`].
+    Items(Vec<I>),
+    /// A batch ready in host memory, only to move to the device.
+    Host(HostBatch),
+}
+
 impl<B: Backend> TrainBatcher<B, ImageItem> for ImageBatcher {
-    fn train_batch(
-        &self,
-        items: Vec<ImageItem>,
-        rng: &mut SmallRng,
-        device: &B::Device,
-    ) -> ImageBatch<B> {
-        self.prepare(&items, Some(rng)).to_device(device)
+    fn prepare_train(&self, items: Vec<ImageItem>, rng: &mut SmallRng) -> Prepared<ImageItem> {
+        Prepared::Host(self.prepare(&items, Some(rng)))
     }
 }
 
@@ -197,6 +206,7 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ImageClassifier<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
+    I: Send,
     Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
 {
     let loss = training_loss(recipe, device);
@@ -218,6 +228,7 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ImageClassifier<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
+    I: Send,
     Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
     L: ClassificationLoss<B>,
 {
@@ -299,6 +310,7 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ImageClassifier<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
+    I: Send,
     Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
     L: ClassificationLoss<B>,
 {
@@ -426,6 +438,7 @@ impl Tally {
 impl<B, I, Bt, L> Run<'_, B, I, Bt, L>
 where
     B: AutodiffBackend,
+    I: Send,
     Bt: TrainBatcher<B, I> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>,
     L: ClassificationLoss<B>,
 {
@@ -476,24 +489,29 @@ where
             // device trains on this one.
             let augment_seed = recipe.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             model = std::thread::scope(|scope| {
-                let (sender, batches) = std::sync::mpsc::sync_channel::<(ImageBatch<B>, usize)>(2);
+                let (sender, batches) = std::sync::mpsc::sync_channel::<(Prepared<I>, usize)>(2);
                 let order = &order;
-                let device = self.device.clone();
                 scope.spawn(move || {
                     let mut rng = SmallRng::seed_from_u64(augment_seed);
                     for chunk in order.chunks(recipe.batch_size) {
                         let items = chunk.iter().map(|&i| item(train, i)).collect();
-                        let batch = batcher.train_batch(items, &mut rng, &device);
-                        if sender.send((batch, chunk.len())).is_err() {
+                        let prepared = batcher.prepare_train(items, &mut rng);
+                        if sender.send((prepared, chunk.len())).is_err() {
                             break; // the training side stopped
                         }
                     }
                 });
                 let mut model = model;
-                for (i, (batch, n)) in batches.into_iter().enumerate() {
+                for (i, (prepared, n)) in batches.into_iter().enumerate() {
                     if schedule.per_batch() && i > 0 {
                         lr = schedule.next();
                     }
+                    let batch: ImageBatch<B> = match prepared {
+                        Prepared::Items(items) => {
+                            Batcher::<B, I, ImageBatch<B>>::batch(batcher, items, self.device)
+                        }
+                        Prepared::Host(host) => host.to_device(self.device),
+                    };
                     let (loss, correct) = batch_loss(&model, self.loss, batch);
                     let loss_value: f64 = loss.clone().into_scalar().elem();
                     if !loss_value.is_finite() {

@@ -40,6 +40,6 @@ pub mod recipe;
 pub use events::{EpochMetrics, Event, StepMetrics};
 pub use fit::{
     evaluate, fit, fit_with_loss, predict, probabilities, ClassificationLoss, FitData, FitError,
-    FitOptions, FitSummary, Metrics, TrainBatcher,
+    FitOptions, FitSummary, Metrics, Prepared, TrainBatcher,
 };
 pub use recipe::{OptimizerSpec, Recipe, SchedulerSpec};
