@@ -32,6 +32,7 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
             "metrics.jsonl",
             "model.mpk",
             "plots",
+            "run.json",
             "summary.json"
         ]
     );

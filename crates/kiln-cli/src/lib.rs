@@ -3,13 +3,14 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
 use kiln_experiments::{
-    ExperimentSpec, FeatureInput, Layout, Overrides, RunFolder, RunOptions, RunOutcome,
+    ExperimentSpec, FeatureInput, Layout, Overrides, RunFolder, RunOptions, RunOutcome, RunStart,
 };
 
 pub mod compare;
@@ -232,7 +233,16 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
-    pub experiment: String,
+    #[arg(required_unless_present = "resume")]
+    pub experiment: Option<String>,
+    /// Go on with a stopped run (killed, Ctrl-C, out of power) from its newest checkpoint, in
+    /// its own folder, with its own config.toml; it ends as if it had never stopped.
+    #[arg(
+        long,
+        value_name = "RUN_FOLDER",
+        conflicts_with_all = ["experiment", "init_weights", "logits_of", "runs_dir"]
+    )]
+    pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]
@@ -272,6 +282,9 @@ pub struct OverrideArgs {
     /// Log the training loss every N steps (1: every step).
     #[arg(long, value_name = "N")]
     pub log_every: Option<usize>,
+    /// Also save a checkpoint every N steps (one is always saved after each epoch).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
     /// Read the data set in this layout instead of the experiment's: idx, binary, python or
     /// folder (`DIR/{train,test}/<class>/*.jpg|png` under --data-dir).
     #[arg(long, value_name = "LAYOUT")]
@@ -290,6 +303,7 @@ impl OverrideArgs {
             layout: self.layout,
             max_steps: self.steps,
             log_every: self.log_every,
+            checkpoint_every: self.checkpoint_every,
         });
         spec.validate()
             .map_err(|e| anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}"))?;
@@ -669,9 +683,17 @@ impl BackendTask for PredictTask<'_> {
     }
 }
 
-/// Resolves the experiment and dispatches on the backend name.
+/// Resolves the experiment (or the run to resume) and dispatches on the backend name.
 pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
-    let spec = args.overrides.resolve(&args.experiment)?;
+    let stop = stop_on_ctrl_c();
+    if let Some(dir) = &args.resume {
+        return resume(args, dir, progress, stop);
+    }
+    let experiment = args
+        .experiment
+        .as_deref()
+        .expect("clap requires an experiment without --resume");
+    let spec = args.overrides.resolve(experiment)?;
     let options = RunOptions {
         runs_dir: args.runs_dir.clone(),
         backend: args.backend.name(None),
@@ -679,6 +701,7 @@ pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
         progress,
         init_weights: args.init_weights.clone(),
         logits_of: args.logits_of,
+        stop,
     };
     let backend = &options.backend;
     dispatch(
@@ -690,6 +713,69 @@ pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
         },
     )?
     .with_context(|| format!("running {} on {backend}", spec.name))
+}
+
+fn resume(
+    args: &RunArgs,
+    dir: &std::path::Path,
+    progress: bool,
+    stop: Option<&'static AtomicBool>,
+) -> Result<RunOutcome> {
+    let o = &args.overrides;
+    if o.epochs.is_some()
+        || o.steps.is_some()
+        || o.limit_train.is_some()
+        || o.limit_test.is_some()
+        || o.seed.is_some()
+        || o.log_every.is_some()
+        || o.layout.is_some()
+    {
+        bail!(
+            "--resume goes on exactly as the run's config.toml says; only --checkpoint-every, \
+             --backend, --device, --data-dir and --offline can be given with it"
+        );
+    }
+    let start = RunStart::read(dir).map_err(anyhow::Error::msg)?;
+    let options = RunOptions {
+        backend: args.backend.name(Some(&start.backend)),
+        locator: args.data.locator(progress),
+        progress,
+        stop,
+        ..RunOptions::default()
+    };
+    let backend = &options.backend;
+    dispatch(
+        backend,
+        args.backend.device,
+        ResumeTask {
+            dir,
+            checkpoint_every: o.checkpoint_every,
+            options: &options,
+        },
+    )?
+    .with_context(|| format!("resuming {} on {backend}", dir.display()))
+}
+
+/// The first Ctrl-C (or SIGTERM) asks training to save a checkpoint and stop at the next step;
+/// a second one exits at once. `None` where the handler cannot be installed (a second run in
+/// the same process: the first run's flag is reused).
+fn stop_on_ctrl_c() -> Option<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let installed = *INSTALLED.get_or_init(|| {
+        ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                eprintln!("\nstopped at once: the run keeps its last checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)"
+            );
+        })
+        .map_err(|e| tracing::warn!("Ctrl-C will stop training at once, without a checkpoint: {e}"))
+        .is_ok()
+    });
+    installed.then_some(&STOP)
 }
 
 /// Work to do on a backend chosen at run time. (A trait, because closures cannot be generic.)
@@ -804,6 +890,19 @@ impl BackendTask for RunTask<'_> {
     type Output = Result<RunOutcome, kiln_experiments::RunError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
         kiln_experiments::run::<B>(self.spec, self.options, device)
+    }
+}
+
+struct ResumeTask<'a> {
+    dir: &'a std::path::Path,
+    checkpoint_every: Option<usize>,
+    options: &'a RunOptions,
+}
+
+impl BackendTask for ResumeTask<'_> {
+    type Output = Result<RunOutcome, kiln_experiments::RunError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        kiln_experiments::resume::<B>(self.dir, self.checkpoint_every, self.options, device)
     }
 }
 

@@ -20,8 +20,9 @@ pub mod torch_weights;
 pub use inspect::{FeatureInput, RunFolder};
 pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
+pub use run_dir::RunStart;
 pub use runner::{
-    load_splits, load_test_split, load_weights, run, save_weights, FixedBatchLogits, RunError,
+    load_splits, load_test_split, load_weights, resume, run, save_weights, FixedBatchLogits, RunError,
     RunOptions, RunOutcome, RunSummary, Splits,
 };
 pub use spec::{

@@ -1,9 +1,181 @@
 //! Run folders: `runs/<experiment>/<backend>-<timestamp>/`, written atomically.
+//!
+//! A run folder holds `config.toml` (the resolved experiment), `run.json` ([`RunStart`]),
+//! `layers.txt`, `metrics.jsonl` (one event a line), `checkpoints/` while it trains, and when
+//! it has finished `model.mpk`, `summary.json` and `plots/`.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_train::{Checkpoint, CheckpointState};
+use serde::{Deserialize, Serialize};
+
+/// `run.json`: what a run was started with that its `config.toml` does not say, written before
+/// training so `kiln run --resume` can go on the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStart {
+    pub experiment: String,
+    pub backend: String,
+    /// Whether training flushes denormal floats to zero, which changes results slightly.
+    pub flush_denormals: bool,
+    pub kiln_version: String,
+}
+
+impl RunStart {
+    pub fn read(run: &Path) -> Result<RunStart, String> {
+        let path = run.join("run.json");
+        let text = fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "{}: cannot read it ({e}); runs of Kiln before 0.2's checkpoints cannot be resumed",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a run.json: {e}", path.display()))
+    }
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+const STATE: &str = "state.json";
+const MODEL: &str = "model.mpk";
+const OPTIMIZER: &str = "optimizer.mpk";
+/// How many checkpoints a run folder keeps: the newest, and one more should it be unreadable.
+const KEEP: usize = 2;
+
+/// Saves `checkpoint` as `checkpoints/epoch-EEEE-batch-BBBBBB/` of `run` (names sort in the
+/// order they were written), then deletes all but the newest two. The folder is written under
+/// a temporary name, every file and the folder synced, then renamed into place and the
+/// parent synced: a crash at any moment leaves the previous checkpoints whole.
+pub fn save_checkpoint(run: &Path, checkpoint: &Checkpoint) -> io::Result<PathBuf> {
+    let root = run.join(CHECKPOINTS);
+    fs::create_dir_all(&root)?;
+    let state = &checkpoint.state;
+    let name = format!("epoch-{:04}-batch-{:06}", state.epoch, state.batch);
+    let partial = root.join(format!(".partial-{name}"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial)?;
+    }
+    fs::create_dir(&partial)?;
+    let json = serde_json::to_vec_pretty(state).expect("a checkpoint state always serialises");
+    for (file, bytes) in [
+        (STATE, json.as_slice()),
+        (MODEL, &checkpoint.model),
+        (OPTIMIZER, &checkpoint.optimizer),
+    ] {
+        let mut out = fs::File::create(partial.join(file))?;
+        out.write_all(bytes)?;
+        out.sync_all()?;
+        test_kill_point();
+    }
+    sync_dir(&partial)?;
+    let dest = root.join(&name);
+    if dest.exists() {
+        // Only a checkpoint of the very same position, from an earlier try of it.
+        fs::remove_dir_all(&dest)?;
+    }
+    fs::rename(&partial, &dest)?;
+    sync_dir(&root)?;
+    let mut kept = checkpoint_dirs(&root)?;
+    kept.truncate(kept.len().saturating_sub(KEEP));
+    for old in kept {
+        fs::remove_dir_all(old)?;
+    }
+    Ok(dest)
+}
+
+/// The newest checkpoint of `run` that reads whole (an older one, with a warning, where the
+/// newest does not), or `None` where it has none.
+pub fn latest_checkpoint(run: &Path) -> Result<Option<(PathBuf, Checkpoint)>, String> {
+    let root = run.join(CHECKPOINTS);
+    if !root.is_dir() {
+        return Ok(None);
+    }
+    let dirs = checkpoint_dirs(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let mut failure = None;
+    for dir in dirs.into_iter().rev() {
+        match read_checkpoint(&dir) {
+            Ok(checkpoint) => {
+                if let Some(e) = failure {
+                    tracing::warn!("{e}; resuming from the checkpoint before it");
+                }
+                return Ok(Some((dir, checkpoint)));
+            }
+            Err(e) if failure.is_none() => failure = Some(e),
+            Err(e) => return Err(format!("{}; and {e}", failure.unwrap_or_default())),
+        }
+    }
+    failure.map_or(Ok(None), Err)
+}
+
+/// Deletes `run`'s checkpoints: a finished run's final weights are in `model.mpk`.
+pub fn remove_checkpoints(run: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(run.join(CHECKPOINTS)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn read_checkpoint(dir: &Path) -> Result<Checkpoint, String> {
+    let read = |file: &str| {
+        let path = dir.join(file);
+        fs::read(&path).map_err(|e| format!("{}: cannot read it: {e}", path.display()))
+    };
+    let state_path = dir.join(STATE);
+    let state: CheckpointState = serde_json::from_slice(&read(STATE)?)
+        .map_err(|e| format!("{}: not a checkpoint state: {e}", state_path.display()))?;
+    Ok(Checkpoint {
+        state,
+        model: read(MODEL)?,
+        optimizer: read(OPTIMIZER)?,
+    })
+}
+
+/// The finished checkpoint folders under `root`, oldest first.
+fn checkpoint_dirs(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(root)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("epoch-"))
+        })
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Makes a rename or a new file in `dir` durable (Unix; elsewhere renames are already).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// For the resume tests only: with `KILN_TEST_KILL_AT_CHECKPOINT_FILE=N`, the process kills
+/// itself with SIGKILL after writing the N-th checkpoint file of its life, in the middle of a
+/// checkpoint, which a test cannot hit reliably from outside.
+fn test_kill_point() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+    let Some(n) = std::env::var("KILN_TEST_KILL_AT_CHECKPOINT_FILE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if WRITTEN.fetch_add(1, Ordering::SeqCst) + 1 == n {
+        #[cfg(unix)]
+        // SAFETY: kill(2) on our own pid; it does not return.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader (or a crash) never sees half a file and an older complete file survives a failure.

@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -13,10 +14,10 @@ use kiln_data::{
     DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Normalize, Split,
 };
 use kiln_models::ImageClassifier;
-use kiln_train::{FitData, FitOptions, FitSummary};
+use kiln_train::{Checkpoint, FitData, FitOptions, FitSummary};
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::{self, write_atomic};
+use crate::run_dir::{self, write_atomic, RunStart};
 use crate::{ExperimentSpec, ModelTask};
 
 /// Where and how to run. Only `init_weights` changes the numbers a run produces, and the
@@ -35,6 +36,8 @@ pub struct RunOptions {
     /// Write `logits.json`: the logits of the first N test images before and after training,
     /// for comparing backends on a fixed batch.
     pub logits_of: Option<usize>,
+    /// Once set, training saves a checkpoint and stops at the next step (Ctrl-C).
+    pub stop: Option<&'static AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +51,27 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{source} (the metrics up to then are in {}/metrics.jsonl)", .dir.display())]
-    Diverged {
+    /// Training stopped early: diverged, interrupted or unable to save a checkpoint. The run
+    /// folder keeps its metrics and its last good checkpoint.
+    #[error("{source}{}", stopped_hint(source, dir))]
+    Fit {
         dir: PathBuf,
         source: kiln_train::FitError,
     },
+}
+
+fn stopped_hint(error: &kiln_train::FitError, dir: &Path) -> String {
+    match error {
+        kiln_train::FitError::Resume(_) => format!(" ({})", dir.display()),
+        kiln_train::FitError::Diverged { .. } => format!(
+            " (the metrics up to then are in {}/metrics.jsonl)",
+            dir.display()
+        ),
+        _ => format!(
+            "; the run folder keeps its last checkpoint: go on with `kiln run --resume {}`",
+            dir.display()
+        ),
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -125,7 +144,7 @@ pub fn run<B: AutodiffBackend>(
     spec.validate().map_err(RunError::Spec)?;
     // Data first: a missing data set should fail before an empty run folder exists.
     let splits = load_splits(spec, &options.locator)?;
-    let (train, valid, test) = (&splits.train, splits.valid.as_ref(), &splits.test);
+    let train = &splits.train;
 
     // A model whose layers do not fit the images fails here, with the shapes that clash,
     // rather than deep inside the first batch. (Before seeding, so training's weights are
@@ -148,13 +167,123 @@ pub fn run<B: AutodiffBackend>(
     tracing::info!(dir = %dir.display(), "run folder");
     let config_path = dir.join("config.toml");
     write_atomic(&config_path, spec.to_toml().as_bytes()).map_err(io_error(&config_path))?;
+    let start = RunStart {
+        experiment: spec.name.clone(),
+        backend: options.backend.clone(),
+        flush_denormals: kiln_train::denormals::flushes_denormals(),
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let start_path = dir.join("run.json");
+    let json = serde_json::to_vec_pretty(&start).expect("run.json always serialises");
+    write_atomic(&start_path, &json).map_err(io_error(&start_path))?;
     let layers_path = dir.join("layers.txt");
     let table = format!(
         "{} for {}x{}x{} images:\n{summary}\n",
         spec.name, input[0], input[1], input[2]
     );
     write_atomic(&layers_path, table.as_bytes()).map_err(io_error(&layers_path))?;
+    train_in::<B>(spec, options, &splits, dir, None, device)
+}
 
+/// Goes on with the run in `dir` from its newest checkpoint, as its `config.toml` and
+/// `run.json` say (`options.backend` must be the run's; `runs_dir`, `init_weights` and
+/// `logits_of` are not used), checkpointing every `checkpoint_every` steps where given (which
+/// does not change results) else as the run did. `metrics.jsonl` is cut back to the events the checkpoint had
+/// seen, so the finished run's files are those of a run that never stopped.
+pub fn resume<B: AutodiffBackend>(
+    dir: &Path,
+    checkpoint_every: Option<usize>,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunOutcome, RunError> {
+    let start = RunStart::read(dir).map_err(RunError::Spec)?;
+    if start.backend != options.backend {
+        return Err(RunError::Spec(format!(
+            "{}: the run trained on backend {}, not {}: resume it with --backend {} (backends \
+             differ in their last digits, so a run stays on one)",
+            dir.display(),
+            start.backend,
+            options.backend,
+            start.backend
+        )));
+    }
+    let flush = kiln_train::denormals::flushes_denormals();
+    if start.flush_denormals != flush {
+        return Err(RunError::Spec(format!(
+            "{}: the run {} denormal floats and this process {}: resume it {} --keep-denormals",
+            dir.display(),
+            if start.flush_denormals { "flushed" } else { "kept" },
+            if flush { "flushes them" } else { "keeps them" },
+            if start.flush_denormals { "without" } else { "with" }
+        )));
+    }
+    if dir.join("summary.json").is_file() {
+        return Err(RunError::Spec(format!(
+            "{}: the run has finished (it has a summary.json); there is nothing to resume",
+            dir.display()
+        )));
+    }
+    let config = dir.join("config.toml");
+    let mut spec = crate::load(&config.to_string_lossy()).map_err(RunError::Spec)?;
+    if checkpoint_every.is_some() {
+        spec.recipe.checkpoint_every = checkpoint_every;
+    }
+    spec.validate()
+        .map_err(|e| RunError::Spec(format!("{}: {e}", config.display())))?;
+    let (at, checkpoint) = run_dir::latest_checkpoint(dir)
+        .map_err(RunError::Spec)?
+        .ok_or_else(|| {
+            RunError::Spec(format!(
+                "{}: the run has no checkpoint to resume from (it stopped before its first)",
+                dir.display()
+            ))
+        })?;
+    tracing::info!(
+        checkpoint = %at.display(),
+        epoch = checkpoint.state.epoch,
+        step = checkpoint.state.step,
+        "resuming"
+    );
+    let splits = load_splits(&spec, &options.locator)?;
+    let metrics_path = dir.join("metrics.jsonl");
+    keep_first_lines(&metrics_path, checkpoint.state.events).map_err(io_error(&metrics_path))?;
+    train_in::<B>(&spec, options, &splits, dir.to_path_buf(), Some(&checkpoint), device)
+}
+
+/// Cuts `path` back to its first `n` lines (a line cut short by a crash is not one).
+fn keep_first_lines(path: &Path, n: usize) -> std::io::Result<()> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && n == 0 => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut end = 0;
+    for _ in 0..n {
+        match text[end..].iter().position(|&b| b == b'\n') {
+            Some(i) => end += i + 1,
+            None => {
+                return Err(std::io::Error::other(format!(
+                    "it has fewer than the {n} events the checkpoint saw"
+                )))
+            }
+        }
+    }
+    if end < text.len() {
+        write_atomic(path, &text[..end])?;
+    }
+    Ok(())
+}
+
+/// Trains in the run folder `dir` (from `resume_from` where given) and writes its results.
+fn train_in<B: AutodiffBackend>(
+    spec: &ExperimentSpec,
+    options: &RunOptions,
+    splits: &Splits,
+    dir: PathBuf,
+    resume_from: Option<&Checkpoint>,
+    device: &B::Device,
+) -> Result<RunOutcome, RunError> {
+    let (train, valid, test) = (&splits.train, splits.valid.as_ref(), &splits.test);
     B::seed(device, spec.recipe.seed);
     let batcher = spec.data.batcher(train);
     let task = TrainAndSave::<B> {
@@ -165,6 +294,7 @@ pub fn run<B: AutodiffBackend>(
         test,
         batcher: &batcher,
         dir: &dir,
+        resume_from,
         device,
     };
     let fitted = spec
@@ -203,6 +333,10 @@ pub fn run<B: AutodiffBackend>(
     let summary_path = dir.join("summary.json");
     let json = serde_json::to_vec_pretty(&summary).expect("a summary always serialises");
     write_atomic(&summary_path, &json).map_err(io_error(&summary_path))?;
+    // The final weights are in model.mpk: the checkpoints have done their work.
+    if let Err(e) = run_dir::remove_checkpoints(&dir) {
+        tracing::warn!("the run is saved, but its checkpoints could not be removed: {e}");
+    }
     Ok(RunOutcome { dir, summary })
 }
 
@@ -289,6 +423,7 @@ struct TrainAndSave<'a, B: AutodiffBackend> {
     test: &'a ImageSet,
     batcher: &'a ImageBatcher,
     dir: &'a Path,
+    resume_from: Option<&'a Checkpoint>,
     device: &'a B::Device,
 }
 
@@ -308,6 +443,7 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
             test,
             batcher,
             dir,
+            resume_from,
             device,
         } = self;
         tracing::info!(
@@ -327,17 +463,27 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
             .as_ref()
             .map(|b: &ImageBatch<B::InnerBackend>| logits_of(&model.valid(), b));
         let metrics_path = dir.join("metrics.jsonl");
+        // A resumed run appends to the lines its checkpoint had seen.
         let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
+            .create_new(resume_from.is_none())
+            .create(true)
+            .append(true)
             .open(&metrics_path)
             .map_err(io_error(&metrics_path))?;
         let mut log = EventLog {
             out: BufWriter::new(file),
             error: None,
         };
+        let save = |checkpoint: &Checkpoint| {
+            let at = run_dir::save_checkpoint(dir, checkpoint)?;
+            tracing::debug!(checkpoint = %at.display(), "saved");
+            Ok(())
+        };
         let fit_options = FitOptions {
             progress: options.progress,
+            save_checkpoint: Some(&save),
+            resume_from,
+            stop: options.stop,
         };
         let data = FitData {
             train,
@@ -361,9 +507,9 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
         }
         // metrics.jsonl keeps every finished step and epoch; no weights or summary are written
         // for a diverged run.
-        let (model, fitted) = fitted.map_err(|e| RunError::Diverged {
+        let (model, fitted) = fitted.map_err(|source| RunError::Fit {
             dir: dir.to_path_buf(),
-            source: e,
+            source,
         })?;
 
         if let (Some(batch), Some(initial)) = (&fixed_batch, initial_logits) {

@@ -283,6 +283,8 @@ pub struct Overrides {
     pub max_steps: Option<usize>,
     /// Log the training loss every this many steps (`recipe.log_every`); 1 gives the whole curve.
     pub log_every: Option<usize>,
+    /// Also checkpoint every this many steps (`recipe.checkpoint_every`).
+    pub checkpoint_every: Option<usize>,
 }
 
 impl ExperimentSpec {
@@ -318,6 +320,9 @@ impl ExperimentSpec {
         }
         if let Some(n) = o.log_every {
             self.recipe.log_every = n;
+        }
+        if o.checkpoint_every.is_some() {
+            self.recipe.checkpoint_every = o.checkpoint_every;
         }
     }
 

@@ -1,5 +1,6 @@
 //! The training loop proper.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
@@ -8,7 +9,7 @@ use burn::lr_scheduler::cosine::{CosineAnnealingLrScheduler, CosineAnnealingLrSc
 use burn::lr_scheduler::linear::{LinearLrScheduler, LinearLrSchedulerConfig};
 use burn::lr_scheduler::step::{StepLrScheduler, StepLrSchedulerConfig};
 use burn::lr_scheduler::LrScheduler;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -23,13 +24,36 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{self, batch_seed, Checkpoint, CheckpointState, ResumeError};
 use crate::{EpochMetrics, Event, OptimizerSpec, Recipe, SchedulerSpec, StepMetrics};
 
-/// How the loop shows itself; none of it changes results.
-#[derive(Debug, Clone, Default)]
-pub struct FitOptions {
+/// How the loop shows itself, where its checkpoints go and when it stops early; none of it
+/// changes results.
+#[derive(Clone, Copy, Default)]
+pub struct FitOptions<'a> {
     /// Draw a progress bar per epoch on stderr.
     pub progress: bool,
+    /// Where checkpoints go (see [`crate::checkpoint`]): once before the first step, at the end
+    /// of every epoch, every `recipe.checkpoint_every` steps and when stopped. An error from it
+    /// stops the fit with [`FitError::Checkpoint`]; the previous checkpoint is the sink's to keep.
+    pub save_checkpoint: Option<&'a (dyn Fn(&Checkpoint) -> std::io::Result<()> + 'a)>,
+    /// Go on from this checkpoint of the same fit (same recipe and training set) instead of
+    /// starting afresh; the model and optimizer state given to the fit are replaced by its.
+    pub resume_from: Option<&'a Checkpoint>,
+    /// Checked after every step: once set, the fit saves a checkpoint and stops with
+    /// [`FitError::Interrupted`] (how Kiln's command handles Ctrl-C).
+    pub stop: Option<&'a AtomicBool>,
+}
+
+impl std::fmt::Debug for FitOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FitOptions")
+            .field("progress", &self.progress)
+            .field("save_checkpoint", &self.save_checkpoint.is_some())
+            .field("resume_from", &self.resume_from.map(|c| &c.state))
+            .field("stop", &self.stop)
+            .finish()
+    }
 }
 
 /// Mean loss and accuracy over a set of images.
@@ -64,6 +88,26 @@ pub enum FitError {
         /// The learning rate of that step.
         lr: f64,
     },
+    /// [`FitOptions::stop`] was set: the fit stopped after `step`, having saved a checkpoint
+    /// where it has a sink.
+    #[error("stopped on request after step {step} (epoch {epoch})")]
+    Interrupted {
+        /// The epoch in progress (1-based).
+        epoch: usize,
+        /// Steps trained.
+        step: usize,
+    },
+    /// The checkpoint sink failed; training stopped rather than go on unprotected.
+    #[error("saving the checkpoint at step {step} failed: {message}")]
+    Checkpoint {
+        /// The step of the checkpoint.
+        step: usize,
+        /// The sink's error.
+        message: String,
+    },
+    /// [`FitOptions::resume_from`] cannot be taken back.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
 }
 
 /// Every epoch's metrics and the wall time of the whole fit.
@@ -199,7 +243,7 @@ pub fn fit<B, M, I, Bt>(
     data: FitData<'_, I, Bt>,
     recipe: &Recipe,
     device: &B::Device,
-    options: &FitOptions,
+    options: &FitOptions<'_>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(M, FitSummary), FitError>
 where
@@ -221,7 +265,7 @@ pub fn fit_with_loss<B, M, I, Bt, L>(
     loss: &L,
     recipe: &Recipe,
     device: &B::Device,
-    options: &FitOptions,
+    options: &FitOptions<'_>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(M, FitSummary), FitError>
 where
@@ -378,6 +422,22 @@ impl Schedule {
         }
     }
 
+    /// Steps the schedule to where a fit stood after `batch` batches of `epoch` (1-based), and
+    /// returns the rate of the last of those batches (NaN before the first).
+    fn replay(&mut self, epoch: usize, batch: usize, steps_per_epoch: usize) -> f64 {
+        let per_epoch = if self.per_batch() { steps_per_epoch } else { 1 };
+        let in_epoch = match batch {
+            0 => 0,
+            _ if self.per_batch() => batch,
+            _ => 1,
+        };
+        let mut lr = f64::NAN;
+        for _ in 0..(epoch - 1) * per_epoch + in_epoch {
+            lr = self.next();
+        }
+        lr
+    }
+
     /// Whether the rate changes every batch (else at the start of every epoch).
     fn per_batch(&self) -> bool {
         matches!(self, Schedule::WarmupCosine { .. })
@@ -408,12 +468,12 @@ struct Run<'a, B: AutodiffBackend, I, Bt, L> {
     loss: &'a L,
     recipe: &'a Recipe,
     device: &'a B::Device,
-    options: &'a FitOptions,
+    options: &'a FitOptions<'a>,
 }
 
 /// Sums of loss (weighted by batch size), correct predictions and images.
-#[derive(Default)]
-struct Tally {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Tally {
     loss: f64,
     correct: u64,
     images: u64,
@@ -454,46 +514,79 @@ where
         O: Optimizer<M, B>,
     {
         let recipe = self.recipe;
-        let mut rng = StdRng::seed_from_u64(recipe.seed);
-        let steps_per_epoch = self.data.train.len().div_ceil(recipe.batch_size);
-        let mut schedule = Schedule::new(recipe, steps_per_epoch);
         let FitData {
             train,
             valid,
             test,
             batcher,
         } = self.data;
+        let steps_per_epoch = train.len().div_ceil(recipe.batch_size);
+        let mut schedule = Schedule::new(recipe, steps_per_epoch);
+        let mut rng = StdRng::seed_from_u64(recipe.seed);
         let mut order: Vec<usize> = (0..train.len()).collect();
-        let mut step = 0;
-        let mut last_finite = None;
-        let mut summary = FitSummary {
-            epochs: Vec::new(),
-            seconds: 0.0,
-        };
-        let started = Instant::now();
 
-        for epoch in 1..=recipe.epochs {
-            if recipe.max_steps.is_some_and(|max| step >= max) {
+        // Burn initialises a parameter lazily, at its first use, from the backend's generator
+        // as it is then; the loop reseeds that generator every batch, so every parameter is
+        // made now, from the state the caller seeded.
+        model.visit(&mut Materialise);
+        // Where the fit starts: afresh, or where a checkpoint left it.
+        let mut at = match self.options.resume_from {
+            Some(c) => {
+                c.state.check_matches(recipe, train.len())?;
+                model = checkpoint::load_model(model, &c.model, self.device)?;
+                let record = checkpoint::from_bytes::<B, O::Record>(
+                    "optimizer",
+                    &c.optimizer,
+                    self.device,
+                )?;
+                optim = optim.load_record(record);
+                c.state.clone()
+            }
+            None => CheckpointState::start(recipe, train.len()),
+        };
+        // What the seed decides up to there: the finished epochs' shuffles, the schedule's steps.
+        for _ in 1..at.epoch {
+            order.shuffle(&mut rng);
+        }
+        let mut lr = schedule.replay(at.epoch, at.batch, steps_per_epoch);
+        let started = Instant::now();
+        let seconds_before = at.seconds;
+        let seconds = || seconds_before + started.elapsed().as_secs_f64();
+        if self.options.resume_from.is_none() {
+            // Before any work: a disk that cannot take a checkpoint fails here, not hours in.
+            self.save(&model, &optim, &at, seconds())?;
+        }
+
+        while at.epoch <= recipe.epochs {
+            let epoch = at.epoch;
+            if recipe.max_steps.is_some_and(|max| at.step >= max) {
                 break;
             }
-            // The rate at the epoch's start (per-batch schedules move on within the epoch).
-            let mut lr = schedule.next();
+            let skip = at.batch;
+            if skip == 0 {
+                // The rate at the epoch's start (per-batch schedules move on within the epoch).
+                lr = schedule.next();
+                at.epoch_tally = Tally::default();
+                at.interval = Tally::default();
+                at.epoch_seconds = 0.0;
+                // Mid-epoch validation is not training time: kept apart for images/s.
+                at.validation_seconds = 0.0;
+            }
             order.shuffle(&mut rng);
             let bar = self.progress_bar(epoch, steps_per_epoch);
+            bar.set_position(skip as u64);
             let epoch_start = Instant::now();
-            let (mut epoch_tally, mut interval) = (Tally::default(), Tally::default());
-            // Mid-epoch validation is not training time: kept apart for images/s.
-            let mut validation_seconds = 0.0;
+            let epoch_before = at.epoch_seconds;
+            let epoch_seconds = || epoch_before + epoch_start.elapsed().as_secs_f64();
 
             // A worker thread decodes, augments and normalises the next batches while the
             // device trains on this one.
-            let augment_seed = recipe.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             model = std::thread::scope(|scope| {
                 let (sender, batches) = std::sync::mpsc::sync_channel::<(Prepared<I>, usize)>(2);
                 let order = &order;
                 scope.spawn(move || {
-                    let mut rng = SmallRng::seed_from_u64(augment_seed);
-                    for chunk in order.chunks(recipe.batch_size) {
+                    for (b, chunk) in order.chunks(recipe.batch_size).enumerate().skip(skip) {
+                        let mut rng = SmallRng::seed_from_u64(batch_seed(recipe.seed, epoch, b));
                         let items = chunk.iter().map(|&i| item(train, i)).collect();
                         let prepared = batcher.prepare_train(items, &mut rng);
                         if sender.send((prepared, chunk.len())).is_err() {
@@ -502,10 +595,13 @@ where
                     }
                 });
                 let mut model = model;
-                for (i, (prepared, n)) in batches.into_iter().enumerate() {
-                    if schedule.per_batch() && i > 0 {
+                for (b, (prepared, n)) in (skip..).zip(batches) {
+                    if schedule.per_batch() && b > 0 {
                         lr = schedule.next();
                     }
+                    // Dropout draws from the backend's generator: seeded per batch, so a
+                    // resumed fit draws the same masks.
+                    B::seed(self.device, batch_seed(!recipe.seed, epoch, b));
                     let batch: ImageBatch<B> = match prepared {
                         Prepared::Items(items) => {
                             Batcher::<B, I, ImageBatch<B>>::batch(batcher, items, self.device)
@@ -518,56 +614,75 @@ where
                         // Dropping `batches` on the way out stops the worker.
                         return Err(FitError::Diverged {
                             epoch,
-                            step: step + 1,
+                            step: at.step + 1,
                             loss: loss_value,
-                            last_finite,
+                            last_finite: at.last_finite,
                             lr,
                         });
                     }
-                    last_finite = Some(loss_value);
+                    at.last_finite = Some(loss_value);
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
                     model = optim.step(lr, model, grads);
 
-                    step += 1;
-                    epoch_tally.add(loss_value, correct, n);
-                    interval.add(loss_value, correct, n);
+                    at.step += 1;
+                    at.batch = b + 1;
+                    at.epoch_tally.add(loss_value, correct, n);
+                    at.interval.add(loss_value, correct, n);
                     bar.inc(1);
                     bar.set_message(format!("loss {loss_value:.4}"));
+                    let step = at.step;
                     let validate =
                         valid.filter(|_| recipe.validate_every.is_some_and(|k| step % k == 0));
                     let valid_m = validate.map(|set| {
                         let started = Instant::now();
                         let m = self.evaluate(&model, set);
-                        validation_seconds += started.elapsed().as_secs_f64();
+                        at.validation_seconds += started.elapsed().as_secs_f64();
                         m
                     });
                     if step % recipe.log_every == 0 || valid_m.is_some() {
-                        let m = interval.metrics();
-                        on_event(&Event::Step(StepMetrics {
-                            epoch,
-                            step,
-                            lr,
-                            loss: m.loss,
-                            accuracy: m.accuracy,
-                            valid_loss: valid_m.map(|v| v.loss),
-                            valid_accuracy: valid_m.map(|v| v.accuracy),
-                        }));
-                        interval = Tally::default();
+                        let m = at.interval.metrics();
+                        emit(
+                            &mut at,
+                            on_event,
+                            Event::Step(StepMetrics {
+                                epoch,
+                                step,
+                                lr,
+                                loss: m.loss,
+                                accuracy: m.accuracy,
+                                valid_loss: valid_m.map(|v| v.loss),
+                                valid_accuracy: valid_m.map(|v| v.accuracy),
+                            }),
+                        );
+                        at.interval = Tally::default();
                     }
-                    if recipe.max_steps.is_some_and(|max| step >= max) {
+                    let last = recipe.max_steps.is_some_and(|max| step >= max);
+                    let ends_epoch = last || b + 1 == steps_per_epoch;
+                    let stop = self.stop_requested();
+                    // (The epoch's end has its own checkpoint, after evaluation.)
+                    let periodic =
+                        !ends_epoch && recipe.checkpoint_every.is_some_and(|k| step % k == 0);
+                    if stop || periodic {
+                        at.epoch_seconds = epoch_seconds();
+                        self.save(&model, &optim, &at, seconds())?;
+                    }
+                    if stop {
+                        return Err(FitError::Interrupted { epoch, step });
+                    }
+                    if last {
                         break; // dropping `batches` stops the worker
                     }
                 }
                 Ok(model)
             })?;
-            let train_seconds = epoch_start.elapsed().as_secs_f64() - validation_seconds;
+            let train_seconds = epoch_seconds() - at.validation_seconds;
             bar.finish_and_clear();
 
             let valid_m = valid.map(|set| self.evaluate(&model, set));
             let eval_start = Instant::now();
             let test_m = test.map(|set| self.evaluate(&model, set));
             let eval_seconds = eval_start.elapsed().as_secs_f64();
-            let train_m = epoch_tally.metrics();
+            let train_m = at.epoch_tally.metrics();
             let metrics = EpochMetrics {
                 epoch,
                 lr,
@@ -577,8 +692,8 @@ where
                 valid_accuracy: valid_m.map(|v| v.accuracy),
                 test_loss: test_m.map(|m| m.loss),
                 test_accuracy: test_m.map(|m| m.accuracy),
-                seconds: epoch_start.elapsed().as_secs_f64(),
-                train_images_per_sec: epoch_tally.images as f64 / train_seconds,
+                seconds: epoch_seconds(),
+                train_images_per_sec: at.epoch_tally.images as f64 / train_seconds,
                 eval_images_per_sec: test.map(|set| set.len() as f64 / eval_seconds),
             };
             tracing::info!(
@@ -597,11 +712,56 @@ where
                 "epoch {epoch}/{} done",
                 recipe.epochs
             );
-            on_event(&Event::Epoch(metrics.clone()));
-            summary.epochs.push(metrics);
+            emit(&mut at, on_event, Event::Epoch(metrics.clone()));
+            at.epochs.push(metrics);
+            at.epoch += 1;
+            at.batch = 0;
+            self.save(&model, &optim, &at, seconds())?;
+            if self.stop_requested() {
+                return Err(FitError::Interrupted {
+                    epoch,
+                    step: at.step,
+                });
+            }
         }
-        summary.seconds = started.elapsed().as_secs_f64();
+        let summary = FitSummary {
+            epochs: at.epochs,
+            seconds: seconds(),
+        };
         Ok((model, summary))
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.options.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// Hands the sink (if any) a checkpoint of `model`, `optim` and `at`.
+    fn save<M, O>(
+        &self,
+        model: &M,
+        optim: &O,
+        at: &CheckpointState,
+        seconds: f64,
+    ) -> Result<(), FitError>
+    where
+        M: AutodiffModule<B>,
+        O: Optimizer<M, B>,
+    {
+        let Some(sink) = self.options.save_checkpoint else {
+            return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            state: CheckpointState {
+                seconds,
+                ..at.clone()
+            },
+            model: checkpoint::to_bytes::<B, _>(model.clone().into_record()),
+            optimizer: checkpoint::to_bytes::<B, _>(optim.to_record()),
+        };
+        sink(&checkpoint).map_err(|e| FitError::Checkpoint {
+            step: at.step,
+            message: e.to_string(),
+        })
     }
 
     fn evaluate<M>(&self, model: &M, set: &dyn Dataset<I>) -> Metrics
@@ -647,6 +807,29 @@ pub(crate) fn training_loss<B: Backend>(
 
 fn optional(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "-".to_string(), show)
+}
+
+/// Visits every parameter, which initialises the lazy ones.
+struct Materialise;
+
+impl<B: Backend> ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+        let _ = param.val();
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
+        let _ = param.val();
+    }
+}
+
+/// Counts the event (checkpoints record how many there were) and hands it on.
+fn emit(at: &mut CheckpointState, on_event: &mut dyn FnMut(&Event), event: Event) {
+    at.events += 1;
+    on_event(&event);
 }
 
 /// Item `index` of a set, which must have it (the loop asks only below `set.len()`).

@@ -32,11 +32,13 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod checkpoint;
 pub mod denormals;
 pub mod events;
 pub mod fit;
 pub mod recipe;
 
+pub use checkpoint::{Checkpoint, CheckpointState, ResumeError};
 pub use events::{EpochMetrics, Event, StepMetrics};
 pub use fit::{
     evaluate, fit, fit_with_loss, predict, probabilities, ClassificationLoss, FitData, FitError,

@@ -35,6 +35,10 @@ pub struct Recipe {
     /// comparisons of backends. The learning-rate schedule still spans all `epochs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<usize>,
+    /// Also save a checkpoint every this many optimiser steps (one is always saved at the end
+    /// of each epoch, where the caller saves checkpoints at all). It does not change results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
 }
 
 fn default_log_every() -> usize {
@@ -189,6 +193,7 @@ impl Default for Recipe {
             scheduler: SchedulerSpec::Constant,
             label_smoothing: 0.0,
             max_steps: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -253,6 +258,14 @@ impl Recipe {
         Recipe { max_steps, ..self }
     }
 
+    /// Also checkpoint every this many optimiser steps.
+    pub fn with_checkpoint_every(self, checkpoint_every: Option<usize>) -> Self {
+        Recipe {
+            checkpoint_every,
+            ..self
+        }
+    }
+
     /// Checks every value; an error names the key (`recipe.batch_size`, ...) and what it found.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -268,6 +281,9 @@ impl Recipe {
         }
         if self.max_steps == Some(0) {
             return Err("recipe.max_steps: expected at least 1, found 0".into());
+        }
+        if self.checkpoint_every == Some(0) {
+            return Err("recipe.checkpoint_every: expected at least 1, found 0".into());
         }
         if self.validate_every == Some(0) {
             return Err("recipe.validate_every: expected at least 1, found 0".into());

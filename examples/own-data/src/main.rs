@@ -143,7 +143,10 @@ pub fn train<B: AutodiffBackend>(device: &B::Device, epochs: usize) -> FitSummar
         test: Some(&test),
         batcher: &PatternBatcher,
     };
-    let options = FitOptions { progress: true };
+    let options = FitOptions {
+        progress: true,
+        ..FitOptions::default()
+    };
     let (_model, summary) = fit(model, data, &recipe, device, &options, &mut |_event| {})
         .expect("a learning rate of 3e-3 keeps the loss finite");
     summary

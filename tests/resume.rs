@@ -1,0 +1,299 @@
+//! Runs that survive: a real `kiln run` process killed with SIGKILL at several moments (in
+//! the middle of checkpoint writes, mid-epoch, during evaluation) or stopped with Ctrl-C, then
+//! resumed with `kiln run --resume`, ends with exactly the weights, metrics and summary of a
+//! run that never stopped, on the default CPU backend.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn_ndarray::NdArray;
+use kiln_models::LeNet5Config;
+
+mod common;
+use common::{arg, only_entry, synthetic_setup};
+
+/// Set in a child process: the `kiln` arguments (one per line) it runs.
+const CHILD: &str = "KILN_RESUME_TEST_CHILD";
+
+/// The child's half: this test binary running only this test becomes `kiln`.
+#[test]
+#[ignore = "run by the resume tests as their `kiln` process"]
+fn kiln_process() {
+    let Ok(args) = std::env::var(CHILD) else {
+        return;
+    };
+    let args: Vec<&str> = std::iter::once("kiln").chain(args.lines()).collect();
+    if let Err(e) = kiln_cli::main_with_args(args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Starts `kiln <args>` as a child process, with `env` set.
+fn spawn(args: &[String], env: &[(&str, String)]) -> std::process::Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["kiln_process", "--exact", "--include-ignored", "--nocapture"])
+        .env(CHILD, args.join("\n"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().unwrap()
+}
+
+fn killed_by_sigkill(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(9)
+}
+
+/// Three epochs of `train_images / 32` steps of LeNet-5 (with a checkpoint every 3 steps and a step event
+/// every step) on synthetic Fashion-MNIST files under `dir`. Returns the `kiln run` arguments
+/// less `--runs-dir`.
+fn setup(dir: &Path, train_images: usize) -> Vec<String> {
+    let (data, experiment) = synthetic_setup(dir, train_images, 200, "resume.toml", |t| {
+        t.replace("batch_size = 256", "batch_size = 32")
+            .replace("log_every = 50", "log_every = 1")
+    });
+    [
+        "run",
+        &arg(&experiment),
+        "--backend",
+        "cpu",
+        "--epochs",
+        "3",
+        "--checkpoint-every",
+        "3",
+        "--data-dir",
+        &arg(&data),
+        "--offline",
+        "--quiet",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `metrics.jsonl` less what depends on the clock.
+fn events_without_times(run: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut event: serde_json::Value = serde_json::from_str(l).unwrap();
+            let object = event.as_object_mut().unwrap();
+            for key in ["seconds", "train_images_per_sec", "eval_images_per_sec"] {
+                object.remove(key);
+            }
+            event
+        })
+        .collect()
+}
+
+fn summary_without_times(run: &Path) -> serde_json::Value {
+    let text = fs::read_to_string(run.join("summary.json")).unwrap();
+    let mut summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let object = summary.as_object_mut().unwrap();
+    for key in [
+        "total_seconds",
+        "train_images_per_sec",
+        "eval_images_per_sec",
+        "peak_rss_mib",
+    ] {
+        object.remove(key);
+    }
+    summary
+}
+
+/// The run folder's newest checkpoint loads; returns where it stood (epoch, batch).
+fn newest_checkpoint_loads(run: &Path) -> (usize, usize) {
+    let (dir, checkpoint) = kiln_experiments::run_dir::latest_checkpoint(run)
+        .unwrap_or_else(|e| panic!("the newest checkpoint does not load: {e}"))
+        .expect("a killed run keeps a checkpoint");
+    // A half-written checkpoint is never taken for one.
+    assert!(dir.file_name().unwrap().to_str().unwrap().starts_with("epoch-"));
+    assert!(!checkpoint.model.is_empty() && !checkpoint.optimizer.is_empty());
+    (checkpoint.state.epoch, checkpoint.state.batch)
+}
+
+fn uninterrupted(dir: &Path, args: &[String]) -> (PathBuf, Duration) {
+    let runs = dir.join("runs-straight");
+    let mut args = args.to_vec();
+    args.extend(["--runs-dir".to_string(), arg(&runs)]);
+    let started = Instant::now();
+    let status = spawn(&args, &[]).wait().unwrap();
+    assert!(status.success(), "the uninterrupted run failed: {status}");
+    (only_entry(&runs.join("lenet5-fashion-mnist")), started.elapsed())
+}
+
+/// Every value of a run's `model.mpk`, in the order of the network's parameters.
+fn weights(run: &Path) -> Vec<f32> {
+    struct Values(Vec<f32>);
+    impl<B: Backend> ModuleVisitor<B> for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.extend(param.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let device = Default::default();
+    let model = LeNet5Config::new()
+        .init::<NdArray>(&device)
+        .load_file(
+            run.join("model.mpk"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            &device,
+        )
+        .expect("model.mpk loads");
+    let mut values = Values(Vec::new());
+    model.visit(&mut values);
+    assert!(values.0.len() > 40_000, "LeNet-5 has 61,706 parameters");
+    values.0
+}
+
+fn assert_same_run(resumed: &Path, straight: &Path) {
+    assert_eq!(
+        events_without_times(resumed),
+        events_without_times(straight),
+        "metrics.jsonl differs from the uninterrupted run's"
+    );
+    assert_eq!(summary_without_times(resumed), summary_without_times(straight));
+    // Bit for bit (the files themselves differ in the parameters' random ids).
+    assert!(
+        weights(resumed) == weights(straight),
+        "the final weights differ from the uninterrupted run's"
+    );
+    // Both end with the same files: checkpoints are removed once the run has finished.
+    let names = |run: &Path| {
+        let mut names: Vec<String> = fs::read_dir(run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(resumed), names(straight));
+}
+
+#[test]
+fn a_run_killed_in_checkpoint_writes_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path(), 640);
+    let (straight, _) = uninterrupted(tmp.path(), &args);
+
+    let runs = tmp.path().join("runs");
+    let mut first = args.clone();
+    first.extend(["--runs-dir".to_string(), arg(&runs)]);
+    let resume = |run: &Path| {
+        ["run", "--resume", &arg(run), "--data-dir"]
+            .into_iter()
+            .map(String::from)
+            .chain([args[args.iter().position(|a| a == "--data-dir").unwrap() + 1].clone()])
+            .chain(["--offline", "--quiet"].map(String::from))
+            .collect::<Vec<String>>()
+    };
+    // Each checkpoint is three files (state, model, optimizer); a child is killed after the
+    // N-th file it writes: inside the 2nd, 3rd, ... checkpoint of its life, between files and
+    // after the last file before the rename.
+    let mut run: Option<PathBuf> = None;
+    let mut positions = Vec::new();
+    for kill_after_file in [5, 6, 4, 9, 8, 12] {
+        let child_args = match &run {
+            None => first.clone(),
+            Some(run) => resume(run),
+        };
+        let status = spawn(
+            &child_args,
+            &[("KILN_TEST_KILL_AT_CHECKPOINT_FILE", kill_after_file.to_string())],
+        )
+        .wait()
+        .unwrap();
+        assert!(killed_by_sigkill(status), "expected a SIGKILL, got {status}");
+        let folder = run.get_or_insert_with(|| only_entry(&runs.join("lenet5-fashion-mnist")));
+        positions.push(newest_checkpoint_loads(folder));
+    }
+    println!("resume points (epoch, batch): {positions:?}");
+    // Every resume got further than the one before.
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let run = run.unwrap();
+    let status = spawn(&resume(&run), &[]).wait().unwrap();
+    assert!(status.success(), "the last resume failed: {status}");
+    assert_same_run(&run, &straight);
+}
+
+/// Waits until the run under `runs` has `lines` lines of metrics.jsonl (or the child exits).
+fn wait_for_lines(runs: &Path, lines: usize, child: &mut std::process::Child) {
+    let parent = runs.join("lenet5-fashion-mnist");
+    while child.try_wait().unwrap().is_none() {
+        let count = fs::read_dir(&parent)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| fs::read_to_string(e.unwrap().path().join("metrics.jsonl")).ok())
+            .map_or(0, |t| t.lines().count());
+        if count >= lines {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Three epochs of 100 steps; with a step event every step, epoch e's step k is line
+    // 101 (e - 1) + k of metrics.jsonl and its epoch event line 101 e.
+    let args = setup(tmp.path(), 3200);
+    let (straight, _) = uninterrupted(tmp.path(), &args);
+    let runs = tmp.path().join("runs");
+    let data = args[args.iter().position(|a| a == "--data-dir").unwrap() + 1].clone();
+    let mut child_args = args.clone();
+    child_args.extend(["--runs-dir".to_string(), arg(&runs)]);
+
+    // (signal, the line count after which it is sent): mid-epoch, at once and a little later;
+    // during epoch 1's evaluation (after its last step, before its epoch event); right after
+    // an epoch event (the epoch's checkpoint being written); Ctrl-C mid-epoch.
+    let plan = [
+        ("KILL", 37, 0),
+        ("INT", 80, 3),
+        ("KILL", 100, 0),
+        ("KILL", 150, 7),
+        ("KILL", 202, 0),
+        ("KILL", 260, 2),
+    ];
+    let mut run: Option<PathBuf> = None;
+    let mut positions = Vec::new();
+    for (signal, line, jitter_ms) in plan {
+        let mut child = spawn(&child_args, &[]);
+        wait_for_lines(&runs, line, &mut child);
+        std::thread::sleep(Duration::from_millis(jitter_ms));
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "the child had exited before line {line}");
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if signal == "INT" {
+            // Stopped at a step boundary with a checkpoint, saying how to go on.
+            assert_eq!(output.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("stopped on request after step"), "{stderr}");
+            assert!(stderr.contains("kiln run --resume"), "{stderr}");
+        } else {
+            assert!(killed_by_sigkill(output.status), "{}: {stderr}", output.status);
+        }
+        let folder = run.get_or_insert_with(|| only_entry(&runs.join("lenet5-fashion-mnist")));
+        let at = newest_checkpoint_loads(folder);
+        println!("{signal} after line {line}: resuming from {at:?}");
+        positions.push(at);
+        child_args = ["run", "--resume", &arg(folder), "--data-dir", &data, "--offline", "--quiet"]
+            .map(String::from)
+            .to_vec();
+    }
+    assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{positions:?}");
+    let status = spawn(&child_args, &[]).wait().unwrap();
+    assert!(status.success(), "the last resume failed: {status}");
+    assert_same_run(run.as_ref().unwrap(), &straight);
+}
