@@ -297,3 +297,101 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
     assert!(status.success(), "the last resume failed: {status}");
     assert_same_run(run.as_ref().unwrap(), &straight);
 }
+
+/// A checkpoint that cannot be written (a full disk, an unwritable folder) stops the fit: the
+/// first one, before any step is trained; a later one, at once, with the step it was for.
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_fit() {
+    use kiln_data::{ImageBatcher, Normalize, Split};
+    use kiln_train::{fit, Checkpoint, Event, FitData, FitError, FitOptions, OptimizerSpec, Recipe};
+    type B = burn_autodiff::Autodiff<NdArray>;
+
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_synthetic_fashion_mnist(tmp.path(), 128, 32);
+    let train = kiln_data::mnist::FASHION_MNIST
+        .load_from(tmp.path(), Split::Train)
+        .unwrap();
+    let batcher = ImageBatcher::for_set(&train, Normalize::unit());
+    let recipe = Recipe::default()
+        .with_epochs(2)
+        .with_batch_size(16)
+        .with_log_every(1)
+        .with_optimizer(OptimizerSpec::adam(1e-3))
+        .with_checkpoint_every(Some(2));
+    let device = Default::default();
+    for (failing_call, trained_steps) in [(1, 0), (3, 4)] {
+        let calls = std::cell::Cell::new(0);
+        let sink = |_: &Checkpoint| {
+            calls.set(calls.get() + 1);
+            if calls.get() == failing_call {
+                Err(std::io::Error::other("No space left on device"))
+            } else {
+                Ok(())
+            }
+        };
+        let options = FitOptions {
+            save_checkpoint: Some(&sink),
+            ..FitOptions::default()
+        };
+        let data = FitData {
+            train: &train,
+            valid: None,
+            test: None,
+            batcher: &batcher,
+        };
+        let mut steps = 0;
+        let model = LeNet5Config::new().init::<B>(&device);
+        let err = fit(model, data, &recipe, &device, &options, &mut |e| {
+            steps += usize::from(matches!(e, Event::Step(_)));
+        })
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(
+            err,
+            FitError::Checkpoint {
+                step: trained_steps,
+                message: "No space left on device".into()
+            }
+        );
+        assert_eq!(steps, trained_steps, "no step trains past a failed checkpoint");
+        assert!(err.to_string().contains(&format!("at step {trained_steps}")), "{err}");
+    }
+}
+
+#[test]
+fn resume_refuses_what_it_cannot_go_on_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let finished = common::tiny_run(tmp.path(), 1);
+    let resume = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["kiln", "run", "--resume"];
+        let dir = arg(dir);
+        args.push(&dir);
+        args.extend(extra);
+        format!("{:#}", kiln_cli::main_with_args(args).unwrap_err())
+    };
+    let err = resume(&finished, &[]);
+    assert!(err.contains("the run has finished"), "{err}");
+    let err = resume(&finished, &["--backend", "cpu"]);
+    assert!(
+        err.contains("trained on backend ndarray, not cpu") && err.contains("--backend ndarray"),
+        "{err}"
+    );
+    let err = resume(&finished, &["--epochs", "5"]);
+    assert!(err.contains("--resume goes on exactly as the run's config.toml says"), "{err}");
+    let err = resume(&tmp.path().join("nowhere"), &[]);
+    assert!(err.contains("nowhere/run.json: cannot read it"), "{err}");
+
+    // A run folder without checkpoints (stopped before its first).
+    fs::remove_file(finished.join("summary.json")).unwrap();
+    let err = resume(&finished, &[]);
+    assert!(err.contains("has no checkpoint to resume from"), "{err}");
+    // A checkpoint state that is not one names its file.
+    let broken = finished.join("checkpoints/epoch-0001-batch-000000");
+    fs::create_dir_all(&broken).unwrap();
+    fs::write(broken.join("state.json"), "{}").unwrap();
+    let err = resume(&finished, &[]);
+    assert!(
+        err.contains("epoch-0001-batch-000000/state.json: not a checkpoint state"),
+        "{err}"
+    );
+}

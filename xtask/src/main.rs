@@ -48,7 +48,9 @@ usage: cargo xtask <command>
 
 commands:
   run-experiment <experiment> [--backend NAME] [options passed to `kiln run`]
-      build kiln (release) with the backend's features and run the experiment;
+  run-experiment --resume RUN_FOLDER
+      build kiln (release) with the backend's features and run the experiment (or go on
+      with a stopped run, on its backend);
       e.g. cargo xtask run-experiment lenet5-fashion-mnist --backend tch --epochs 1
   compare-backends <experiment> --backends A,B,... [options passed to `kiln compare`]
       train on each backend from the same initial weights and report the differences;
@@ -93,16 +95,37 @@ fn run(args: Vec<String>) -> Result<()> {
 
 fn run_experiment(args: &[String]) -> Result<()> {
     let (backend, kiln_args) = take_option(args, "--backend")?;
-    let backend = backend.unwrap_or_else(|| "cpu".into());
+    let (resume, _) = take_option(&kiln_args, "--resume")?;
+    // A resumed run goes on with the backend it was started on.
+    let backend = match (backend, &resume) {
+        (Some(backend), _) => backend,
+        (None, Some(run)) => backend_of_run(Path::new(run))?,
+        (None, None) => "cpu".into(),
+    };
     let features = features_of(&[backend.as_str()])?;
-    if kiln_args.first().is_none_or(|a| a.starts_with('-')) {
+    if resume.is_none() && kiln_args.first().is_none_or(|a| a.starts_with('-')) {
         bail!("missing the experiment name\n\n{USAGE}");
     }
     let env = runtime_env(&[backend.as_str()], Install::No)?;
-    offer_fashion_mnist(&kiln_args[0]);
+    if resume.is_none() {
+        offer_fashion_mnist(&kiln_args[0]);
+    }
     let mut cmd = kiln(&features, &env);
     cmd.args(["run", "--backend", &backend]).args(&kiln_args);
     status(cmd)
+}
+
+/// The backend a run folder's `run.json` names.
+fn backend_of_run(run: &Path) -> Result<String> {
+    let path = run.join("run.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read it (is {} a run folder?)", path.display(), run.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not JSON", path.display()))?;
+    json["backend"]
+        .as_str()
+        .map(String::from)
+        .with_context(|| format!("{}: expected a \"backend\" string", path.display()))
 }
 
 fn compare_backends(args: &[String]) -> Result<()> {

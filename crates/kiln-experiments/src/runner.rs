@@ -53,16 +53,21 @@ pub enum RunError {
     },
     /// Training stopped early: diverged, interrupted or unable to save a checkpoint. The run
     /// folder keeps its metrics and its last good checkpoint.
-    #[error("{source}{}", stopped_hint(source, dir))]
+    #[error("{error}{}", stopped_hint(error, dir))]
     Fit {
         dir: PathBuf,
-        source: kiln_train::FitError,
+        /// (Not a `source`: the message says it, with what to do.)
+        error: kiln_train::FitError,
     },
 }
 
 fn stopped_hint(error: &kiln_train::FitError, dir: &Path) -> String {
     match error {
         kiln_train::FitError::Resume(_) => format!(" ({})", dir.display()),
+        kiln_train::FitError::Checkpoint { step: 0, .. } => format!(
+            "; nothing was trained: make room, or train under another --runs-dir than {}",
+            dir.parent().and_then(Path::parent).unwrap_or(dir).display()
+        ),
         kiln_train::FitError::Diverged { .. } => format!(
             " (the metrics up to then are in {}/metrics.jsonl)",
             dir.display()
@@ -507,9 +512,9 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
         }
         // metrics.jsonl keeps every finished step and epoch; no weights or summary are written
         // for a diverged run.
-        let (model, fitted) = fitted.map_err(|source| RunError::Fit {
+        let (model, fitted) = fitted.map_err(|error| RunError::Fit {
             dir: dir.to_path_buf(),
-            source,
+            error,
         })?;
 
         if let (Some(batch), Some(initial)) = (&fixed_batch, initial_logits) {
