@@ -286,3 +286,42 @@ fn bench_times_every_figure_it_reports() {
         assert!(report.peak_rss_mib.is_some_and(|m| m > 1.0), "{report:?}");
     }
 }
+
+/// Bad flags stop `kiln run` before any data is read or folder made, naming the flag's key.
+#[test]
+fn bad_flags_are_refused_naming_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let run = |extra: &[&str]| {
+        let runs = arg(&runs);
+        let mut args = vec!["kiln", "run", "--runs-dir", &runs, "--offline", "--quiet"];
+        args.extend(extra);
+        format!("{:#}", kiln_cli::main_with_args(args).unwrap_err())
+    };
+    for (flags, message) in [
+        (
+            &["lenet5-fashion-mnist", "--limit-train", "0"][..],
+            "lenet5-fashion-mnist (after command-line overrides): data.limit_train: expected at least 1, found 0",
+        ),
+        (
+            &["lenet5-fashion-mnist", "--epochs", "0"],
+            "recipe.epochs: expected at least 1, found 0",
+        ),
+        (
+            &["lenet5-fashion-mnist", "--checkpoint-every", "0"],
+            "recipe.checkpoint_every: expected at least 1, found 0",
+        ),
+        (
+            &["lenet5-fashion-mnist", "--backend", "ndaray"],
+            "unknown backend \"ndaray\" (did you mean \"ndarray\"?)",
+        ),
+        (
+            &["lenet5-fashion-mnis"],
+            "unknown experiment \"lenet5-fashion-mnis\" (did you mean \"lenet5-fashion-mnist\"?)",
+        ),
+    ] {
+        let err = run(flags);
+        assert!(err.contains(message), "{flags:?}: expected {message:?} in: {err}");
+    }
+    assert!(!runs.exists(), "no run folder for refused flags");
+}

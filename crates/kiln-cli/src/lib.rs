@@ -947,7 +947,8 @@ fn unknown_backend(name: &str) -> String {
         )
     } else {
         format!(
-            "unknown backend {name:?}; expected one of: {}",
+            "unknown backend {name:?}{}; expected one of: {}",
+            kiln_experiments::registry::did_you_mean(name, &all),
             all.join(", ")
         )
     }
@@ -974,8 +975,13 @@ mod tests {
     fn names_pick_backends_and_bad_names_list_the_choices() {
         assert!(dispatch("ndarray", None, Name).unwrap().contains("ndarray"));
         assert_eq!(
-            error("tpu", None),
-            "unknown backend \"tpu\"; expected one of: cpu, ndarray, flex, wgpu, tch, tch-cuda, cuda"
+            error("tpu-v5", None),
+            "unknown backend \"tpu-v5\"; expected one of: cpu, ndarray, flex, wgpu, tch, tch-cuda, cuda"
+        );
+        assert!(
+            error("ndaray", None).starts_with("unknown backend \"ndaray\" (did you mean \"ndarray\"?);"),
+            "{}",
+            error("ndaray", None)
         );
         // No build turns on `cuda` without a GPU to test it on.
         #[cfg(not(feature = "cuda"))]

@@ -34,7 +34,9 @@ pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// Errors name the file or folder: [`DataError::Io`] for a missing or unreadable folder or
 /// file, [`DataError::Format`] for an image that cannot be decoded, an image whose size
 /// differs from the first one's (both sizes and the first file are named), no class folders,
-/// no images, or more than 256 classes.
+/// a class folder without images, more than 256 classes, a zero-byte file, an image declaring
+/// more than [`MAX_IMAGE_PIXELS`] (refused from its header, before decoding) and a symbolic
+/// link that loops or points nowhere.
 pub fn load_image_folder(
     root: &Path,
     split_dir: &str,
@@ -57,7 +59,14 @@ pub fn load_image_folder(
         let dir = split_path.join(class);
         let images = image_files(&dir)?;
         if images.is_empty() {
-            tracing::warn!(folder = %dir.display(), "class folder holds no images");
+            // A class the model would learn nothing of, and whose label would still exist.
+            return Err(DataError::format(
+                &dir,
+                format!(
+                    "class folder '{class}' holds no images: expected .png, .jpg or .jpeg files \
+                     (remove the folder if the class is not wanted)"
+                ),
+            ));
         }
         per_class.push(images.into_iter());
     }
@@ -72,16 +81,6 @@ pub fn load_image_folder(
             break;
         }
     }
-    if files.is_empty() {
-        return Err(DataError::format(
-            &split_path,
-            format!(
-                "no images found: expected .png, .jpg or .jpeg files in the class folders ({})",
-                class_names.join(", ")
-            ),
-        ));
-    }
-
     let decoded = decode_all(&files)?;
 
     let (width, height) = (decoded[0].width, decoded[0].height);
@@ -140,8 +139,9 @@ fn class_names(split_path: &Path, classes: Option<&[&str]>) -> Result<Vec<String
     for entry in entries {
         let entry = entry.map_err(|e| DataError::io(split_path, e))?;
         let path = entry.path();
-        // Follows symbolic links, as a user linking class folders in would expect.
-        if !path.is_dir() {
+        // Follows symbolic links, as a user linking class folders in would expect; a link that
+        // loops or points nowhere is an error, not a class that silently vanishes.
+        if !followed(&path)?.is_dir() {
             continue;
         }
         let name = entry.file_name().into_string().map_err(|name| {
@@ -202,6 +202,22 @@ fn class_names(split_path: &Path, classes: Option<&[&str]>) -> Result<Vec<String
     Ok(classes.iter().map(|c| c.to_string()).collect())
 }
 
+/// The metadata of what `path` leads to, links followed; a broken or looping link is an error
+/// naming it.
+fn followed(path: &Path) -> Result<fs::Metadata, DataError> {
+    fs::metadata(path).map_err(|e| {
+        let link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if link {
+            DataError::format(
+                path,
+                format!("a symbolic link that cannot be followed (it loops or points nowhere): {e}"),
+            )
+        } else {
+            DataError::io(path, e)
+        }
+    })
+}
+
 /// The image files directly in `dir`, sorted by name.
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut files = Vec::new();
@@ -211,7 +227,7 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
-        if is_image && path.is_file() {
+        if is_image && followed(&path)?.is_file() {
             files.push(path);
         }
     }
@@ -255,14 +271,38 @@ struct Decoded {
     pixels: Vec<u8>,
 }
 
+/// The most pixels Kiln decodes from one image (8192 x 8192): a file declaring more is refused
+/// from its header, before any decoding, so a small "decompression bomb" cannot take the memory.
+pub const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
+
 fn decode(path: &Path) -> Result<Decoded, DataError> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let image = image::load_from_memory(&bytes).map_err(|e| {
+    if bytes.is_empty() {
+        return Err(DataError::format(
+            path,
+            "empty file (0 bytes): expected a PNG or JPEG image",
+        ));
+    }
+    let not_an_image = |e: image::ImageError| {
         DataError::format(
             path,
             format!("cannot decode the image (expected a PNG or JPEG file): {e}"),
         )
-    })?;
+    };
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .expect("reading from memory cannot fail");
+    let (width, height) = reader.into_dimensions().map_err(not_an_image)?;
+    if u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS {
+        return Err(DataError::format(
+            path,
+            format!(
+                "the image declares {width}x{height} pixels: expected at most {MAX_IMAGE_PIXELS} \
+                 pixels (8192x8192); refused before decoding"
+            ),
+        ));
+    }
+    let image = image::load_from_memory(&bytes).map_err(not_an_image)?;
     let (width, height) = (image.width(), image.height());
     if width == 0 || height == 0 {
         return Err(DataError::format(

@@ -1116,6 +1116,37 @@ fn archive_unpack_skips_hostile_entries_and_checks_members() {
     );
     assert_eq!(names_in(&other), vec!["cifar-10-binary.tar.gz".to_string()]);
 
+    // A member that is a symbolic or a hard link (here to a file outside the cache) is never
+    // unpacked: the archive lacks that member, and no link is made.
+    for kind in [tar::EntryType::Symlink, tar::EntryType::Link] {
+        let linked = root.path().join(format!("linked-{kind:?}"));
+        fs::create_dir_all(&linked).unwrap();
+        let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        for (path, data) in &partial {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_path(path).unwrap();
+            header.set_cksum();
+            builder.append(&header, &data[..]).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_path(format!("{BINARY_FOLDER}/test_batch.bin")).unwrap();
+        header.set_link_name("/etc/passwd").unwrap();
+        header.set_cksum();
+        builder.append(&header, &[][..]).unwrap();
+        let archive = linked.join("cifar-10-binary.tar.gz");
+        fs::write(&archive, builder.into_inner().unwrap().finish().unwrap()).unwrap();
+        let err = offline_at(&linked)
+            .locate_archive(&CIFAR10_BINARY)
+            .unwrap_err();
+        assert!(msg(&err).contains("lacks cifar-10-batches-bin/test_batch.bin"), "{err}");
+        assert!(fs::symlink_metadata(linked.join(BINARY_FOLDER).join("test_batch.bin")).is_err());
+    }
+
     // A truncated archive: an error naming it, nothing left behind.
     let bytes = fs::read(data.join("cifar-10-binary.tar.gz")).unwrap();
     fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
@@ -1416,11 +1447,93 @@ fn image_folder_size_mismatch_and_corrupt_file_name_the_file() {
     assert!(has_path(&err, &dir.join("3x.png")), "{m}");
     assert!(m.contains("cannot decode the image"), "{m}");
 
-    // No images at all.
+    // A class folder without images, beside one with them.
     let empty = root.path().join("empty/test/a");
     fs::create_dir_all(&empty).unwrap();
+    fs::create_dir_all(root.path().join("empty/test/b")).unwrap();
+    rgb_image(8, 8, 0)
+        .save_with_format(root.path().join("empty/test/b/0.png"), image::ImageFormat::Png)
+        .unwrap();
     let err = load_image_folder(&root.path().join("empty"), "test", None).unwrap_err();
-    assert!(msg(&err).contains("no images found"), "{err}");
+    assert!(has_path(&err, &empty), "{err}");
+    assert!(msg(&err).contains("class folder 'a' holds no images"), "{err}");
+}
+
+/// CRC-32 (PNG's), for hand-made chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A 60-byte PNG whose header declares `width` x `height` grayscale pixels and holds none.
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let body = [kind, data].concat();
+        [&(data.len() as u32).to_be_bytes()[..], &body, &crc32(&body).to_be_bytes()].concat()
+    };
+    let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+    [
+        &b"\x89PNG\r\n\x1a\n"[..],
+        &chunk(b"IHDR", &ihdr),
+        &chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]),
+        &chunk(b"IEND", &[]),
+    ]
+    .concat()
+}
+
+#[test]
+fn image_folder_refuses_bombs_empty_files_and_broken_links_naming_them() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("train/cls");
+    fs::create_dir_all(&dir).unwrap();
+    rgb_image(8, 8, 0)
+        .save_with_format(dir.join("0.png"), image::ImageFormat::Png)
+        .unwrap();
+
+    // A decompression bomb: 60000x60000 declared in 60 bytes, refused from its header.
+    fs::write(dir.join("1.png"), png_declaring(60_000, 60_000)).unwrap();
+    let err = load_image_folder(root.path(), "train", None).unwrap_err();
+    assert!(has_path(&err, &dir.join("1.png")), "{err}");
+    assert!(
+        msg(&err).contains("declares 60000x60000 pixels")
+            && msg(&err).contains("refused before decoding"),
+        "{err}"
+    );
+    let err = kiln_data::folder::read_image(&dir.join("1.png"), [1, 8, 8]).unwrap_err();
+    assert!(msg(&err).contains("declares 60000x60000 pixels"), "{err}");
+    fs::remove_file(dir.join("1.png")).unwrap();
+
+    // A zero-byte image.
+    fs::write(dir.join("2.jpg"), b"").unwrap();
+    let err = load_image_folder(root.path(), "train", None).unwrap_err();
+    assert!(has_path(&err, &dir.join("2.jpg")), "{err}");
+    assert!(msg(&err).contains("empty file (0 bytes)"), "{err}");
+    fs::remove_file(dir.join("2.jpg")).unwrap();
+
+    // Links that loop or point nowhere, as a class folder and as an image.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::symlink;
+        let train = root.path().join("train");
+        symlink(train.join("loop"), train.join("loop")).unwrap();
+        let err = load_image_folder(root.path(), "train", None).unwrap_err();
+        assert!(has_path(&err, &train.join("loop")), "{err}");
+        assert!(msg(&err).contains("symbolic link that cannot be followed"), "{err}");
+        fs::remove_file(train.join("loop")).unwrap();
+
+        symlink(dir.join("gone.png"), dir.join("3.png")).unwrap();
+        let err = load_image_folder(root.path(), "train", None).unwrap_err();
+        assert!(has_path(&err, &dir.join("3.png")), "{err}");
+        assert!(msg(&err).contains("symbolic link that cannot be followed"), "{err}");
+        fs::remove_file(dir.join("3.png")).unwrap();
+    }
+    assert_eq!(load_image_folder(root.path(), "train", None).unwrap().len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

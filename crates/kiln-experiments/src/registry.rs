@@ -60,11 +60,41 @@ pub fn load(name_or_path: &str) -> Result<ExperimentSpec, String> {
         None => {
             let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
             Err(format!(
-                "unknown experiment {name_or_path:?}; expected one of: {} (or a path to a .toml file)",
+                "unknown experiment {name_or_path:?}{}; expected one of: {} (or a path to a .toml file)",
+                did_you_mean(name_or_path, &names),
                 names.join(", ")
             ))
         }
     }
+}
+
+/// `" (did you mean \"x\"?)"` for the name among `choices` nearest to `name` by edit distance,
+/// where one is near enough to be a slip (at most a third of its letters, at least 1), else "".
+pub fn did_you_mean(name: &str, choices: &[&str]) -> String {
+    let nearest = choices
+        .iter()
+        .map(|c| (edit_distance(name, c), *c))
+        .min()
+        .filter(|&(d, c)| d > 0 && d <= (c.chars().count() / 3).max(1));
+    nearest.map_or_else(String::new, |(_, c)| format!(" (did you mean {c:?}?)"))
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -108,8 +138,23 @@ mod tests {
     #[test]
     fn unknown_name_lists_the_choices() {
         let err = load("lenet7").unwrap_err();
-        assert!(err.contains("unknown experiment \"lenet7\""), "{err}");
+        assert!(err.contains("unknown experiment \"lenet7\";"), "{err}");
         assert!(err.contains("lenet5-fashion-mnist"), "{err}");
+        let err = load("resnet-cifar").unwrap_err();
+        assert!(
+            err.contains("unknown experiment \"resnet-cifar\" (did you mean \"resnet-cifar10\"?)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn suggestions_are_near_misses_only() {
+        let choices = ["cpu", "ndarray", "wgpu", "tch"];
+        assert_eq!(did_you_mean("ndaray", &choices), " (did you mean \"ndarray\"?)");
+        assert_eq!(did_you_mean("wgpuu", &choices), " (did you mean \"wgpu\"?)");
+        assert_eq!(did_you_mean("tensorflow", &choices), "");
+        assert_eq!(did_you_mean("cpu", &choices), "");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

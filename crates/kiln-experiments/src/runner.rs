@@ -357,6 +357,7 @@ pub struct Splits {
 pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, RunError> {
     let (mut train, valid_from_train) = load_split(spec, locator, Split::Train)?;
     let (test, valid_from_test) = load_split(spec, locator, Split::Test)?;
+    check_same_kind(&train, &test)?;
     let test = limit_test(spec, test);
     if let Some(p) = spec.data.percent {
         let n = ((train.len() as f64) * p / 100.0).ceil() as usize;
@@ -374,6 +375,39 @@ pub fn load_splits(spec: &ExperimentSpec, locator: &Locator) -> Result<Splits, R
         spec.data.dataset.name()
     );
     Ok(Splits { train, valid, test })
+}
+
+/// A test split must have the training split's classes, in order, and image shape: a model
+/// learns labels by index, and a shifted class list would score the wrong class silently.
+fn check_same_kind(train: &ImageSet, test: &ImageSet) -> Result<(), RunError> {
+    if train.classes != test.classes {
+        let missing: Vec<&str> = (train.classes.iter())
+            .filter(|c| !test.classes.contains(c))
+            .map(String::as_str)
+            .collect();
+        let extra: Vec<&str> = (test.classes.iter())
+            .filter(|c| !train.classes.contains(c))
+            .map(String::as_str)
+            .collect();
+        return Err(RunError::Spec(format!(
+            "the test split's classes differ from the training split's: expected [{}], found \
+             [{}] (missing from test: [{}]; only in test: [{}])",
+            train.classes.join(", "),
+            test.classes.join(", "),
+            missing.join(", "),
+            extra.join(", ")
+        )));
+    }
+    let shape = |s: &ImageSet| [s.channels, s.height, s.width];
+    if shape(train) != shape(test) {
+        return Err(RunError::Spec(format!(
+            "the test split's images are {:?} (channels, height, width), the training split's \
+             {:?}: expected one shape",
+            shape(test),
+            shape(train)
+        )));
+    }
+    Ok(())
 }
 
 /// The test split alone, exactly as [`load_splits`] gives it, for the commands that look at a
@@ -650,6 +684,28 @@ mod tests {
             let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
             kiln_data::mnist::write_split(dir, split, &pixels, &labels).unwrap();
         }
+    }
+
+    #[test]
+    fn a_test_split_of_other_classes_or_shape_is_refused_naming_the_difference() {
+        let set = |classes: &[&str], size: usize| {
+            let names = classes.iter().map(|c| c.to_string()).collect();
+            ImageSet::new(1, size, size, vec![0; size * size], vec![0], names)
+        };
+        let train = set(&["cat", "dog", "fox"], 4);
+        assert!(check_same_kind(&train, &set(&["cat", "dog", "fox"], 4)).is_ok());
+        let err = check_same_kind(&train, &set(&["cat", "dog", "owl"], 4))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected [cat, dog, fox], found [cat, dog, owl]")
+                && err.contains("missing from test: [fox]; only in test: [owl]"),
+            "{err}"
+        );
+        let err = check_same_kind(&train, &set(&["cat", "dog", "fox"], 5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[1, 5, 5]") && err.contains("[1, 4, 4]"), "{err}");
     }
 
     #[test]

@@ -469,6 +469,27 @@ mod tests {
                 "recipe.optimizer.lr: expected a positive number, found -1",
             ),
             (
+                "lr = 0.01",
+                "lr = 0.0",
+                "recipe.optimizer.lr: expected a positive number, found 0",
+            ),
+            (
+                "lr = 0.01",
+                "lr = nan",
+                "recipe.optimizer.lr: expected a positive number, found NaN",
+            ),
+            (
+                "epochs = 14",
+                "epochs = 0",
+                "recipe.epochs: expected at least 1, found 0",
+            ),
+            // A wrong type names the key and both types.
+            (
+                "batch_size = 256",
+                "batch_size = \"256\"",
+                "invalid type: string \"256\", expected usize",
+            ),
+            (
                 "gamma = 0.7",
                 "gamma = 1.5",
                 "recipe.scheduler.gamma: expected a value in (0, 1], found 1.5",
@@ -489,8 +510,16 @@ mod tests {
                 "name: expected letters",
             ),
         ] {
-            let err = ExperimentSpec::from_toml(&BUILTIN.replace(from, to), "x.toml").unwrap_err();
-            assert!(err.starts_with(&format!("x.toml: {message}")), "{err}");
+            let text = BUILTIN.replace(from, to);
+            assert_ne!(text, BUILTIN, "{from:?} is not in the built-in experiment");
+            let err = ExperimentSpec::from_toml(&text, "x.toml").unwrap_err();
+            assert!(
+                err.starts_with(&format!("x.toml: {message}"))
+                    || (err.starts_with("x.toml: ")
+                        && err.contains(message)
+                        && err.contains("batch_size")),
+                "{err}"
+            );
         }
         let err = ExperimentSpec::from_toml(
             &BUILTIN.replace("\"fashion-mnist\"", "\"imagenet\""),

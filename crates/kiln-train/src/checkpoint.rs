@@ -98,12 +98,16 @@ pub(crate) fn from_bytes<B: Backend, R: Record<B>>(
     })
 }
 
-pub(crate) fn load_model<B: Backend, M: Module<B>>(
-    model: M,
-    bytes: &[u8],
-    device: &B::Device,
-) -> Result<M, ResumeError> {
-    Ok(model.load_record(from_bytes::<B, M::Record>("model", bytes, device)?))
+impl Checkpoint {
+    /// `model` (the network the checkpoint was taken of) with the checkpoint's weights.
+    pub fn load_model<B: Backend, M: Module<B>>(
+        &self,
+        model: M,
+        device: &B::Device,
+    ) -> Result<M, ResumeError> {
+        let record = from_bytes::<B, M::Record>("model", &self.model, device)?;
+        Ok(model.load_record(record))
+    }
 }
 
 impl CheckpointState {

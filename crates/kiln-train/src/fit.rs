@@ -533,7 +533,7 @@ where
         let mut at = match self.options.resume_from {
             Some(c) => {
                 c.state.check_matches(recipe, train.len())?;
-                model = checkpoint::load_model(model, &c.model, self.device)?;
+                model = c.load_model(model, self.device)?;
                 let record = checkpoint::from_bytes::<B, O::Record>(
                     "optimizer",
                     &c.optimizer,
