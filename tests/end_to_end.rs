@@ -3,12 +3,9 @@
 
 use std::fs;
 
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn_ndarray::NdArray;
 use kiln_data::{ImageBatcher, Split};
 use kiln_experiments::{ExperimentSpec, RunSummary};
-use kiln_models::LeNet5Config;
 
 mod common;
 use common::{arg, synthetic_setup, tiny_run};
@@ -104,14 +101,7 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
 
     // The checkpoint loads into a fresh model and reproduces the reported test accuracy.
     let device = Default::default();
-    let model = LeNet5Config::new()
-        .init::<NdArray>(&device)
-        .load_file(
-            run.join("model.mpk"),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            &device,
-        )
-        .expect("model.mpk loads");
+    let model = common::load_lenet(&run);
     let test = kiln_data::mnist::FASHION_MNIST
         .load_from(&tmp.path().join("data"), Split::Test)
         .unwrap();

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn_ndarray::NdArray;
 use kiln_models::LeNet5Config;
 
@@ -139,15 +138,7 @@ fn weights(run: &Path) -> Vec<f32> {
             self.0.extend(param.val().into_data().to_vec::<f32>().unwrap());
         }
     }
-    let device = Default::default();
-    let model = LeNet5Config::new()
-        .init::<NdArray>(&device)
-        .load_file(
-            run.join("model.mpk"),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            &device,
-        )
-        .expect("model.mpk loads");
+    let model = common::load_lenet(run);
     let mut values = Values(Vec::new());
     model.visit(&mut values);
     assert!(values.0.len() > 40_000, "LeNet-5 has 61,706 parameters");
@@ -269,11 +260,10 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
         let mut child = spawn(&child_args, &[]);
         wait_for_lines(&runs, line, &mut child);
         std::thread::sleep(Duration::from_millis(jitter_ms));
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "the child had exited before line {line}");
+        let number = if signal == "INT" { libc::SIGINT } else { libc::SIGKILL };
+        // SAFETY: kill(2) on our own child, which has not been waited for, so its pid is ours.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, number) };
+        assert_eq!(sent, 0, "the child had exited before line {line}");
         let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         if signal == "INT" {

@@ -83,6 +83,21 @@ pub fn tiny_run(dir: &Path, epochs: usize) -> PathBuf {
     only_entry(&runs.join("lenet5-fashion-mnist"))
 }
 
+/// A LeNet-5 run's final weights (`model.mpk`) in a fresh model on ndarray.
+pub fn load_lenet(run: &Path) -> kiln_models::LeNet5<burn_ndarray::NdArray> {
+    use burn::module::Module;
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    let device = Default::default();
+    kiln_models::LeNet5Config::new()
+        .init(&device)
+        .load_file(
+            run.join("model.mpk"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            &device,
+        )
+        .expect("model.mpk loads")
+}
+
 pub fn only_entry(dir: &Path) -> PathBuf {
     let entries: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()

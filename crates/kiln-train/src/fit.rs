@@ -950,6 +950,47 @@ mod tests {
         }
     }
 
+    /// A resumed fit's schedule is where the uninterrupted one's was: after `batch` batches of
+    /// `epoch`, replay gives the rate of the last batch trained and the next call the next one.
+    #[test]
+    fn replaying_a_schedule_lands_where_the_uninterrupted_one_was() {
+        for scheduler in [
+            "name = \"warmup-cosine\"\nwarmup_epochs = 1",
+            "name = \"step\"\nstep_size = 2\ngamma = 0.5",
+            "name = \"constant\"",
+        ] {
+            let r = recipe(scheduler, 4);
+            let steps = 3;
+            // The rate of every batch of an uninterrupted fit, as the loop draws them.
+            let mut fresh = Schedule::new(&r, steps);
+            let mut per_batch = Vec::new();
+            for _ in 0..r.epochs {
+                let mut lr = fresh.next();
+                for b in 0..steps {
+                    if fresh.per_batch() && b > 0 {
+                        lr = fresh.next();
+                    }
+                    per_batch.push(lr);
+                }
+            }
+            for epoch in 1..=r.epochs {
+                for batch in 1..=steps {
+                    let mut resumed = Schedule::new(&r, steps);
+                    let lr = resumed.replay(epoch, batch, steps);
+                    let done = (epoch - 1) * steps + batch;
+                    assert_eq!(lr, per_batch[done - 1], "{scheduler}: at {epoch}/{batch}");
+                    let next = match (batch == steps, resumed.per_batch()) {
+                        (true, _) | (false, true) => resumed.next(),
+                        (false, false) => lr,
+                    };
+                    if done < per_batch.len() {
+                        assert_eq!(next, per_batch[done], "{scheduler}: after {epoch}/{batch}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn step_lr_decays_once_per_epoch_like_pytorch() {
         let r = recipe("name = \"step\"\nstep_size = 2\ngamma = 0.5", 5);
