@@ -37,7 +37,12 @@ fn kiln_process() {
 fn spawn(args: &[String], env: &[(&str, String)]) -> std::process::Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["kiln_process", "--exact", "--include-ignored", "--nocapture"])
+        .args([
+            "kiln_process",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+        ])
         .env(CHILD, args.join("\n"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -115,7 +120,12 @@ fn newest_checkpoint_loads(run: &Path) -> (usize, usize) {
         .unwrap_or_else(|e| panic!("the newest checkpoint does not load: {e}"))
         .expect("a killed run keeps a checkpoint");
     // A half-written checkpoint is never taken for one.
-    assert!(dir.file_name().unwrap().to_str().unwrap().starts_with("epoch-"));
+    assert!(dir
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("epoch-"));
     assert!(!checkpoint.model.is_empty() && !checkpoint.optimizer.is_empty());
     (checkpoint.state.epoch, checkpoint.state.batch)
 }
@@ -127,7 +137,10 @@ fn uninterrupted(dir: &Path, args: &[String]) -> (PathBuf, Duration) {
     let started = Instant::now();
     let status = spawn(&args, &[]).wait().unwrap();
     assert!(status.success(), "the uninterrupted run failed: {status}");
-    (only_entry(&runs.join("lenet5-fashion-mnist")), started.elapsed())
+    (
+        only_entry(&runs.join("lenet5-fashion-mnist")),
+        started.elapsed(),
+    )
 }
 
 /// Every value of a run's `model.mpk`, in the order of the network's parameters.
@@ -135,7 +148,8 @@ fn weights(run: &Path) -> Vec<f32> {
     struct Values(Vec<f32>);
     impl<B: Backend> ModuleVisitor<B> for Values {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.extend(param.val().into_data().to_vec::<f32>().unwrap());
+            self.0
+                .extend(param.val().into_data().to_vec::<f32>().unwrap());
         }
     }
     let model = common::load_lenet(run);
@@ -151,7 +165,10 @@ fn assert_same_run(resumed: &Path, straight: &Path) {
         events_without_times(straight),
         "metrics.jsonl differs from the uninterrupted run's"
     );
-    assert_eq!(summary_without_times(resumed), summary_without_times(straight));
+    assert_eq!(
+        summary_without_times(resumed),
+        summary_without_times(straight)
+    );
     // Bit for bit (the files themselves differ in the parameters' random ids).
     assert!(
         weights(resumed) == weights(straight),
@@ -198,11 +215,17 @@ fn a_run_killed_in_checkpoint_writes_resumes_to_the_same_result() {
         };
         let status = spawn(
             &child_args,
-            &[("KILN_TEST_KILL_AT_CHECKPOINT_FILE", kill_after_file.to_string())],
+            &[(
+                "KILN_TEST_KILL_AT_CHECKPOINT_FILE",
+                kill_after_file.to_string(),
+            )],
         )
         .wait()
         .unwrap();
-        assert!(killed_by_sigkill(status), "expected a SIGKILL, got {status}");
+        assert!(
+            killed_by_sigkill(status),
+            "expected a SIGKILL, got {status}"
+        );
         let folder = run.get_or_insert_with(|| only_entry(&runs.join("lenet5-fashion-mnist")));
         positions.push(newest_checkpoint_loads(folder));
     }
@@ -260,7 +283,11 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
         let mut child = spawn(&child_args, &[]);
         wait_for_lines(&runs, line, &mut child);
         std::thread::sleep(Duration::from_millis(jitter_ms));
-        let number = if signal == "INT" { libc::SIGINT } else { libc::SIGKILL };
+        let number = if signal == "INT" {
+            libc::SIGINT
+        } else {
+            libc::SIGKILL
+        };
         // SAFETY: kill(2) on our own child, which has not been waited for, so its pid is ours.
         let sent = unsafe { libc::kill(child.id() as libc::pid_t, number) };
         assert_eq!(sent, 0, "the child had exited before line {line}");
@@ -272,15 +299,27 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
             assert!(stderr.contains("stopped on request after step"), "{stderr}");
             assert!(stderr.contains("kiln run --resume"), "{stderr}");
         } else {
-            assert!(killed_by_sigkill(output.status), "{}: {stderr}", output.status);
+            assert!(
+                killed_by_sigkill(output.status),
+                "{}: {stderr}",
+                output.status
+            );
         }
         let folder = run.get_or_insert_with(|| only_entry(&runs.join("lenet5-fashion-mnist")));
         let at = newest_checkpoint_loads(folder);
         println!("{signal} after line {line}: resuming from {at:?}");
         positions.push(at);
-        child_args = ["run", "--resume", &arg(folder), "--data-dir", &data, "--offline", "--quiet"]
-            .map(String::from)
-            .to_vec();
+        child_args = [
+            "run",
+            "--resume",
+            &arg(folder),
+            "--data-dir",
+            &data,
+            "--offline",
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{positions:?}");
     let status = spawn(&child_args, &[]).wait().unwrap();
@@ -293,7 +332,9 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
 #[test]
 fn a_checkpoint_that_cannot_be_written_stops_the_fit() {
     use kiln_data::{ImageBatcher, Normalize, Split};
-    use kiln_train::{fit, Checkpoint, Event, FitData, FitError, FitOptions, OptimizerSpec, Recipe};
+    use kiln_train::{
+        fit, Checkpoint, Event, FitData, FitError, FitOptions, OptimizerSpec, Recipe,
+    };
     type B = burn_autodiff::Autodiff<NdArray>;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -343,8 +384,15 @@ fn a_checkpoint_that_cannot_be_written_stops_the_fit() {
                 message: "No space left on device".into()
             }
         );
-        assert_eq!(steps, trained_steps, "no step trains past a failed checkpoint");
-        assert!(err.to_string().contains(&format!("at step {trained_steps}")), "{err}");
+        assert_eq!(
+            steps, trained_steps,
+            "no step trains past a failed checkpoint"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("at step {trained_steps}")),
+            "{err}"
+        );
     }
 }
 
@@ -367,7 +415,10 @@ fn resume_refuses_what_it_cannot_go_on_with() {
         "{err}"
     );
     let err = resume(&finished, &["--epochs", "5"]);
-    assert!(err.contains("--resume goes on exactly as the run's config.toml says"), "{err}");
+    assert!(
+        err.contains("--resume goes on exactly as the run's config.toml says"),
+        "{err}"
+    );
     let err = resume(&tmp.path().join("nowhere"), &[]);
     assert!(err.contains("nowhere/run.json: cannot read it"), "{err}");
 

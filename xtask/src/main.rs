@@ -118,10 +118,15 @@ fn run_experiment(args: &[String]) -> Result<()> {
 /// The backend a run folder's `run.json` names.
 fn backend_of_run(run: &Path) -> Result<String> {
     let path = run.join("run.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read it (is {} a run folder?)", path.display(), run.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not JSON", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: cannot read it (is {} a run folder?)",
+            path.display(),
+            run.display()
+        )
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     json["backend"]
         .as_str()
         .map(String::from)

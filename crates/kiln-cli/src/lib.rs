@@ -979,7 +979,8 @@ mod tests {
             "unknown backend \"tpu-v5\"; expected one of: cpu, ndarray, flex, wgpu, tch, tch-cuda, cuda"
         );
         assert!(
-            error("ndaray", None).starts_with("unknown backend \"ndaray\" (did you mean \"ndarray\"?);"),
+            error("ndaray", None)
+                .starts_with("unknown backend \"ndaray\" (did you mean \"ndarray\"?);"),
             "{}",
             error("ndaray", None)
         );

@@ -210,7 +210,9 @@ fn followed(path: &Path) -> Result<fs::Metadata, DataError> {
         if link {
             DataError::format(
                 path,
-                format!("a symbolic link that cannot be followed (it loops or points nowhere): {e}"),
+                format!(
+                    "a symbolic link that cannot be followed (it loops or points nowhere): {e}"
+                ),
             )
         } else {
             DataError::io(path, e)

@@ -1134,7 +1134,9 @@ fn archive_unpack_skips_hostile_entries_and_checks_members() {
         header.set_entry_type(kind);
         header.set_size(0);
         header.set_mode(0o777);
-        header.set_path(format!("{BINARY_FOLDER}/test_batch.bin")).unwrap();
+        header
+            .set_path(format!("{BINARY_FOLDER}/test_batch.bin"))
+            .unwrap();
         header.set_link_name("/etc/passwd").unwrap();
         header.set_cksum();
         builder.append(&header, &[][..]).unwrap();
@@ -1143,7 +1145,10 @@ fn archive_unpack_skips_hostile_entries_and_checks_members() {
         let err = offline_at(&linked)
             .locate_archive(&CIFAR10_BINARY)
             .unwrap_err();
-        assert!(msg(&err).contains("lacks cifar-10-batches-bin/test_batch.bin"), "{err}");
+        assert!(
+            msg(&err).contains("lacks cifar-10-batches-bin/test_batch.bin"),
+            "{err}"
+        );
         assert!(fs::symlink_metadata(linked.join(BINARY_FOLDER).join("test_batch.bin")).is_err());
     }
 
@@ -1452,11 +1457,17 @@ fn image_folder_size_mismatch_and_corrupt_file_name_the_file() {
     fs::create_dir_all(&empty).unwrap();
     fs::create_dir_all(root.path().join("empty/test/b")).unwrap();
     rgb_image(8, 8, 0)
-        .save_with_format(root.path().join("empty/test/b/0.png"), image::ImageFormat::Png)
+        .save_with_format(
+            root.path().join("empty/test/b/0.png"),
+            image::ImageFormat::Png,
+        )
         .unwrap();
     let err = load_image_folder(&root.path().join("empty"), "test", None).unwrap_err();
     assert!(has_path(&err, &empty), "{err}");
-    assert!(msg(&err).contains("class folder 'a' holds no images"), "{err}");
+    assert!(
+        msg(&err).contains("class folder 'a' holds no images"),
+        "{err}"
+    );
 }
 
 /// CRC-32 (PNG's), for hand-made chunks.
@@ -1465,7 +1476,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -1475,9 +1490,19 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn png_declaring(width: u32, height: u32) -> Vec<u8> {
     let chunk = |kind: &[u8], data: &[u8]| {
         let body = [kind, data].concat();
-        [&(data.len() as u32).to_be_bytes()[..], &body, &crc32(&body).to_be_bytes()].concat()
+        [
+            &(data.len() as u32).to_be_bytes()[..],
+            &body,
+            &crc32(&body).to_be_bytes(),
+        ]
+        .concat()
     };
-    let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+    let ihdr = [
+        &width.to_be_bytes()[..],
+        &height.to_be_bytes(),
+        &[8, 0, 0, 0, 0],
+    ]
+    .concat();
     [
         &b"\x89PNG\r\n\x1a\n"[..],
         &chunk(b"IHDR", &ihdr),
@@ -1524,16 +1549,25 @@ fn image_folder_refuses_bombs_empty_files_and_broken_links_naming_them() {
         symlink(train.join("loop"), train.join("loop")).unwrap();
         let err = load_image_folder(root.path(), "train", None).unwrap_err();
         assert!(has_path(&err, &train.join("loop")), "{err}");
-        assert!(msg(&err).contains("symbolic link that cannot be followed"), "{err}");
+        assert!(
+            msg(&err).contains("symbolic link that cannot be followed"),
+            "{err}"
+        );
         fs::remove_file(train.join("loop")).unwrap();
 
         symlink(dir.join("gone.png"), dir.join("3.png")).unwrap();
         let err = load_image_folder(root.path(), "train", None).unwrap_err();
         assert!(has_path(&err, &dir.join("3.png")), "{err}");
-        assert!(msg(&err).contains("symbolic link that cannot be followed"), "{err}");
+        assert!(
+            msg(&err).contains("symbolic link that cannot be followed"),
+            "{err}"
+        );
         fs::remove_file(dir.join("3.png")).unwrap();
     }
-    assert_eq!(load_image_folder(root.path(), "train", None).unwrap().len(), 1);
+    assert_eq!(
+        load_image_folder(root.path(), "train", None).unwrap().len(),
+        1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ pub use models::{ModelSpec, ModelTask, Summarise};
 pub use registry::{builtin, load};
 pub use run_dir::RunStart;
 pub use runner::{
-    load_splits, load_test_split, load_weights, resume, run, save_weights, FixedBatchLogits, RunError,
-    RunOptions, RunOutcome, RunSummary, Splits,
+    load_splits, load_test_split, load_weights, resume, run, save_weights, FixedBatchLogits,
+    RunError, RunOptions, RunOutcome, RunSummary, Splits,
 };
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,

@@ -150,7 +150,10 @@ mod tests {
     #[test]
     fn suggestions_are_near_misses_only() {
         let choices = ["cpu", "ndarray", "wgpu", "tch"];
-        assert_eq!(did_you_mean("ndaray", &choices), " (did you mean \"ndarray\"?)");
+        assert_eq!(
+            did_you_mean("ndaray", &choices),
+            " (did you mean \"ndarray\"?)"
+        );
         assert_eq!(did_you_mean("wgpuu", &choices), " (did you mean \"wgpu\"?)");
         assert_eq!(did_you_mean("tensorflow", &choices), "");
         assert_eq!(did_you_mean("cpu", &choices), "");

@@ -217,9 +217,17 @@ pub fn resume<B: AutodiffBackend>(
         return Err(RunError::Spec(format!(
             "{}: the run {} denormal floats and this process {}: resume it {} --keep-denormals",
             dir.display(),
-            if start.flush_denormals { "flushed" } else { "kept" },
+            if start.flush_denormals {
+                "flushed"
+            } else {
+                "kept"
+            },
             if flush { "flushes them" } else { "keeps them" },
-            if start.flush_denormals { "without" } else { "with" }
+            if start.flush_denormals {
+                "without"
+            } else {
+                "with"
+            }
         )));
     }
     if dir.join("summary.json").is_file() {
@@ -252,7 +260,14 @@ pub fn resume<B: AutodiffBackend>(
     let splits = load_splits(&spec, &options.locator)?;
     let metrics_path = dir.join("metrics.jsonl");
     keep_first_lines(&metrics_path, checkpoint.state.events).map_err(io_error(&metrics_path))?;
-    train_in::<B>(&spec, options, &splits, dir.to_path_buf(), Some(&checkpoint), device)
+    train_in::<B>(
+        &spec,
+        options,
+        &splits,
+        dir.to_path_buf(),
+        Some(&checkpoint),
+        device,
+    )
 }
 
 /// Cuts `path` back to its first `n` lines (a line cut short by a crash is not one).
@@ -705,7 +720,10 @@ mod tests {
         let err = check_same_kind(&train, &set(&["cat", "dog", "fox"], 5))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("[1, 5, 5]") && err.contains("[1, 4, 4]"), "{err}");
+        assert!(
+            err.contains("[1, 5, 5]") && err.contains("[1, 4, 4]"),
+            "{err}"
+        );
     }
 
     #[test]

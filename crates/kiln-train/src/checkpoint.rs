@@ -35,6 +35,9 @@ pub struct Checkpoint {
     pub optimizer: Vec<u8>,
 }
 
+/// Where a fit's checkpoints go ([`crate::FitOptions::save_checkpoint`]).
+pub type CheckpointSink<'a> = dyn Fn(&Checkpoint) -> std::io::Result<()> + 'a;
+
 /// Where a fit stood at a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +136,11 @@ impl CheckpointState {
 
     /// Refuses a checkpoint of another fit: the recipe (bar `checkpoint_every`, which does not
     /// change results) and the training set's size must be the same.
-    pub(crate) fn check_matches(&self, recipe: &Recipe, train_images: usize) -> Result<(), ResumeError> {
+    pub(crate) fn check_matches(
+        &self,
+        recipe: &Recipe,
+        train_images: usize,
+    ) -> Result<(), ResumeError> {
         let results_of = |r: &Recipe| r.clone().with_checkpoint_every(None);
         if results_of(&self.recipe) != results_of(recipe) {
             return Err(ResumeError::Mismatch(format!(
@@ -157,7 +164,9 @@ pub(crate) fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     // SplitMix64's finaliser over the three: nearby positions get unrelated seeds.
     let mut z = seed
         ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ (batch as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9).rotate_left(17);
+        ^ (batch as u64)
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            .rotate_left(17);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

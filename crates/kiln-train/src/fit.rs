@@ -24,7 +24,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, batch_seed, Checkpoint, CheckpointState, ResumeError};
+use crate::checkpoint::{
+    self, batch_seed, Checkpoint, CheckpointSink, CheckpointState, ResumeError,
+};
 use crate::{EpochMetrics, Event, OptimizerSpec, Recipe, SchedulerSpec, StepMetrics};
 
 /// How the loop shows itself, where its checkpoints go and when it stops early; none of it
@@ -36,7 +38,7 @@ pub struct FitOptions<'a> {
     /// Where checkpoints go (see [`crate::checkpoint`]): once before the first step, at the end
     /// of every epoch, every `recipe.checkpoint_every` steps and when stopped. An error from it
     /// stops the fit with [`FitError::Checkpoint`]; the previous checkpoint is the sink's to keep.
-    pub save_checkpoint: Option<&'a (dyn Fn(&Checkpoint) -> std::io::Result<()> + 'a)>,
+    pub save_checkpoint: Option<&'a CheckpointSink<'a>>,
     /// Go on from this checkpoint of the same fit (same recipe and training set) instead of
     /// starting afresh; the model and optimizer state given to the fit are replaced by its.
     pub resume_from: Option<&'a Checkpoint>,
@@ -534,11 +536,8 @@ where
             Some(c) => {
                 c.state.check_matches(recipe, train.len())?;
                 model = c.load_model(model, self.device)?;
-                let record = checkpoint::from_bytes::<B, O::Record>(
-                    "optimizer",
-                    &c.optimizer,
-                    self.device,
-                )?;
+                let record =
+                    checkpoint::from_bytes::<B, O::Record>("optimizer", &c.optimizer, self.device)?;
                 optim = optim.load_record(record);
                 c.state.clone()
             }

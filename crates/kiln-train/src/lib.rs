@@ -38,7 +38,7 @@ pub mod events;
 pub mod fit;
 pub mod recipe;
 
-pub use checkpoint::{Checkpoint, CheckpointState, ResumeError};
+pub use checkpoint::{Checkpoint, CheckpointSink, CheckpointState, ResumeError};
 pub use events::{EpochMetrics, Event, StepMetrics};
 pub use fit::{
     evaluate, fit, fit_with_loss, predict, probabilities, ClassificationLoss, FitData, FitError,
