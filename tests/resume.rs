@@ -83,6 +83,22 @@ fn setup(dir: &Path, train_images: usize) -> Vec<String> {
     .to_vec()
 }
 
+/// `kiln run --resume <run>` with the data folder of `args` (from [`setup`]).
+fn resume_args(args: &[String], run: &Path) -> Vec<String> {
+    let data = &args[args.iter().position(|a| a == "--data-dir").unwrap() + 1];
+    [
+        "run",
+        "--resume",
+        &arg(run),
+        "--data-dir",
+        data,
+        "--offline",
+        "--quiet",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// `metrics.jsonl` less what depends on the clock.
 fn events_without_times(run: &Path) -> Vec<serde_json::Value> {
     fs::read_to_string(run.join("metrics.jsonl"))
@@ -195,14 +211,7 @@ fn a_run_killed_in_checkpoint_writes_resumes_to_the_same_result() {
     let runs = tmp.path().join("runs");
     let mut first = args.clone();
     first.extend(["--runs-dir".to_string(), arg(&runs)]);
-    let resume = |run: &Path| {
-        ["run", "--resume", &arg(run), "--data-dir"]
-            .into_iter()
-            .map(String::from)
-            .chain([args[args.iter().position(|a| a == "--data-dir").unwrap() + 1].clone()])
-            .chain(["--offline", "--quiet"].map(String::from))
-            .collect::<Vec<String>>()
-    };
+    let resume = |run: &Path| resume_args(&args, run);
     // Each checkpoint is three files (state, model, optimizer); a child is killed after the
     // N-th file it writes: inside the 2nd, 3rd, ... checkpoint of its life, between files and
     // after the last file before the rename.
@@ -262,7 +271,6 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
     let args = setup(tmp.path(), 3200);
     let (straight, _) = uninterrupted(tmp.path(), &args);
     let runs = tmp.path().join("runs");
-    let data = args[args.iter().position(|a| a == "--data-dir").unwrap() + 1].clone();
     let mut child_args = args.clone();
     child_args.extend(["--runs-dir".to_string(), arg(&runs)]);
 
@@ -309,17 +317,7 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
         let at = newest_checkpoint_loads(folder);
         println!("{signal} after line {line}: resuming from {at:?}");
         positions.push(at);
-        child_args = [
-            "run",
-            "--resume",
-            &arg(folder),
-            "--data-dir",
-            &data,
-            "--offline",
-            "--quiet",
-        ]
-        .map(String::from)
-        .to_vec();
+        child_args = resume_args(&args, folder);
     }
     assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{positions:?}");
     let status = spawn(&child_args, &[]).wait().unwrap();
