@@ -65,6 +65,8 @@ commands:
       DIR/{train,test}/<class>/ image folders
   test [cargo test options]
       install what the tests need if missing, then run every test (release build)
+  doc [cargo doc options]
+      the API documentation of every Kiln crate (target/doc/), failing on any rustdoc warning
 
 backends: cpu (Kiln's own, the default), ndarray, flex, wgpu, tch, tch-cuda, cuda";
 
@@ -85,6 +87,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "compare-backends" => compare_backends(rest),
         "bench" => bench::bench(rest),
         "test" => test(rest),
+        "doc" => doc(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -223,6 +226,21 @@ fn test(args: &[String]) -> Result<()> {
     ])
     .args(args)
     .envs(env.iter().map(|(k, v)| (k, v)));
+    status(cmd)
+}
+
+/// `cargo doc` of the workspace with the test build's features (every backend's `dispatch`
+/// arm), so it needs libtorch's location as a build does (kiln-tch is a member); a broken link
+/// or a missing doc fails it.
+fn doc(args: &[String]) -> Result<()> {
+    let all: Vec<&str> = ["cpu", "ndarray", "flex", "wgpu", "tch"].into();
+    let mut env = runtime_env(&all, Install::No)?;
+    env.push(("RUSTDOCFLAGS".into(), "-D warnings".into()));
+    let mut cmd = cargo();
+    cmd.args(["doc", "--release", "--no-deps", "--workspace"])
+        .args(["--features", "kiln-integration-tests/parity"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)));
     status(cmd)
 }
 

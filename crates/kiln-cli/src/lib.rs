@@ -1,6 +1,8 @@
 //! The `kiln` command. This is the only place that names a concrete Burn backend: the
 //! `--backend` name is matched once, here, and everything below is generic.
 
+#![warn(missing_docs)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +15,7 @@ use kiln_experiments::{
     ExperimentSpec, FeatureInput, Layout, Overrides, RunFolder, RunOptions, RunOutcome, RunStart,
 };
 
-pub mod compare;
+mod compare;
 use kiln_models::Summary;
 
 #[derive(Debug, Parser)]
@@ -22,7 +24,7 @@ use kiln_models::Summary;
     version,
     about = "Train classic CNNs on any Burn backend"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Only warnings and errors; no progress bars.
     #[arg(long, global = true)]
     pub quiet: bool,
@@ -39,13 +41,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Train an experiment and write its run folder.
     Run(RunArgs),
     /// List the built-in experiments.
@@ -87,7 +89,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
     pub experiment: String,
     /// The `.pt` file.
@@ -101,12 +103,12 @@ pub struct ImportArgs {
 
 /// The formats `kiln export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
+pub(crate) enum ExportFormat {
     Safetensors,
 }
 
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// A run folder.
     pub run: PathBuf,
     #[arg(long, value_enum, default_value = "safetensors")]
@@ -119,7 +121,7 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PlotsArgs {
+pub(crate) struct PlotsArgs {
     /// Run folders (runs/<experiment>/<backend>-<timestamp>).
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
@@ -130,7 +132,7 @@ pub struct PlotsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct FeaturesArgs {
+pub(crate) struct FeaturesArgs {
     /// A run folder.
     pub run: PathBuf,
     /// A PNG or JPEG file of the run's image size.
@@ -146,7 +148,7 @@ pub struct FeaturesArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PredictArgs {
+pub(crate) struct PredictArgs {
     /// A run folder.
     pub run: PathBuf,
     /// PNG or JPEG files of the run's image size.
@@ -160,7 +162,7 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// Run folders.
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
@@ -170,7 +172,7 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct SummaryArgs {
+pub(crate) struct SummaryArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
     pub experiment: String,
     /// Backend to build the model on (the table is the same on every backend).
@@ -180,7 +182,7 @@ pub struct SummaryArgs {
 
 /// Which backend, and which of its devices.
 #[derive(Debug, Clone, Args)]
-pub struct BackendArgs {
+pub(crate) struct BackendArgs {
     /// cpu (Kiln's own), ndarray, flex, wgpu, tch, tch-cuda or cuda (each needs its cargo
     /// feature; see `kiln backends`). Default: for a command on a run folder, the run's own
     /// backend if this binary has it; otherwise the first one this binary has (cpu in a default
@@ -211,7 +213,7 @@ impl BackendArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
     pub experiment: String,
     #[command(flatten)]
@@ -231,7 +233,7 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
     #[arg(required_unless_present = "resume")]
     pub experiment: Option<String>,
@@ -263,7 +265,7 @@ pub struct RunArgs {
 
 /// Changes to the experiment's recipe and data, recorded in the run's config.toml.
 #[derive(Debug, Clone, Args)]
-pub struct OverrideArgs {
+pub(crate) struct OverrideArgs {
     /// Override the recipe's number of epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -313,7 +315,7 @@ impl OverrideArgs {
 
 /// Where the data set's files are.
 #[derive(Debug, Clone, Args)]
-pub struct DataArgs {
+pub(crate) struct DataArgs {
     /// Look for the data set's files here first (then $KILN_DATA_DIR, the user cache and the
     /// system folders); downloads go here too.
     #[arg(long, value_name = "DIR")]
@@ -372,7 +374,7 @@ fn init_logging(cli: &Cli) {
     };
 }
 
-pub fn execute(cli: &Cli) -> Result<()> {
+pub(crate) fn execute(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::List => {
             for spec in kiln_experiments::builtin() {
@@ -684,7 +686,7 @@ impl BackendTask for PredictTask<'_> {
 }
 
 /// Resolves the experiment (or the run to resume) and dispatches on the backend name.
-pub fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
+pub(crate) fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
     let stop = stop_on_ctrl_c();
     if let Some(dir) = &args.resume {
         return resume(args, dir, progress, stop);
@@ -780,7 +782,9 @@ fn stop_on_ctrl_c() -> Option<&'static AtomicBool> {
 
 /// Work to do on a backend chosen at run time. (A trait, because closures cannot be generic.)
 pub trait BackendTask {
+    /// What the task gives back.
     type Output;
+    /// Does the task on backend `B`'s `device`.
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output;
 }
 

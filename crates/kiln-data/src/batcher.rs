@@ -13,7 +13,9 @@ use rand::rngs::SmallRng;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Normalize {
+    /// Per-channel means of the `[0, 1]`-scaled pixels.
     pub mean: Vec<f32>,
+    /// Per-channel standard deviations of the `[0, 1]`-scaled pixels; none may be zero.
     pub std: Vec<f32>,
 }
 
@@ -53,11 +55,14 @@ impl Normalize {
 /// One image and its label, as the batcher takes them.
 #[derive(Debug, Clone)]
 pub struct ImageItem {
+    /// Channel-first `u8` pixels, `channels * height * width` of them.
     pub pixels: Vec<u8>,
+    /// Class index.
     pub label: u8,
 }
 
 impl ImageSet {
+    /// Image `index` and its label, copied out of the set.
     pub fn item(&self, index: usize) -> ImageItem {
         ImageItem {
             pixels: self.image(index).to_vec(),
@@ -80,7 +85,9 @@ impl Dataset<ImageItem> for ImageSet {
 /// A batch: images `[batch, channels, height, width]` and class indices `[batch]`.
 #[derive(Debug, Clone)]
 pub struct ImageBatch<B: Backend> {
+    /// `[batch, channels, height, width]`, normalised.
     pub images: Tensor<B, 4>,
+    /// Class indices, `[batch]`.
     pub targets: Tensor<B, 1, Int>,
 }
 
@@ -93,14 +100,17 @@ pub struct HostBatch {
 }
 
 impl HostBatch {
+    /// Number of images in the batch.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the batch holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Moves the batch onto `device` as tensors.
     pub fn to_device<B: Backend>(self, device: &B::Device) -> ImageBatch<B> {
         let n = self.labels.len();
         ImageBatch {
@@ -118,7 +128,9 @@ pub struct ImageBatcher {
     pub shape: [usize; 3],
     /// `[height, width]` to resize to, if any.
     pub resize: Option<[usize; 2]>,
+    /// Random crop and flip, applied to training batches only.
     pub augment: Augment,
+    /// Normalisation applied after augmentation and resizing.
     pub normalize: Normalize,
 }
 

@@ -42,8 +42,11 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// Colour channels of a CIFAR-10 image.
 pub const CHANNELS: usize = 3;
+/// Height of a CIFAR-10 image in pixels.
 pub const HEIGHT: usize = 32;
+/// Width of a CIFAR-10 image in pixels.
 pub const WIDTH: usize = 32;
 /// Pixel bytes per image (`3 * 32 * 32`).
 pub const IMAGE_BYTES: usize = CHANNELS * HEIGHT * WIDTH;
@@ -126,7 +129,9 @@ pub const CIFAR10_PYTHON: ArchiveDataset = ArchiveDataset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cifar10Format {
+    /// The binary version: `data_batch_N.bin` records of one label byte and 3,072 pixel bytes.
     Binary,
+    /// The python version: pickled `data_batch_N` dictionaries.
     Python,
 }
 

@@ -15,7 +15,9 @@ pub enum DataError {
     /// error alone with `{}` is enough to act on it.
     #[error("{}: {source}", .path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
 
@@ -27,8 +29,11 @@ pub enum DataError {
         found_hint(*.found)
     )]
     BadMagic {
+        /// The file.
         path: PathBuf,
+        /// The magic number of the format asked for.
         expected: u32,
+        /// The first four bytes of the file, big-endian.
         found: u32,
     },
 
@@ -43,8 +48,11 @@ pub enum DataError {
         .path.display()
     )]
     Truncated {
+        /// The file.
         path: PathBuf,
+        /// The size the header declares, header included.
         expected_bytes: u64,
+        /// The size the file has.
         found_bytes: u64,
     },
 
@@ -55,9 +63,13 @@ pub enum DataError {
         .labels_path.display()
     )]
     CountMismatch {
+        /// The images file.
         images_path: PathBuf,
+        /// The labels file.
         labels_path: PathBuf,
+        /// Images in the images file.
         images: usize,
+        /// Labels in the labels file.
         labels: usize,
     },
 
@@ -68,35 +80,57 @@ pub enum DataError {
         .path.display()
     )]
     LabelOutOfRange {
+        /// The labels file.
         path: PathBuf,
+        /// Position of the label in the file, from 0.
         index: usize,
+        /// The label found.
         label: u8,
+        /// Classes the data set has.
         num_classes: usize,
     },
 
     /// A downloaded file's SHA-256 is not the published one (the file was discarded).
     #[error("{url}: checksum mismatch: expected sha256 {expected}, found {found}")]
     ChecksumMismatch {
+        /// Where the file came from.
         url: String,
+        /// The published SHA-256, hex.
         expected: String,
+        /// The downloaded file's SHA-256, hex.
         found: String,
     },
 
     /// A download failed (connection, HTTP status, short body, ...); nothing was kept.
     #[error("{url}: download failed: {message}")]
-    Download { url: String, message: String },
+    Download {
+        /// The address tried last.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
 
     /// A data set is not on this machine and could not be downloaded.
     ///
     /// `message` holds the full, multi-line instructions: the files to place, the directories
     /// searched, where to put the files and where to get them.
     #[error("data set '{dataset}' not found: {message}")]
-    NotFound { dataset: String, message: String },
+    NotFound {
+        /// The data set's short name, e.g. `fashion-mnist`.
+        dataset: String,
+        /// What to do, over several lines.
+        message: String,
+    },
 
     /// Any other structural problem with a file: a zero dimension in a header, data after the
     /// declared end, a corrupt gzip stream, a size too large to address, ...
     #[error("{}: {message}", .path.display())]
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl DataError {

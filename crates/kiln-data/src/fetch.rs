@@ -47,6 +47,7 @@ pub struct DatasetFiles {
     pub name: &'static str,
     /// Base URLs ending in `/`, tried in order; a file's URL is base + file name.
     pub mirrors: &'static [&'static str],
+    /// The files that make up the data set.
     pub files: &'static [RemoteFile],
     /// Directories where an OS package installs the files, e.g.
     /// `/usr/share/datasets/fashion-mnist`.

@@ -30,7 +30,9 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Grayscale images read from an IDX3 file: `len()` images of `rows x cols` bytes each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxImages {
+    /// Height of each image in pixels.
     pub rows: usize,
+    /// Width of each image in pixels.
     pub cols: usize,
     /// All pixels, row-major, image after image (`len() * rows * cols` bytes).
     pub pixels: Vec<u8>,
@@ -46,6 +48,7 @@ impl IdxImages {
             .unwrap_or(0)
     }
 
+    /// Whether the file held no image.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
+    /// The training split.
     Train,
+    /// The test split.
     Test,
 }
 
@@ -16,8 +18,11 @@ pub enum Split {
 /// normalisation happens once per batch in [`crate::ImageBatcher`].
 #[derive(Debug, Clone)]
 pub struct ImageSet {
+    /// Channels per image (1 grayscale, 3 RGB).
     pub channels: usize,
+    /// Height of each image in pixels.
     pub height: usize,
+    /// Width of each image in pixels.
     pub width: usize,
     pixels: Vec<u8>,
     labels: Vec<u8>,
@@ -58,10 +63,12 @@ impl ImageSet {
         }
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the set holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -72,10 +79,12 @@ impl ImageSet {
         &self.pixels[index * size..(index + 1) * size]
     }
 
+    /// Label (class index) of image `index`.
     pub fn label(&self, index: usize) -> u8 {
         self.labels[index]
     }
 
+    /// All labels, in image order.
     pub fn labels(&self) -> &[u8] {
         &self.labels
     }

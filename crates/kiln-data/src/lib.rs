@@ -5,6 +5,8 @@
 //! can use it alone; and it holds whole data sets in memory (the classic ones fit), with no
 //! streaming from disk.
 
+#![warn(missing_docs)]
+
 pub mod batcher;
 pub mod cifar;
 pub mod error;

@@ -9,7 +9,9 @@ use crate::{idx, DataError, ImageSet, Split};
 /// A data set stored as the four IDX files of the MNIST family.
 #[derive(Debug, Clone, Copy)]
 pub struct IdxDataset {
+    /// Where the four IDX files are found or fetched.
     pub files: DatasetFiles,
+    /// Class names, in label order.
     pub classes: &'static [&'static str],
 }
 

@@ -20,6 +20,7 @@ pub struct Augment {
 }
 
 impl Augment {
+    /// Whether this augmentation leaves every image unchanged.
     pub fn is_identity(&self) -> bool {
         self.crop_padding == 0 && !self.hflip
     }

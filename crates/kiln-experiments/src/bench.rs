@@ -23,6 +23,7 @@ use crate::{ExperimentSpec, ModelTask};
 /// What to time.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// Where the data set's files are found or fetched.
     pub locator: kiln_data::Locator,
     /// Untimed steps first (allocations, caches, lazily built kernels).
     pub warmup: usize,
@@ -33,17 +34,23 @@ pub struct BenchOptions {
 /// The figures of one experiment on one backend (`summary.json`-style, one JSON object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
+    /// The experiment's name.
     pub experiment: String,
+    /// The backend's name, as `--backend` takes it.
     pub backend: String,
+    /// Images per training step (the experiment's batch size).
     pub batch: usize,
     /// `[channels, height, width]` of the network's input.
     pub input_shape: [usize; 3],
+    /// Trainable parameters of the network.
     pub parameters: usize,
     /// Images per second of the median training step (forward, loss, backward, optimiser).
     pub train_images_per_sec: f64,
     /// Images per second of the median evaluation pass (forward only, no autodiff).
     pub eval_images_per_sec: f64,
+    /// Every timed training step, in milliseconds.
     pub train_step_ms: Vec<f64>,
+    /// Every timed evaluation pass, in milliseconds.
     pub eval_step_ms: Vec<f64>,
     /// Images per second loading and decoding the training and test files.
     pub decode_images_per_sec: f64,

@@ -19,9 +19,13 @@ use crate::{ExperimentSpec, ModelTask};
 /// A finished run folder, read back: its spec, summary and events.
 #[derive(Debug, Clone)]
 pub struct RunFolder {
+    /// The run folder.
     pub dir: PathBuf,
+    /// Its `config.toml`: the spec the run trained with, overrides applied.
     pub spec: ExperimentSpec,
+    /// Its `summary.json`.
     pub summary: RunSummary,
+    /// Its `metrics.jsonl`, every event in order.
     pub events: Vec<Event>,
 }
 
@@ -94,6 +98,7 @@ impl RunFolder {
         )
     }
 
+    /// The folder pictures are written to (`plots/` in the run folder).
     pub fn plots_dir(&self) -> PathBuf {
         self.dir.join("plots")
     }
@@ -135,6 +140,7 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, RunError> {
 
 /// What to compute with a model.
 pub struct Request<'a> {
+    /// Turns images into the model's input, as in training (without augmentation).
     pub batcher: &'a ImageBatcher,
     /// Class probabilities of every image of this set (confusion matrix, prediction grid).
     pub test: Option<&'a ImageSet>,
@@ -142,15 +148,20 @@ pub struct Request<'a> {
     pub maps_of: Option<&'a [u8]>,
     /// Class probabilities of each of these images.
     pub images: &'a [Vec<u8>],
+    /// Images per forward pass.
     pub batch_size: usize,
 }
 
 /// What a model gave for a [`Request`].
 #[derive(Debug, Clone, Default)]
 pub struct Looked {
+    /// One row of class probabilities per image of [`Request::test`].
     pub test_probabilities: Vec<Vec<f32>>,
+    /// The first convolution's kernels, `[out, in, height, width]` and row-major values, if the network has one.
     pub kernels: Option<([usize; 4], Vec<f32>)>,
+    /// The feature maps of [`Request::maps_of`], one entry per layer the network exposes.
     pub maps: Vec<Maps>,
+    /// One row of class probabilities per image of [`Request::images`].
     pub image_probabilities: Vec<Vec<f32>>,
 }
 
@@ -558,6 +569,7 @@ pub fn predict_files<B: AutodiffBackend>(
 pub enum FeatureInput {
     /// The Nth image of the run's test split.
     TestIndex(usize),
+    /// An image file (PNG, JPEG, ...), converted to the run's input shape.
     File(PathBuf),
 }
 

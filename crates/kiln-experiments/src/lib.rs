@@ -6,6 +6,8 @@
 //! loop itself (`kiln-train`). Embedding Kiln's loop without run folders needs only
 //! `kiln-train`, `kiln-models` and `kiln-data`.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod inspect;
 pub mod models;

@@ -17,50 +17,69 @@ use serde::{Deserialize, Serialize};
 pub enum ModelSpec {
     /// LeNet-5 (see `kiln_models::lenet5`); the defaults are the modern variant.
     Lenet5 {
+        /// Dropout before the last layer (0 for none).
         #[serde(default = "half")]
         dropout: f64,
+        /// The non-linearity after each layer but the last.
         #[serde(default)]
         activation: ActivationKind,
+        /// The two 2x2 poolings.
         #[serde(default)]
         pooling: PoolingKind,
+        /// How convolution and linear weights are drawn.
         #[serde(default)]
         init: WeightInit,
     },
     /// Conv2d(3,16,3) -> MaxPool(2) -> ReLU -> Linear(3600,10), for `image_size` square inputs.
     SimpleCnn {
+        /// Side of the square input images in pixels.
         #[serde(default = "thirty_two")]
         image_size: usize,
     },
     /// The MNIST tutorial's two-conv ConvNet.
     Convnet {
+        /// Dropout after the hidden fully connected layer.
         #[serde(default = "half")]
         dropout: f64,
     },
     /// The CIFAR-10 tutorial's two-conv dropout CNN.
     CnnDropout {
+        /// Dropout after the first convolution.
         #[serde(default = "conv_dropout")]
         conv_dropout: f64,
+        /// Dropout after the hidden fully connected layer.
         #[serde(default = "half")]
         fc_dropout: f64,
     },
     /// A ResNet of basic blocks (see `kiln_models::resnet`).
     Resnet {
+        /// Residual blocks per stage, e.g. `[2, 2, 2, 2]` for ResNet-18.
         blocks: Vec<usize>,
+        /// Channels per stage; every stage after the first halves the resolution.
         widths: Vec<usize>,
+        /// How the input is first convolved and reduced.
         stem: Stem,
+        /// How the last feature map becomes a vector.
         head_pool: HeadPool,
+        /// Every batch norm's epsilon but the stem's when `stem_bn_eps` is given.
         #[serde(default = "bn_eps")]
         bn_eps: f64,
+        /// The stem's batch-norm epsilon where it differs from the blocks'.
         #[serde(default)]
         stem_bn_eps: Option<f64>,
+        /// Pad the stem's convolution by half its kernel (the standard ResNet does).
         #[serde(default = "yes")]
         stem_padding: bool,
+        /// The stem's and the 1x1 shortcuts' convolutions carry a bias.
         #[serde(default)]
         conv_bias: bool,
+        /// A ReLU after a block's second batch norm, before the addition.
         #[serde(default)]
         relu_before_add: bool,
+        /// The projection shortcut's 1x1 convolution is followed by a batch norm.
         #[serde(default = "yes")]
         shortcut_bn: bool,
+        /// How convolution and linear weights are drawn.
         #[serde(default)]
         init: WeightInit,
     },
@@ -85,7 +104,9 @@ fn yes() -> bool {
 /// Something to do with a freshly built model, whatever its type: the runner trains it, other
 /// commands may summarise or load it. (A trait, because closures cannot be generic.)
 pub trait ModelTask<B: AutodiffBackend> {
+    /// What the task gives back.
     type Output;
+    /// Does the task with the model the spec built.
     fn run<M>(self, model: M) -> Self::Output
     where
         M: AutodiffModule<B> + ImageClassifier<B>,
@@ -95,7 +116,9 @@ pub trait ModelTask<B: AutodiffBackend> {
 /// The layer table of a freshly built model for one input of `input` = `[channels, height,
 /// width]`, computed on the inference module so nothing about the model changes.
 pub struct Summarise<'a, B: AutodiffBackend> {
+    /// `[channels, height, width]` of one input image.
     pub input: [usize; 3],
+    /// The device the model is built on.
     pub device: &'a B::Device,
 }
 

@@ -35,6 +35,7 @@ type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::Er
 pub trait Picture {
     /// Width and height in pixels (SVG: user units).
     fn size(&self) -> (u32, u32);
+    /// Draws the picture on `root`, which is [`Picture::size`] large.
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
 }
 
@@ -97,17 +98,24 @@ const SERIES: [RGBColor; 6] = [
 /// A line chart: several named series over a shared x axis.
 #[derive(Debug, Clone)]
 pub struct Curves {
+    /// Above the chart.
     pub title: String,
+    /// Under the x axis.
     pub x_label: String,
+    /// Beside the y axis.
     pub y_label: String,
+    /// The lines, each in its own colour with its name in the legend.
     pub series: Vec<Series>,
     /// Curves that rise (accuracy) keep their legend at the bottom, out of their way.
     pub rising: bool,
 }
 
+/// One named line of a [`Curves`] chart.
 #[derive(Debug, Clone)]
 pub struct Series {
+    /// Its legend entry.
     pub name: String,
+    /// `(x, y)` points, in drawing order.
     pub points: Vec<(f64, f64)>,
 }
 
@@ -221,8 +229,11 @@ fn centred_text<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, text: &str) -
 /// of the true class (so rare classes show their mistakes as clearly as common ones).
 #[derive(Debug, Clone)]
 pub struct Confusion {
+    /// Above the matrix.
     pub title: String,
+    /// Class names, in label order: the rows' and the columns' labels.
     pub classes: Vec<String>,
+    /// `counts[true][predicted]`: how many test images of class `true` were predicted as `predicted`.
     pub counts: Vec<Vec<u64>>,
 }
 
@@ -350,8 +361,11 @@ fn fit_label(name: &str, max: usize) -> String {
 /// One small image of a grid, as RGB pixels (`3 * width * height`, row-major, interleaved).
 #[derive(Debug, Clone)]
 pub struct Tile {
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
+    /// `3 * width * height` bytes, row-major, red, green and blue interleaved.
     pub rgb: Vec<u8>,
     /// Up to two lines under the image.
     pub caption: Vec<String>,
@@ -429,6 +443,7 @@ impl Tile {
         Tile::from_rgb(height, width, rgb)
     }
 
+    /// Puts up to two `lines` under the image; `marked` draws them in red (a wrong prediction).
     pub fn with_caption(mut self, lines: Vec<String>, marked: bool) -> Tile {
         self.caption = lines;
         self.marked = marked;
@@ -461,9 +476,13 @@ fn min_max(values: &[f32]) -> (f32, f32) {
 /// Images in rows and columns under a title, each enlarged to about `tile_px` pixels.
 #[derive(Debug, Clone)]
 pub struct ImageGrid {
+    /// Above the grid.
     pub title: String,
+    /// The images, row after row.
     pub tiles: Vec<Tile>,
+    /// Images per row.
     pub columns: usize,
+    /// About how many pixels each image is enlarged to.
     pub tile_px: usize,
 }
 

@@ -16,14 +16,18 @@ use serde::{Deserialize, Serialize};
 /// training so `kiln run --resume` can go on the same way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStart {
+    /// The experiment's name.
     pub experiment: String,
+    /// The backend's name, as `--backend` takes it.
     pub backend: String,
     /// Whether training flushes denormal floats to zero, which changes results slightly.
     pub flush_denormals: bool,
+    /// The version of Kiln that started the run.
     pub kiln_version: String,
 }
 
 impl RunStart {
+    /// Reads `run.json` of the run folder `run`; the error names the file and what is wrong.
     pub fn read(run: &Path) -> Result<RunStart, String> {
         let path = run.join("run.json");
         let text = fs::read_to_string(&path).map_err(|e| {

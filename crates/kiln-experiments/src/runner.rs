@@ -28,7 +28,9 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Backend name for the folder and the summary (`ndarray`, `wgpu`, ...).
     pub backend: String,
+    /// Where the data set's files are found or fetched.
     pub locator: Locator,
+    /// Show progress bars on the terminal.
     pub progress: bool,
     /// Start from these weights (a `model.mpk` of the same experiment's network) instead of
     /// the seeded initialisation: how backends are compared from identical weights.
@@ -40,21 +42,28 @@ pub struct RunOptions {
     pub stop: Option<&'static AtomicBool>,
 }
 
+/// Why a run could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The spec or the command line is invalid; the message says which key and why.
     #[error("{0}")]
     Spec(String),
+    /// The data set could not be found, fetched or read.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// A file of the run folder could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// Training stopped early: diverged, interrupted or unable to save a checkpoint. The run
     /// folder keeps its metrics and its last good checkpoint.
     #[error("{error}{}", stopped_hint(error, dir))]
     Fit {
+        /// The run folder, named in the hint on how to resume.
         dir: PathBuf,
         /// (Not a `source`: the message says it, with what to do.)
         error: kiln_train::FitError,
@@ -92,20 +101,34 @@ const TESTED: &str = "a run evaluates its test split every epoch";
 /// `summary.json`: the headline numbers of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
+    /// The experiment's name.
     pub experiment: String,
+    /// The backend's name, as `--backend` takes it.
     pub backend: String,
+    /// Epochs trained.
     pub epochs: usize,
+    /// Images in the training split.
     pub train_images: usize,
+    /// Images in the test split.
     pub test_images: usize,
+    /// Test accuracy after the last epoch, from 0 to 1.
     pub final_test_accuracy: f64,
+    /// Mean test cross-entropy after the last epoch.
     pub final_test_loss: f64,
+    /// Validation accuracy after the last epoch, when the experiment has a validation split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_valid_accuracy: Option<f64>,
+    /// The highest test accuracy of any epoch.
     pub best_test_accuracy: f64,
+    /// The epoch of [`RunSummary::best_test_accuracy`], from 1.
     pub best_epoch: usize,
+    /// Wall time of training and evaluation in seconds, the parts of a resumed run added up.
     pub total_seconds: f64,
+    /// Training images per second over the whole run.
     pub train_images_per_sec: f64,
+    /// Evaluation images per second over the whole run.
     pub eval_images_per_sec: f64,
+    /// The recipe's seed.
     pub seed: u64,
     /// The weights training started from, when not the seeded initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +147,7 @@ pub struct RunSummary {
     /// `kiln predict` expects of an image file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_shape: Option<[usize; 3]>,
+    /// The version of Kiln that wrote the summary.
     pub kiln_version: String,
     /// Whether training flushed denormal floats to zero (the `kiln` command does unless given
     /// `--keep-denormals`; see `kiln_train::denormals`). Absent in older runs: false.
@@ -131,9 +155,12 @@ pub struct RunSummary {
     pub flush_denormals: bool,
 }
 
+/// A finished run: where it is and its headline numbers.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
+    /// The run folder.
     pub dir: PathBuf,
+    /// What `summary.json` holds.
     pub summary: RunSummary,
 }
 
@@ -362,8 +389,11 @@ fn train_in<B: AutodiffBackend>(
 
 /// The images of a run, split as the experiment says.
 pub struct Splits {
+    /// The training images (less any validation images taken from them).
     pub train: ImageSet,
+    /// The validation images, when the experiment has a validation split.
     pub valid: Option<ImageSet>,
+    /// The test images (less any validation images taken from them).
     pub test: ImageSet,
 }
 
@@ -611,8 +641,11 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
 /// `[images, classes]`, before and after training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FixedBatchLogits {
+    /// Number of images.
     pub images: usize,
+    /// Logits of the seeded (or `--init-weights`) model before training.
     pub initial: Vec<f32>,
+    /// Logits after training.
     pub r#final: Vec<f32>,
 }
 

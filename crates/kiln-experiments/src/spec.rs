@@ -11,17 +11,22 @@ use kiln_train::Recipe;
 pub use crate::models::ModelSpec;
 use serde::{Deserialize, Serialize};
 
+/// An experiment: one TOML file saying which data, which network and how to train it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentSpec {
+    /// Its name, as `kiln run` takes it and as the run folders are named.
     pub name: String,
     /// One line, shown by `kiln list`.
     pub description: String,
     /// Whose module names the network's PyTorch state dict uses (`kiln import`, `kiln export`).
     #[serde(default, skip_serializing_if = "TorchNaming::is_kiln")]
     pub torch_names: TorchNaming,
+    /// Which data set and how to prepare it.
     pub data: DataSpec,
+    /// Which network.
     pub model: ModelSpec,
+    /// How to train it.
     pub recipe: Recipe,
 }
 
@@ -47,6 +52,7 @@ impl TorchNaming {
         *self == TorchNaming::Kiln
     }
 
+    /// The key renaming between these module names and Kiln's.
     pub fn names(self) -> kiln_models::TorchNames {
         use kiln_models::{cnn_dropout, lenet5, resnet, simple_cnn, TorchNames};
         match self {
@@ -59,9 +65,11 @@ impl TorchNaming {
     }
 }
 
+/// The `[data]` table: the data set, its layout and how images are prepared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
+    /// Which data set.
     pub dataset: DatasetName,
     /// The files' layout; the data set's usual one if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,17 +105,23 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// How pixels are normalised after scaling to `[0, 1]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum NormalizeSpec {
+    /// Fixed means and standard deviations.
     Fixed(Normalize),
+    /// Statistics computed from the training images at the start of a run.
     FromTrainingSet(Statistics),
 }
 
+/// Which statistics of the training images normalise them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Statistics {
+    /// One mean and one standard deviation over every pixel.
     Global,
+    /// A mean and a standard deviation per channel.
     PerChannel,
 }
 
@@ -124,19 +138,25 @@ impl NormalizeSpec {
     }
 }
 
+/// Validation images held out of a split (`validation = { from = "test", count = 5000 }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationSplit {
     /// The split the validation images are taken from (its remainder stays in that split).
     pub from: Split,
+    /// How many images, taken from the start of that split.
     pub count: usize,
 }
 
+/// The data sets Kiln knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
+    /// MNIST handwritten digits, 28x28 grayscale.
     Mnist,
+    /// Fashion-MNIST clothing, 28x28 grayscale.
     FashionMnist,
+    /// CIFAR-10, 32x32 colour.
     Cifar10,
 }
 
@@ -166,6 +186,7 @@ impl std::str::FromStr for Layout {
 }
 
 impl DatasetName {
+    /// The name as an experiment file writes it (`fashion-mnist`).
     pub fn name(self) -> &'static str {
         match self {
             DatasetName::Mnist => "mnist",
@@ -205,6 +226,7 @@ impl DatasetName {
         }
     }
 
+    /// Class names, in label order.
     pub fn classes(self) -> &'static [&'static str] {
         match self.idx() {
             Some(idx) => idx.classes,
@@ -227,6 +249,7 @@ impl DataSpec {
         [channels, side, side]
     }
 
+    /// The layout to read: the spec's, else the data set's usual one.
     pub fn layout(&self) -> Layout {
         self.layout.unwrap_or(self.dataset.default_layout())
     }
@@ -272,9 +295,13 @@ impl DataSpec {
 /// Command-line changes to a spec; the result is validated and saved as the run's config.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// Train this many epochs (`recipe.epochs`).
     pub epochs: Option<usize>,
+    /// Seed everything random with this (`recipe.seed`).
     pub seed: Option<u64>,
+    /// Use only the first N training images (`data.limit_train`).
     pub limit_train: Option<usize>,
+    /// Use only the first N test images (`data.limit_test`).
     pub limit_test: Option<usize>,
     /// Read the data set from another layout than the experiment's (e.g. the JPEG folder copy
     /// of CIFAR-10 instead of the binary batches).
@@ -295,10 +322,12 @@ impl ExperimentSpec {
         Ok(spec)
     }
 
+    /// The spec as TOML, as the run folder's `config.toml` holds it.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a spec always serialises")
     }
 
+    /// Applies the overrides that are set; the caller validates the result.
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(epochs) = o.epochs {
             self.recipe.epochs = epochs;

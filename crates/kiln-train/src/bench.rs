@@ -1,7 +1,7 @@
 //! Timing the training step and the evaluation pass, for `kiln bench`.
 //!
-//! A step here is exactly a step of [`crate::fit`]: forward, the recipe's loss, backward and
-//! the recipe's optimiser, on a batch of the recipe's size, with the loss read back as the
+//! A step here is exactly a step of [`fit()`](crate::fit()): forward, the recipe's loss,
+//! backward and the recipe's optimiser, on a batch of the recipe's size, with the loss read back as the
 //! loop reads it. Only the data differ: one prepared batch is reused, so the figures measure
 //! the model on the backend and not the data pipeline (timed apart by the caller).
 
