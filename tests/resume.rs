@@ -83,20 +83,21 @@ fn setup(dir: &Path, train_images: usize) -> Vec<String> {
     .to_vec()
 }
 
-/// `kiln run --resume <run>` with the data folder of `args` (from [`setup`]).
-fn resume_args(args: &[String], run: &Path) -> Vec<String> {
-    let data = &args[args.iter().position(|a| a == "--data-dir").unwrap() + 1];
-    [
-        "run",
-        "--resume",
-        &arg(run),
-        "--data-dir",
-        data,
-        "--offline",
-        "--quiet",
-    ]
-    .map(String::from)
-    .to_vec()
+/// `kiln run --resume <run>`, with `--data-dir` when given; without it the run's `run.json`
+/// says where its data are.
+fn resume_args(run: &Path, data_dir: Option<&str>) -> Vec<String> {
+    let mut args = ["run", "--resume", &arg(run), "--offline", "--quiet"]
+        .map(String::from)
+        .to_vec();
+    if let Some(dir) = data_dir {
+        args.extend(["--data-dir".to_string(), dir.to_string()]);
+    }
+    args
+}
+
+/// The `--data-dir` of `args` (from [`setup`]).
+fn data_dir(args: &[String]) -> &str {
+    &args[args.iter().position(|a| a == "--data-dir").unwrap() + 1]
 }
 
 /// `metrics.jsonl` less what depends on the clock.
@@ -211,7 +212,8 @@ fn a_run_killed_in_checkpoint_writes_resumes_to_the_same_result() {
     let runs = tmp.path().join("runs");
     let mut first = args.clone();
     first.extend(["--runs-dir".to_string(), arg(&runs)]);
-    let resume = |run: &Path| resume_args(&args, run);
+    // Resumed without --data-dir: from the folder the run recorded.
+    let resume = |run: &Path| resume_args(run, None);
     // Each checkpoint is three files (state, model, optimizer); a child is killed after the
     // N-th file it writes: inside the 2nd, 3rd, ... checkpoint of its life, between files and
     // after the last file before the rename.
@@ -317,7 +319,7 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
         let at = newest_checkpoint_loads(folder);
         println!("{signal} after line {line}: resuming from {at:?}");
         positions.push(at);
-        child_args = resume_args(&args, folder);
+        child_args = resume_args(folder, Some(data_dir(&args)));
     }
     assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{positions:?}");
     let status = spawn(&child_args, &[]).wait().unwrap();

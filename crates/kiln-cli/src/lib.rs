@@ -238,7 +238,8 @@ pub(crate) struct RunArgs {
     #[arg(required_unless_present = "resume")]
     pub experiment: Option<String>,
     /// Go on with a stopped run (killed, Ctrl-C, out of power) from its newest checkpoint, in
-    /// its own folder, with its own config.toml; it ends as if it had never stopped.
+    /// its own folder, with its own config.toml and the --data-dir it started with (unless
+    /// given another); it ends as if it had never stopped.
     #[arg(
         long,
         value_name = "RUN_FOLDER",

@@ -24,6 +24,10 @@ pub struct RunStart {
     pub flush_denormals: bool,
     /// The version of Kiln that started the run.
     pub kiln_version: String,
+    /// `--data-dir` as given at the start, made absolute: where `--resume` reads the data from
+    /// unless given another. (Absent: the run looked in the usual places.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl RunStart {

@@ -204,6 +204,11 @@ pub fn run<B: AutodiffBackend>(
         backend: options.backend.clone(),
         flush_denormals: kiln_train::denormals::flushes_denormals(),
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        data_dir: options
+            .locator
+            .data_dir
+            .as_deref()
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
     };
     let start_path = dir.join("run.json");
     let json = serde_json::to_vec_pretty(&start).expect("run.json always serialises");
@@ -219,7 +224,8 @@ pub fn run<B: AutodiffBackend>(
 
 /// Goes on with the run in `dir` from its newest checkpoint, as its `config.toml` and
 /// `run.json` say (`options.backend` must be the run's; `runs_dir`, `init_weights` and
-/// `logits_of` are not used), checkpointing every `checkpoint_every` steps where given (which
+/// `logits_of` are not used; the data come from the run's `--data-dir` unless
+/// `options.locator` names another), checkpointing every `checkpoint_every` steps where given (which
 /// does not change results) else as the run did. `metrics.jsonl` is cut back to the events the checkpoint had
 /// seen, so the finished run's files are those of a run that never stopped.
 pub fn resume<B: AutodiffBackend>(
@@ -284,7 +290,14 @@ pub fn resume<B: AutodiffBackend>(
         step = checkpoint.state.step,
         "resuming"
     );
-    let splits = load_splits(&spec, &options.locator)?;
+    let mut locator = options.locator.clone();
+    if locator.data_dir.is_none() {
+        if let Some(data_dir) = start.data_dir {
+            tracing::info!(data_dir = %data_dir.display(), "data folder the run started with");
+            locator.data_dir = Some(data_dir);
+        }
+    }
+    let splits = load_splits(&spec, &locator)?;
     let metrics_path = dir.join("metrics.jsonl");
     keep_first_lines(&metrics_path, checkpoint.state.events).map_err(io_error(&metrics_path))?;
     train_in::<B>(
