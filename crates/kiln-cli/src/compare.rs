@@ -9,10 +9,10 @@
 //! ```text
 //! runs/compare/<experiment>-<timestamp>/
 //!   experiment.toml  init.mpk  report.md  report.json
-//!   <experiment>/<backend>-<timestamp>/   (one ordinary run folder per backend)
+//!   <backend>/   (one ordinary run folder per backend, handed to its `kiln run --run-folder`;
+//!                 a backend that failed leaves its message in <backend>/error.txt)
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -141,7 +141,7 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     let mut rows = Vec::new();
     for backend in &args.backends {
         eprintln!("--- {backend} ---");
-        let outcome = match train_on(&spec.name, backend, &spec_path, &init, &dir, args, quiet) {
+        let outcome = match train_on(backend, &spec_path, &init, &dir, args, quiet) {
             Ok(run_dir) => Outcome::Finished(measure(&run_dir)?),
             Err(cause) => {
                 eprintln!("{backend}: {cause:#}");
@@ -184,9 +184,9 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// Trains on `backend` in a child `kiln run`; returns its run folder.
+/// Trains on `backend` in a child `kiln run` writing into `dir/<backend>/`; returns that run
+/// folder, or the child's error as it wrote it to the folder's `error.txt`.
 fn train_on(
-    experiment: &str,
     backend: &str,
     spec_path: &Path,
     init: &Path,
@@ -194,6 +194,7 @@ fn train_on(
     args: &CompareArgs,
     quiet: bool,
 ) -> Result<PathBuf> {
+    let folder = dir.join(backend);
     let exe = std::env::current_exe().context("finding the kiln executable")?;
     let mut cmd = Command::new(exe);
     if quiet {
@@ -213,58 +214,31 @@ fn train_on(
             "--logits-of",
             &args.logits_of.to_string(),
         ])
-        .arg("--runs-dir")
-        .arg(dir);
+        .arg("--run-folder")
+        .arg(&folder);
     if let Some(data_dir) = &args.data.data_dir {
         cmd.arg("--data-dir").arg(data_dir);
     }
     if args.data.offline {
         cmd.arg("--offline");
     }
-    // The child's messages pass through; its final `error: ...` (main's last words, which
-    // may run over several lines) is kept as the cause.
-    let mut child = cmd
-        .stderr(Stdio::piped())
+    // The child's messages pass through to the terminal.
+    let status = cmd
         .stdout(Stdio::null())
-        .spawn()
+        .status()
         .context("starting kiln run")?;
-    let mut error: Option<String> = None;
-    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
-        let line = line.unwrap_or_default();
-        eprintln!("{line}");
-        if let Some(message) = line.strip_prefix("error: ") {
-            error = Some(message.to_string());
-        } else if let Some(e) = &mut error {
-            e.push(' ');
-            e.push_str(line.trim());
-        }
+    if status.success() {
+        return Ok(folder);
     }
-    let status = child.wait().context("waiting for kiln run")?;
-    if !status.success() {
-        bail!(
-            "{} ({status})",
-            error.unwrap_or_else(|| "kiln run failed".into())
-        );
+    let error_file = folder.join("error.txt");
+    match std::fs::read_to_string(&error_file) {
+        Ok(message) => bail!("{} ({status})", message.trim_end()),
+        // Killed, or a crash before main could write it.
+        Err(_) => bail!(
+            "kiln run failed ({status}) without a word in {}",
+            error_file.display()
+        ),
     }
-    let parent = dir.join(experiment);
-    let prefix = format!("{backend}-");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&parent)
-        .with_context(|| parent.display().to_string())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                // "tch-2026..." but not "tch-cuda-2026...": timestamps start with a digit.
-                .is_some_and(|n| {
-                    n.strip_prefix(&prefix)
-                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                })
-        })
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .with_context(|| format!("no {backend} run folder in {}", parent.display()))
 }
 
 /// The headline numbers of a finished run folder (agreement is filled in later).

@@ -243,7 +243,7 @@ pub(crate) struct RunArgs {
     #[arg(
         long,
         value_name = "RUN_FOLDER",
-        conflicts_with_all = ["experiment", "init_weights", "logits_of", "runs_dir"]
+        conflicts_with_all = ["experiment", "init_weights", "logits_of", "runs_dir", "run_folder"]
     )]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -255,6 +255,11 @@ pub(crate) struct RunArgs {
     /// Run folders are created under DIR/<experiment>/.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Write the run into exactly DIR (created; it must not exist or be empty) instead of a
+    /// new folder under --runs-dir; if the run fails, DIR/error.txt says why. For tools that
+    /// start kiln and read its results (`kiln compare` does).
+    #[arg(long, value_name = "DIR", conflicts_with = "runs_dir")]
+    pub run_folder: Option<PathBuf>,
     /// Start from these weights (a model.mpk of the same network, e.g. a comparison's
     /// init.mpk) instead of the seeded initialisation.
     #[arg(long, value_name = "FILE")]
@@ -541,7 +546,16 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let outcome = run(args, !cli.quiet && std::io::stderr().is_terminal())?;
+            // An error.txt goes only into a folder this run made: never among another run's files.
+            let fresh = args.run_folder.as_deref().is_none_or(|dir| {
+                std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+            });
+            let outcome =
+                run(args, !cli.quiet && std::io::stderr().is_terminal()).inspect_err(|e| {
+                    if fresh {
+                        record_failure(args, e)
+                    }
+                })?;
             let s = &outcome.summary;
             println!(
                 "{}: test accuracy {:.2}% after {} epochs (best {:.2}% at epoch {}), {:.1} s, {:.0} train images/s",
@@ -686,6 +700,21 @@ impl BackendTask for PredictTask<'_> {
     }
 }
 
+/// Leaves `error.txt` in the `--run-folder` of a run that failed, for whoever started it to
+/// read: the message `kiln` prints, whole. Best effort: the error is printed anyway.
+fn record_failure(args: &RunArgs, error: &anyhow::Error) {
+    let Some(dir) = &args.run_folder else {
+        return;
+    };
+    let path = dir.join("error.txt");
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        kiln_experiments::run_dir::write_atomic(&path, format!("{error:#}\n").as_bytes())
+    });
+    if let Err(e) = written {
+        tracing::warn!("could not write {}: {e}", path.display());
+    }
+}
+
 /// Resolves the experiment (or the run to resume) and dispatches on the backend name.
 pub(crate) fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
     let stop = stop_on_ctrl_c();
@@ -699,6 +728,7 @@ pub(crate) fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
     let spec = args.overrides.resolve(experiment)?;
     let options = RunOptions {
         runs_dir: args.runs_dir.clone(),
+        run_folder: args.run_folder.clone(),
         backend: args.backend.name(None),
         locator: args.data.locator(progress),
         progress,

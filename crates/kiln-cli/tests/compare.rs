@@ -74,6 +74,37 @@ fn a_failing_backend_is_reported_and_the_others_kept() {
         "{markdown}"
     );
     assert!(dir.join("init.mpk").is_file() && dir.join("experiment.toml").is_file());
+    // Each child wrote into the folder it was handed; the failed one left its message there.
+    assert!(dir.join("ndarray/summary.json").is_file());
+    let error = std::fs::read_to_string(dir.join("no-such-backend/error.txt")).unwrap();
+    assert!(
+        error.contains("unknown backend \"no-such-backend\""),
+        "{error}"
+    );
+
+    // A --run-folder with files in it is refused, and nothing is written among them.
+    let taken = dir.join("ndarray");
+    let out = kiln(&[
+        "--quiet",
+        "run",
+        "lenet5-fashion-mnist",
+        "--backend",
+        "ndarray",
+        "--steps",
+        "1",
+        "--offline",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-folder",
+        taken.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&*taken.to_string_lossy()) && stderr.contains("found one with files in it"),
+        "{stderr}"
+    );
+    assert!(!taken.join("error.txt").exists());
 }
 
 /// The CI smoke run: LeNet-5 on real Fashion-MNIST (Debian's package, which `cargo xtask test`

@@ -224,6 +224,27 @@ pub fn create(root: &Path, experiment: &str, backend: &str) -> io::Result<PathBu
     unreachable!("the loop returns")
 }
 
+/// Creates `dir` (and its parents) as a run folder: it must not exist, or be an empty folder,
+/// so no earlier run's files are mixed in or overwritten.
+pub fn create_exact(dir: &Path) -> io::Result<PathBuf> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if fs::read_dir(dir)?.next().is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "expected a new or empty folder for the run, found one with files in it",
+                ));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// `YYYYMMDD-HHMMSS` in UTC: sorts by time and is safe in file names on every OS.
 pub fn utc_timestamp(t: SystemTime) -> String {
     let secs = t

@@ -26,6 +26,9 @@ use crate::{ExperimentSpec, ModelTask};
 pub struct RunOptions {
     /// Run folders go under `runs_dir/<experiment>/`.
     pub runs_dir: PathBuf,
+    /// Write the run into exactly this folder (created; it must not exist or be empty)
+    /// instead of a new one under `runs_dir`: how `kiln compare` knows its children's folders.
+    pub run_folder: Option<PathBuf>,
     /// Backend name for the folder and the summary (`ndarray`, `wgpu`, ...).
     pub backend: String,
     /// Where the data set's files are found or fetched.
@@ -194,8 +197,11 @@ pub fn run<B: AutodiffBackend>(
         )));
     }
 
-    let dir = run_dir::create(&options.runs_dir, &spec.name, &options.backend)
-        .map_err(io_error(&options.runs_dir))?;
+    let dir = match &options.run_folder {
+        Some(dir) => run_dir::create_exact(dir).map_err(io_error(dir))?,
+        None => run_dir::create(&options.runs_dir, &spec.name, &options.backend)
+            .map_err(io_error(&options.runs_dir))?,
+    };
     tracing::info!(dir = %dir.display(), "run folder");
     let config_path = dir.join("config.toml");
     write_atomic(&config_path, spec.to_toml().as_bytes()).map_err(io_error(&config_path))?;
@@ -223,7 +229,7 @@ pub fn run<B: AutodiffBackend>(
 }
 
 /// Goes on with the run in `dir` from its newest checkpoint, as its `config.toml` and
-/// `run.json` say (`options.backend` must be the run's; `runs_dir`, `init_weights` and
+/// `run.json` say (`options.backend` must be the run's; `runs_dir`, `run_folder`, `init_weights` and
 /// `logits_of` are not used; the data come from the run's `--data-dir` unless
 /// `options.locator` names another), checkpointing every `checkpoint_every` steps where given (which
 /// does not change results) else as the run did. `metrics.jsonl` is cut back to the events the checkpoint had
