@@ -547,9 +547,10 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         }
         Command::Run(args) => {
             // An error.txt goes only into a folder this run made: never among another run's files.
-            let fresh = args.run_folder.as_deref().is_none_or(|dir| {
-                std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
-            });
+            let fresh = args
+                .run_folder
+                .as_deref()
+                .is_none_or(|dir| kiln_experiments::run_dir::is_new_or_empty(dir).unwrap_or(false));
             let outcome =
                 run(args, !cli.quiet && std::io::stderr().is_terminal()).inspect_err(|e| {
                     if fresh {

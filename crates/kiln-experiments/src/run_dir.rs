@@ -227,22 +227,25 @@ pub fn create(root: &Path, experiment: &str, backend: &str) -> io::Result<PathBu
 /// Creates `dir` (and its parents) as a run folder: it must not exist, or be an empty folder,
 /// so no earlier run's files are mixed in or overwritten.
 pub fn create_exact(dir: &Path) -> io::Result<PathBuf> {
-    if let Some(parent) = dir.parent() {
-        fs::create_dir_all(parent)?;
+    if !is_new_or_empty(dir)? {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "expected a new or empty folder for the run, found one with files in it",
+        ));
     }
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if fs::read_dir(dir)?.next().is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "expected a new or empty folder for the run, found one with files in it",
-                ));
-            }
-        }
-        Err(e) => return Err(e),
-    }
+    fs::create_dir_all(dir)?;
     Ok(dir.to_path_buf())
+}
+
+/// Whether `dir` does not exist or is an empty folder: what [`create_exact`] accepts, and where
+/// a failed run may leave its `error.txt` without touching another run's files. A path that
+/// is a file, or cannot be read, is an error.
+pub fn is_new_or_empty(dir: &Path) -> io::Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC: sorts by time and is safe in file names on every OS.
@@ -300,6 +303,31 @@ mod tests {
         let b = create(root.path(), "exp", "ndarray").unwrap();
         assert_ne!(a, b);
         assert!(a.is_dir() && b.is_dir());
+    }
+
+    #[test]
+    fn an_exact_run_folder_must_be_new_or_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let new = root.path().join("a/b/run");
+        assert!(is_new_or_empty(&new).unwrap());
+        assert_eq!(create_exact(&new).unwrap(), new);
+        assert!(new.is_dir() && is_new_or_empty(&new).unwrap());
+        // An empty folder is taken as it is ...
+        create_exact(&new).unwrap();
+        // ... one with a file in it is refused and left alone.
+        std::fs::write(new.join("summary.json"), "{}").unwrap();
+        assert!(!is_new_or_empty(&new).unwrap());
+        let err = create_exact(&new).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(
+            err.to_string().contains("found one with files in it"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(new.join("summary.json")).unwrap(), b"{}");
+        // A file where the folder should be is neither.
+        let file = new.join("summary.json");
+        assert!(is_new_or_empty(&file).is_err());
+        assert!(create_exact(&file).is_err());
     }
 
     #[test]
