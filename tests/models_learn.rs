@@ -3,13 +3,11 @@
 //! by tests/end_to_end.rs and tests/real_fashion_mnist.rs; the tutorial ResNet's 96x96 forward
 //! by kiln-models' unit tests: 8 epochs of it here would take minutes.)
 
-use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use burn_autodiff::Autodiff;
 use burn_ndarray::NdArray;
 use kiln_data::{ImageBatcher, ImageSet, Normalize};
-use kiln_experiments::{ModelSpec, ModelTask};
-use kiln_models::ImageClassifier;
+use kiln_experiments::ModelSpec;
+use kiln_models::Classifier;
 use kiln_train::{FitData, FitOptions, Recipe};
 
 type B = Autodiff<NdArray<f32>>;
@@ -31,53 +29,42 @@ fn noise_images(channels: usize, size: usize) -> ImageSet {
     ImageSet::new(channels, size, size, pixels, labels, classes)
 }
 
-struct Learn<'a> {
-    set: &'a ImageSet,
-}
-
-impl ModelTask<B> for Learn<'_> {
-    type Output = Vec<f64>;
-
-    fn run<M>(self, model: M) -> Vec<f64>
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<<B as AutodiffBackend>::InnerBackend>,
-    {
-        let recipe: Recipe = toml::from_str(
-            "epochs = 8\nbatch_size = 8\nseed = 1\n[optimizer]\nname = \"adam\"\nlr = 0.001\n",
-        )
-        .unwrap();
-        let batcher = ImageBatcher::for_set(
-            self.set,
-            Normalize {
-                mean: vec![0.5],
-                std: vec![0.25],
-            },
-        );
-        let data = FitData {
-            train: self.set,
-            valid: None,
-            test: Some(self.set),
-            batcher: &batcher,
-        };
-        let (_, summary) = kiln_train::fit(
-            model,
-            data,
-            &recipe,
-            &Default::default(),
-            &FitOptions::default(),
-            &mut |_| {},
-        )
-        .expect("the loss stays finite");
-        summary.epochs.iter().map(|e| e.train_loss).collect()
-    }
+/// The training loss of each of 8 epochs on `set`.
+fn learn(model: Classifier<B>, set: &ImageSet) -> Vec<f64> {
+    let recipe: Recipe = toml::from_str(
+        "epochs = 8\nbatch_size = 8\nseed = 1\n[optimizer]\nname = \"adam\"\nlr = 0.001\n",
+    )
+    .unwrap();
+    let batcher = ImageBatcher::for_set(
+        set,
+        Normalize {
+            mean: vec![0.5],
+            std: vec![0.25],
+        },
+    );
+    let data = FitData {
+        train: set,
+        valid: None,
+        test: Some(set),
+        batcher: &batcher,
+    };
+    let (_, summary) = kiln_train::fit(
+        model,
+        data,
+        &recipe,
+        &Default::default(),
+        &FitOptions::default(),
+        &mut |_| {},
+    )
+    .expect("the loss stays finite");
+    summary.epochs.iter().map(|e| e.train_loss).collect()
 }
 
 fn assert_learns(model_toml: &str, channels: usize, size: usize) {
     let spec: ModelSpec = toml::from_str(model_toml).unwrap();
     spec.validate().unwrap();
     let set = noise_images(channels, size);
-    let losses = spec.build::<B, _>(channels, 4, &Default::default(), Learn { set: &set });
+    let losses = learn(spec.build::<B>(channels, 4, &Default::default()), &set);
     println!(
         "{}: train loss by epoch {losses:?}",
         model_toml.lines().next().unwrap()

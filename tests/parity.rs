@@ -23,8 +23,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{FloatDType, IntDType};
 use kiln_cli::{dispatch, BackendTask};
 use kiln_data::{ImageBatch, ImageBatcher, ImageSet};
-use kiln_experiments::{ExperimentSpec, ModelSpec, ModelTask};
-use kiln_models::ImageClassifier;
+use kiln_experiments::{ExperimentSpec, ModelSpec};
+use kiln_models::{Classifier, ImageClassifier};
 use kiln_train::{Event, FitData, FitOptions};
 
 const REFERENCE: &str = "ndarray";
@@ -468,19 +468,6 @@ struct SaveWeights<'a> {
 impl BackendTask for SaveWeights<'_> {
     type Output = Vec<u8>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Vec<u8> {
-        struct Save<B>(PhantomData<B>);
-        impl<B: AutodiffBackend> ModelTask<B> for Save<B> {
-            type Output = Vec<u8>;
-            fn run<M>(self, model: M) -> Vec<u8>
-            where
-                M: AutodiffModule<B> + ImageClassifier<B>,
-                M::InnerModule: ImageClassifier<B::InnerBackend>,
-            {
-                BinBytesRecorder::<FullPrecisionSettings>::new()
-                    .record(model.into_record(), ())
-                    .unwrap()
-            }
-        }
         // ndarray's seeded generator is one per process: two tests drawing their weights at
         // once would interleave their draws, and each run would test other weights.
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -488,9 +475,10 @@ impl BackendTask for SaveWeights<'_> {
         B::seed(device, self.spec.recipe.seed);
         let [channels, ..] = self.spec.data.input_shape();
         let classes = self.spec.data.dataset.classes().len();
-        self.spec
-            .model
-            .build(channels, classes, device, Save::<B>(PhantomData))
+        let model = self.spec.model.build::<B>(channels, classes, device);
+        BinBytesRecorder::<FullPrecisionSettings>::new()
+            .record(model.into_record(), ())
+            .unwrap()
     }
 }
 
@@ -505,7 +493,7 @@ struct Case<'a> {
 
 impl Case<'_> {
     /// `model` with the case's weights.
-    fn load<B: AutodiffBackend, M: AutodiffModule<B>>(&self, model: M, device: &B::Device) -> M {
+    fn load<B: AutodiffBackend>(&self, model: Classifier<B>, device: &B::Device) -> Classifier<B> {
         let record = BinBytesRecorder::<FullPrecisionSettings, Vec<u8>>::new()
             .load(self.weights.to_vec(), device)
             .unwrap();
@@ -530,67 +518,55 @@ impl BackendTask for Case<'_> {
         let [channels, ..] = self.spec.data.input_shape();
         let classes = self.train.classes.len();
         B::seed(device, self.spec.recipe.seed);
-        self.spec.model.build(
-            channels,
-            classes,
-            device,
-            Measure::<B> { case: self, device },
-        )
+        let model = self.spec.model.build::<B>(channels, classes, device);
+        measure(self, model, device)
     }
 }
 
-struct Measure<'a, B: AutodiffBackend> {
-    case: Case<'a>,
-    device: &'a B::Device,
-}
+/// The case's logits, gradients and training losses on backend `B`, from its weights.
+fn measure<B: AutodiffBackend>(
+    case: Case<'_>,
+    model: Classifier<B>,
+    device: &B::Device,
+) -> Measured {
+    let model = case.load(model, device);
 
-impl<B: AutodiffBackend> ModelTask<B> for Measure<'_, B> {
-    type Output = Measured;
-    fn run<M>(self, model: M) -> Measured
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<B::InnerBackend>,
-    {
-        let Measure { case, device } = self;
-        let model = case.load(model, device);
+    // One batch: logits, then the loss's gradient for every parameter.
+    let batch = case.first_batch::<B>(device);
+    let logits = model.logits(batch.images);
+    let float_dtype = format!("{:?}", logits.dtype());
+    let loss = CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(logits.clone(), batch.targets);
+    let grads = param_grads(loss, &model);
+    let logits = to_vec(logits);
 
-        // One batch: logits, then the loss's gradient for every parameter.
-        let batch = case.first_batch::<B>(device);
-        let logits = model.logits(batch.images);
-        let float_dtype = format!("{:?}", logits.dtype());
-        let loss = CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(logits.clone(), batch.targets);
-        let grads = param_grads(loss, &model);
-        let logits = to_vec(logits);
-
-        // The recipe's optimiser through the real training loop, every step's loss logged.
-        let mut losses = Vec::new();
-        let data = FitData {
-            train: case.train,
-            valid: None,
-            test: Some(case.test),
-            batcher: case.batcher,
-        };
-        kiln_train::fit(
-            model,
-            data,
-            &case.spec.recipe,
-            device,
-            &FitOptions::default(),
-            &mut |event| {
-                if let Event::Step(step) = event {
-                    losses.push(step.loss);
-                }
-            },
-        )
-        .expect("the loss stays finite");
-        Measured {
-            logits,
-            grads,
-            losses,
-            float_dtype,
-        }
+    // The recipe's optimiser through the real training loop, every step's loss logged.
+    let mut losses = Vec::new();
+    let data = FitData {
+        train: case.train,
+        valid: None,
+        test: Some(case.test),
+        batcher: case.batcher,
+    };
+    kiln_train::fit(
+        model,
+        data,
+        &case.spec.recipe,
+        device,
+        &FitOptions::default(),
+        &mut |event| {
+            if let Event::Step(step) = event {
+                losses.push(step.loss);
+            }
+        },
+    )
+    .expect("the loss stays finite");
+    Measured {
+        logits,
+        grads,
+        losses,
+        float_dtype,
     }
 }
 
@@ -610,6 +586,12 @@ fn param_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     grads.found
 }
 
+/// Whether a module is the variant of `Classifier` that holds the network: paths are the
+/// network's own, as PyTorch's state dicts and the replica below name them.
+fn is_variant(container_type: &str) -> bool {
+    container_type.starts_with("Enum:")
+}
+
 /// Collects each trainable parameter's gradient (batch norm's running statistics have none).
 struct Grads<'a, B: AutodiffBackend> {
     gradients: &'a GradientsParams,
@@ -619,11 +601,15 @@ struct Grads<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !is_variant(container_type) {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !is_variant(container_type) {
+            self.path.pop();
+        }
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.gradients.get::<B::InnerBackend, D>(param.id) {
@@ -1008,41 +994,28 @@ struct Export<'a>(Case<'a>);
 impl BackendTask for Export<'_> {
     type Output = Net;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Net {
-        struct Task<'a, B: AutodiffBackend>(Case<'a>, &'a B::Device);
-        impl<B: AutodiffBackend> ModelTask<B> for Task<'_, B> {
-            type Output = Net;
-            fn run<M>(self, model: M) -> Net
-            where
-                M: AutodiffModule<B> + ImageClassifier<B>,
-                M::InnerModule: ImageClassifier<B::InnerBackend>,
-            {
-                let Task(case, device) = self;
-                let model = case.load(model, device);
-                let batch = case.first_batch::<B>(device);
-                let mut params = Values {
-                    path: Vec::new(),
-                    found: Default::default(),
-                };
-                model.visit(&mut params);
-                let images = batch.images.to_data();
-                let targets = batch.targets.to_data();
-                let loss = CrossEntropyLossConfig::new()
-                    .init(device)
-                    .forward(model.logits(batch.images), batch.targets);
-                Net {
-                    params: params.found,
-                    images,
-                    targets,
-                    model_grads: param_grads(loss, &model),
-                }
-            }
+        let case = self.0;
+        let [channels, ..] = case.spec.data.input_shape();
+        let classes = case.train.classes.len();
+        let model = case.spec.model.build::<B>(channels, classes, device);
+        let model = case.load(model, device);
+        let batch = case.first_batch::<B>(device);
+        let mut params = Values {
+            path: Vec::new(),
+            found: Default::default(),
+        };
+        model.visit(&mut params);
+        let images = batch.images.to_data();
+        let targets = batch.targets.to_data();
+        let loss = CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(model.logits(batch.images), batch.targets);
+        Net {
+            params: params.found,
+            images,
+            targets,
+            model_grads: param_grads(loss, &model),
         }
-        let [channels, ..] = self.0.spec.data.input_shape();
-        let classes = self.0.train.classes.len();
-        self.0
-            .spec
-            .model
-            .build(channels, classes, device, Task::<B>(self.0.clone(), device))
     }
 }
 
@@ -1053,11 +1026,15 @@ struct Values {
 }
 
 impl<B: Backend> ModuleVisitor<B> for Values {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !is_variant(container_type) {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !is_variant(container_type) {
+            self.path.pop();
+        }
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         self.found

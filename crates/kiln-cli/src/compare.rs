@@ -13,18 +13,15 @@
 //!                 a backend that failed leaves its message in <backend>/error.txt)
 //! ```
 
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use burn::module::{AutodiffModule, Module};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use kiln_experiments::run_dir::{self, write_atomic};
-use kiln_experiments::{ExperimentSpec, FixedBatchLogits, ModelTask, RunSummary};
-use kiln_models::ImageClassifier;
+use kiln_experiments::{ExperimentSpec, FixedBatchLogits, RunSummary};
 use kiln_train::Event;
 use serde::{Deserialize, Serialize};
 
@@ -393,36 +390,8 @@ impl BackendTask for InitTask<'_> {
         let [channels, ..] = self.spec.data.input_shape();
         let classes = self.spec.data.dataset.classes().len();
         B::seed(device, self.spec.recipe.seed);
-        self.spec.model.build(
-            channels,
-            classes,
-            device,
-            Save::<B> {
-                path: self.path,
-                backend: PhantomData,
-            },
-        )
-    }
-}
-
-struct Save<'a, B: AutodiffBackend> {
-    path: &'a Path,
-    backend: PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModelTask<B> for Save<'_, B> {
-    type Output = Result<()>;
-    fn run<M>(self, model: M) -> Result<()>
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<B::InnerBackend>,
-    {
-        model
-            .valid()
-            .save_file(
-                self.path.to_path_buf(),
-                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            )
+        let model = self.spec.model.build::<B>(channels, classes, device);
+        kiln_experiments::save_weights(model.valid(), self.path)
             .with_context(|| format!("saving the initial weights to {}", self.path.display()))
     }
 }

@@ -964,7 +964,9 @@ impl BackendTask for SummaryTask<'_> {
     type Output = Summary;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Summary {
         let classes = self.spec.data.dataset.classes().len();
-        self.spec.model.summary::<B>(self.input, classes, device)
+        self.spec
+            .model
+            .summary::<B::InnerBackend>(self.input, classes, device)
     }
 }
 

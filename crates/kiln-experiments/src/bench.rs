@@ -8,17 +8,15 @@
 
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use kiln_data::{HostBatch, ImageItem};
-use kiln_models::ImageClassifier;
+use kiln_data::ImageItem;
 use kiln_train::bench::{median, time_steps};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{load_splits, peak_rss_mib, RunError};
-use crate::{ExperimentSpec, ModelTask};
+use crate::ExperimentSpec;
 
 /// What to time.
 #[derive(Debug, Clone)]
@@ -98,13 +96,16 @@ pub fn bench<B: AutodiffBackend>(
     reset_peak_rss();
 
     B::seed(device, spec.recipe.seed);
-    let task = TimeModel::<B> {
-        spec,
-        batch: &batch,
-        options,
+    let model = spec.model.build::<B>(channels, classes, device);
+    let parameters = kiln_models::probe::trainable_params(&model);
+    let times = time_steps(
+        model,
+        &spec.recipe,
+        &batch,
+        options.warmup,
+        options.steps,
         device,
-    };
-    let (parameters, times) = spec.model.build(channels, classes, device, task);
+    );
     let ms = |s: &[f64]| s.iter().map(|t| t * 1e3).collect::<Vec<_>>();
     Ok(BenchReport {
         experiment: spec.name.clone(),
@@ -127,32 +128,4 @@ pub fn bench<B: AutodiffBackend>(
 /// peak is not the data set's.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-struct TimeModel<'a, B: AutodiffBackend> {
-    spec: &'a ExperimentSpec,
-    batch: &'a HostBatch,
-    options: &'a BenchOptions,
-    device: &'a B::Device,
-}
-
-impl<B: AutodiffBackend> ModelTask<B> for TimeModel<'_, B> {
-    type Output = (usize, kiln_train::bench::StepTimes);
-
-    fn run<M>(self, model: M) -> Self::Output
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<B::InnerBackend>,
-    {
-        let parameters = kiln_models::probe::trainable_params(&model);
-        let times = time_steps(
-            model,
-            &self.spec.recipe,
-            self.batch,
-            self.options.warmup,
-            self.options.steps,
-            self.device,
-        );
-        (parameters, times)
-    }
 }

@@ -14,7 +14,7 @@ use kiln_train::Event;
 
 use crate::pictures::{save, Confusion, Curves, ImageGrid, Series, Tile};
 use crate::runner::{load_weights, RunError, RunSummary};
-use crate::{ExperimentSpec, ModelTask};
+use crate::ExperimentSpec;
 
 /// A finished run folder, read back: its spec, summary and events.
 #[derive(Debug, Clone)]
@@ -199,26 +199,6 @@ pub fn look<B: Backend, M: ImageClassifier<B> + Module<B>>(
     }
 }
 
-/// A [`ModelTask`]: load a run's weights into the freshly built network, then [`look`].
-struct LoadAndLook<'a, B: AutodiffBackend> {
-    weights: PathBuf,
-    request: Request<'a>,
-    device: &'a B::Device,
-}
-
-impl<B: AutodiffBackend> ModelTask<B> for LoadAndLook<'_, B> {
-    type Output = Result<Looked, RunError>;
-
-    fn run<M>(self, model: M) -> Self::Output
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<B::InnerBackend>,
-    {
-        let model = load_weights(model, &self.weights, self.device)?;
-        Ok(look(&model.valid(), &self.request, self.device))
-    }
-}
-
 /// Builds the run's network with its saved weights (`model.mpk`) and runs `request`.
 pub fn look_at_run<B: AutodiffBackend>(
     run: &RunFolder,
@@ -233,14 +213,12 @@ pub fn look_at_run<B: AutodiffBackend>(
         )));
     }
     let [channels, _, _] = run.image_shape();
-    let task = LoadAndLook::<B> {
-        weights,
-        request,
-        device,
-    };
-    run.spec
+    let model = run
+        .spec
         .model
-        .build(channels, run.classes().len(), device, task)
+        .build::<B>(channels, run.classes().len(), device);
+    let model = load_weights(model, &weights, device)?;
+    Ok(look(&model.valid(), &request, device))
 }
 
 /// How many test images the prediction grid shows.

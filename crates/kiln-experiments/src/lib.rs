@@ -20,7 +20,7 @@ pub mod spec;
 pub mod torch_weights;
 
 pub use inspect::{FeatureInput, RunFolder};
-pub use models::{ModelSpec, ModelTask, Summarise};
+pub use models::ModelSpec;
 pub use registry::{builtin, load};
 pub use run_dir::RunStart;
 pub use runner::{

@@ -1,13 +1,12 @@
 //! The `[model]` table of an experiment and the one place that maps it to a network type.
 //!
-//! Adding a network: a variant here, its arm in [`ModelSpec::build`], and its checks in
-//! [`ModelSpec::validate`].
+//! Adding a network: its line in `kiln_models::Classifier`, a variant here, its arm in
+//! [`ModelSpec::build`], and its checks in [`ModelSpec::validate`].
 
-use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::Backend;
 use kiln_models::{
-    ActivationKind, CnnDropoutConfig, ConvNetConfig, HeadPool, ImageClassifier, LeNet5Config,
-    PoolingKind, ResNetConfig, SimpleCnnConfig, Stem, Summary, WeightInit,
+    ActivationKind, Classifier, CnnDropoutConfig, ConvNetConfig, HeadPool, ImageClassifier,
+    LeNet5Config, PoolingKind, ResNetConfig, SimpleCnnConfig, Stem, Summary, WeightInit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,39 +100,6 @@ fn yes() -> bool {
     true
 }
 
-/// Something to do with a freshly built model, whatever its type: the runner trains it, other
-/// commands may summarise or load it. (A trait, because closures cannot be generic.)
-pub trait ModelTask<B: AutodiffBackend> {
-    /// What the task gives back.
-    type Output;
-    /// Does the task with the model the spec built.
-    fn run<M>(self, model: M) -> Self::Output
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<B::InnerBackend>;
-}
-
-/// The layer table of a freshly built model for one input of `input` = `[channels, height,
-/// width]`, computed on the inference module so nothing about the model changes.
-pub struct Summarise<'a, B: AutodiffBackend> {
-    /// `[channels, height, width]` of one input image.
-    pub input: [usize; 3],
-    /// The device the model is built on.
-    pub device: &'a B::Device,
-}
-
-impl<B: AutodiffBackend> ModelTask<B> for Summarise<'_, B> {
-    type Output = Summary;
-
-    fn run<M>(self, model: M) -> Summary
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<B::InnerBackend>,
-    {
-        model.valid().summary(self.input, self.device)
-    }
-}
-
 impl ModelSpec {
     /// The same network with every dropout probability set to zero: backends draw dropout
     /// masks from their own random generators, so comparisons of their numbers turn it off.
@@ -153,72 +119,70 @@ impl ModelSpec {
         spec
     }
 
-    /// The layer table for `input` = `[channels, height, width]` images and `classes` classes.
-    /// Builds the model with weights from the backend's RNG: call before seeding for training.
-    pub fn summary<B: AutodiffBackend>(
+    /// The layer table for `input` = `[channels, height, width]` images and `classes` classes,
+    /// on a backend without autodiff (in training mode batch norm would need a batch). Builds
+    /// the model with weights from the backend's RNG: call before seeding for training.
+    pub fn summary<B: Backend>(
         &self,
         input: [usize; 3],
         classes: usize,
         device: &B::Device,
     ) -> Summary {
-        self.build(input[0], classes, device, Summarise::<B> { input, device })
+        self.build::<B>(input[0], classes, device)
+            .summary(input, device)
     }
 
-    /// Builds the network for `channels`-channel images and `classes` classes on `device` and
-    /// hands it to `task`. Weights are drawn from the backend's RNG: seed it first.
-    pub fn build<B: AutodiffBackend, T: ModelTask<B>>(
+    /// Builds the network for `channels`-channel images and `classes` classes on `device`.
+    /// Weights are drawn from the backend's RNG: seed it first. (Build on the inner backend,
+    /// or call `valid()`, for an inference module: batch norm keeps its statistics there.)
+    pub fn build<B: Backend>(
         &self,
         channels: usize,
         classes: usize,
         device: &B::Device,
-        task: T,
-    ) -> T::Output {
+    ) -> Classifier<B> {
         match self.clone() {
             ModelSpec::Lenet5 {
                 dropout,
                 activation,
                 pooling,
                 init,
-            } => task.run(
-                LeNet5Config::new()
-                    .with_in_channels(channels)
-                    .with_num_classes(classes)
-                    .with_dropout(dropout)
-                    .with_activation(activation)
-                    .with_pooling(pooling)
-                    .with_init(init)
-                    .init::<B>(device),
-            ),
-            ModelSpec::SimpleCnn { image_size } => task.run(
-                SimpleCnnConfig::new()
-                    .with_in_channels(channels)
-                    .with_num_classes(classes)
-                    .with_image_size(image_size)
-                    .init::<B>(device),
-            ),
-            ModelSpec::Convnet { dropout } => task.run(
-                ConvNetConfig::new()
-                    .with_in_channels(channels)
-                    .with_num_classes(classes)
-                    .with_dropout(dropout)
-                    .init::<B>(device),
-            ),
+            } => LeNet5Config::new()
+                .with_in_channels(channels)
+                .with_num_classes(classes)
+                .with_dropout(dropout)
+                .with_activation(activation)
+                .with_pooling(pooling)
+                .with_init(init)
+                .init::<B>(device)
+                .into(),
+            ModelSpec::SimpleCnn { image_size } => SimpleCnnConfig::new()
+                .with_in_channels(channels)
+                .with_num_classes(classes)
+                .with_image_size(image_size)
+                .init::<B>(device)
+                .into(),
+            ModelSpec::Convnet { dropout } => ConvNetConfig::new()
+                .with_in_channels(channels)
+                .with_num_classes(classes)
+                .with_dropout(dropout)
+                .init::<B>(device)
+                .into(),
             ModelSpec::CnnDropout {
                 conv_dropout,
                 fc_dropout,
-            } => task.run(
-                CnnDropoutConfig::new()
-                    .with_in_channels(channels)
-                    .with_num_classes(classes)
-                    .with_conv_dropout(conv_dropout)
-                    .with_fc_dropout(fc_dropout)
-                    .init::<B>(device),
-            ),
-            ModelSpec::Resnet { .. } => task.run(
-                self.resnet_config(channels, classes)
-                    .expect("matched a ResNet")
-                    .init::<B>(device),
-            ),
+            } => CnnDropoutConfig::new()
+                .with_in_channels(channels)
+                .with_num_classes(classes)
+                .with_conv_dropout(conv_dropout)
+                .with_fc_dropout(fc_dropout)
+                .init::<B>(device)
+                .into(),
+            ModelSpec::Resnet { .. } => self
+                .resnet_config(channels, classes)
+                .expect("matched a ResNet")
+                .init::<B>(device)
+                .into(),
         }
     }
 

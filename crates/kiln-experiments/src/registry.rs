@@ -112,7 +112,7 @@ mod tests {
     /// and the parameter totals are the PyTorch originals' (hand-counted in kiln-models).
     #[test]
     fn every_builtin_model_fits_its_input_size() {
-        type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
+        type B = burn_ndarray::NdArray<f32>;
         let device = Default::default();
         for spec in builtin() {
             let input = spec.data.input_shape();

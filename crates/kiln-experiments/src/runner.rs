@@ -7,18 +7,17 @@ use std::sync::atomic::AtomicBool;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use burn::module::{AutodiffModule, Module};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_data::{
     DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Normalize, Split,
 };
-use kiln_models::ImageClassifier;
+use kiln_models::{Classifier, ImageClassifier};
 use kiln_train::{Checkpoint, FitData, FitOptions, FitSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::{self, write_atomic, RunStart};
-use crate::{ExperimentSpec, ModelTask};
+use crate::ExperimentSpec;
 
 /// Where and how to run. Only `init_weights` changes the numbers a run produces, and the
 /// summary records it.
@@ -189,7 +188,9 @@ pub fn run<B: AutodiffBackend>(
         spec.data.resize.unwrap_or(train.height),
         spec.data.resize.unwrap_or(train.width),
     ];
-    let summary = spec.model.summary::<B>(input, train.classes.len(), device);
+    let summary = spec
+        .model
+        .summary::<B::InnerBackend>(input, train.classes.len(), device);
     if !summary.clashes.is_empty() {
         return Err(RunError::Spec(format!(
             "{}: the model does not fit {}x{}x{} input images:\n{summary}",
@@ -363,9 +364,10 @@ fn train_in<B: AutodiffBackend>(
         resume_from,
         device,
     };
-    let fitted = spec
+    let model = spec
         .model
-        .build(train.channels, train.classes.len(), device, task)?;
+        .build::<B>(train.channels, train.classes.len(), device);
+    let fitted = task.run(model)?;
 
     let best = fitted
         .best()
@@ -530,14 +532,8 @@ struct TrainAndSave<'a, B: AutodiffBackend> {
     device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
-    type Output = Result<FitSummary, RunError>;
-
-    fn run<M>(self, model: M) -> Self::Output
-    where
-        M: AutodiffModule<B> + ImageClassifier<B>,
-        M::InnerModule: ImageClassifier<B::InnerBackend>,
-    {
+impl<B: AutodiffBackend> TrainAndSave<'_, B> {
+    fn run(self, model: Classifier<B>) -> Result<FitSummary, RunError> {
         let TrainAndSave {
             spec,
             options,
@@ -626,7 +622,7 @@ impl<B: AutodiffBackend> ModelTask<B> for TrainAndSave<'_, B> {
             write_atomic(&path, &json).map_err(io_error(&path))?;
         }
 
-        save_weights(&model, &dir.join("model.mpk"))?;
+        save_weights(model.valid(), &dir.join("model.mpk"))?;
 
         // Pictures come last: the weights and metrics are safe whatever happens here.
         tracing::info!("drawing the run's pictures");
@@ -680,35 +676,30 @@ fn logits_of<B: burn::tensor::backend::Backend, M: ImageClassifier<B>>(
         .expect("converted to f32")
 }
 
-/// Loads `path` (a `model.mpk`) into `model`, which must be the same network.
-pub fn load_weights<B: AutodiffBackend, M: Module<B>>(
-    model: M,
+/// Loads weights written by [`save_weights`] (a run's `model.mpk`, `kiln import`'s output)
+/// into `model`, which must be the same network.
+pub fn load_weights<B: Backend>(
+    model: Classifier<B>,
     path: &Path,
     device: &B::Device,
-) -> Result<M, RunError> {
-    let record = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-        .load(path.to_path_buf(), device)
-        .map_err(|e| {
-            RunError::Spec(format!(
-                "{}: cannot load it as this experiment's weights: {e}",
-                path.display()
-            ))
-        })?;
-    Ok(model.load_record(record))
+) -> Result<Classifier<B>, RunError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    model.load_mpk(bytes, device).map_err(|e| {
+        RunError::Spec(format!(
+            "{}: cannot load it as this experiment's weights: {e}",
+            path.display()
+        ))
+    })
 }
 
-/// Writes `model`'s weights (its inference module, with up-to-date batch-norm statistics) to
-/// `path` in full precision, atomically: what [`load_weights`] reads.
-pub fn save_weights<B: AutodiffBackend, M: AutodiffModule<B>>(
-    model: &M,
-    path: &Path,
-) -> Result<(), RunError> {
-    let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .record(model.valid().into_record(), ())
-        .map_err(|e| RunError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+/// Writes `model`'s weights to `path` in full precision, atomically: what [`load_weights`]
+/// reads. Pass an inference module (`model.valid()`) of a trained model: it carries the
+/// up-to-date batch-norm statistics.
+pub fn save_weights<B: Backend>(model: Classifier<B>, path: &Path) -> Result<(), RunError> {
+    let bytes = model.into_mpk().map_err(|e| RunError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     write_atomic(path, &bytes).map_err(io_error(path))
 }
 

@@ -5,7 +5,8 @@
 //! Each network is one file holding a `#[derive(Config)]` + `#[derive(Module)]` pair whose
 //! config `init`s the module on a device, generic over the Burn backend. Every network
 //! implements [`ImageClassifier`]: logits from images, a layer table ([`Summary`]) and feature
-//! maps. With the `pytorch` feature (on by default), [`load_pytorch`] loads the weights a
+//! maps. [`Classifier`] is the enum of them all, one `Module` type for code that picks the
+//! network at run time. With the `pytorch` feature (on by default), [`load_pytorch`] loads the weights a
 //! tutorial's PyTorch code saves, and [`save_safetensors`] writes weights PyTorch loads.
 //!
 //! What it is not: nothing here knows about data sets, training or files other than weights,
@@ -27,6 +28,7 @@
 
 use burn::prelude::*;
 
+mod classifier;
 pub mod cnn_dropout;
 pub mod convnet;
 mod init;
@@ -38,6 +40,7 @@ pub mod pytorch;
 pub mod resnet;
 pub mod simple_cnn;
 
+pub use classifier::{Classifier, MpkError};
 pub use cnn_dropout::{CnnDropout, CnnDropoutConfig};
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use init::WeightInit;

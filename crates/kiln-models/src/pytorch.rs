@@ -125,7 +125,9 @@ pub fn load_pytorch<B: Backend, M: Module<B>>(
         .remap(names.remapper(true))
         .map_indices_contiguous(false)
         .validate(false)
-        .allow_partial(true);
+        .allow_partial(true)
+        // A `Classifier`'s paths start with its variant's name; PyTorch's keys do not.
+        .skip_enum_variants(true);
     // `load_from` changes the model in place before it reports problems; on an error the
     // half-loaded model is dropped here, never returned.
     let mut loaded = model;
@@ -229,6 +231,7 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
         .with_to_adapter(BurnToPyTorchAdapter)
         .remap(names.remapper(false))
         .overwrite(true)
+        .skip_enum_variants(true)
         .metadata("producer", concat!("kiln ", env!("CARGO_PKG_VERSION")));
     model
         .save_into(&mut store)
