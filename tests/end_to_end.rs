@@ -144,9 +144,13 @@ fn bad_experiment_file_fails_before_any_run_folder() {
 #[test]
 fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    // LeNet-5 is built for 28x28: at 32x32 its fc1 gets 16 x 6 x 6 = 576 features, not 400.
-    let (data, experiment) = synthetic_setup(tmp.path(), 20, 10, "resized.toml", |t| {
-        t.replace("[data]\n", "[data]\nresize = 32\n")
+    // The networks take their input size from the data, but an experiment may pin it: the
+    // one-conv CNN built for 32x32 gets 16 x 13 x 13 = 2704 features from 28x28 images.
+    let (data, experiment) = synthetic_setup(tmp.path(), 20, 10, "pinned.toml", |t| {
+        t.replace(
+            "name = \"lenet5\"\ndropout = 0.5",
+            "name = \"simple-cnn\"\nimage_size = 32",
+        )
     });
     let runs = tmp.path().join("runs");
     let err = kiln_cli::main_with_args([
@@ -163,8 +167,8 @@ fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
     .unwrap_err();
     let message = format!("{err:#}");
     assert!(
-        message.contains("does not fit 1x32x32 input images")
-            && message.contains("shape clash: fc1: expected 400 input features, found 576"),
+        message.contains("does not fit 1x28x28 input images")
+            && message.contains("shape clash: fc: expected 3600 input features, found 2704"),
         "{message}"
     );
     assert!(!runs.exists(), "no run folder for a run that cannot start");

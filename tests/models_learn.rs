@@ -64,7 +64,8 @@ fn assert_learns(model_toml: &str, channels: usize, size: usize) {
     let spec: ModelSpec = toml::from_str(model_toml).unwrap();
     spec.validate().unwrap();
     let set = noise_images(channels, size);
-    let losses = learn(spec.build::<B>(channels, 4, &Default::default()), &set);
+    let input = [channels, size, size];
+    let losses = learn(spec.build::<B>(input, 4, &Default::default()), &set);
     println!(
         "{}: train loss by epoch {losses:?}",
         model_toml.lines().next().unwrap()

@@ -418,9 +418,9 @@ impl std::fmt::Display for Diff {
 /// `STEPS` batches to train on and two to evaluate.
 fn synthetic_sets(spec: &ExperimentSpec, batch: usize) -> (ImageSet, ImageSet) {
     let dataset = spec.data.dataset;
-    let side = dataset.image_size();
+    let side = dataset.image_size().expect("a built-in data set");
     let channels = dataset.channels();
-    let classes: Vec<String> = dataset.classes().iter().map(|c| c.to_string()).collect();
+    let classes = spec.data.classes().unwrap();
     let square = side / 4;
     let make = |n: usize, salt: u64| {
         let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ salt;
@@ -473,9 +473,9 @@ impl BackendTask for SaveWeights<'_> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         B::seed(device, self.spec.recipe.seed);
-        let [channels, ..] = self.spec.data.input_shape();
-        let classes = self.spec.data.dataset.classes().len();
-        let model = self.spec.model.build::<B>(channels, classes, device);
+        let input = self.spec.data.input_shape().unwrap();
+        let classes = self.spec.data.classes().unwrap().len();
+        let model = self.spec.model.build::<B>(input, classes, device);
         BinBytesRecorder::<FullPrecisionSettings>::new()
             .record(model.into_record(), ())
             .unwrap()
@@ -515,10 +515,10 @@ impl Case<'_> {
 impl BackendTask for Case<'_> {
     type Output = Measured;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Measured {
-        let [channels, ..] = self.spec.data.input_shape();
+        let input = self.spec.data.input_shape().unwrap();
         let classes = self.train.classes.len();
         B::seed(device, self.spec.recipe.seed);
-        let model = self.spec.model.build::<B>(channels, classes, device);
+        let model = self.spec.model.build::<B>(input, classes, device);
         measure(self, model, device)
     }
 }
@@ -995,9 +995,9 @@ impl BackendTask for Export<'_> {
     type Output = Net;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Net {
         let case = self.0;
-        let [channels, ..] = case.spec.data.input_shape();
+        let input = case.spec.data.input_shape().unwrap();
         let classes = case.train.classes.len();
-        let model = case.spec.model.build::<B>(channels, classes, device);
+        let model = case.spec.model.build::<B>(input, classes, device);
         let model = case.load(model, device);
         let batch = case.first_batch::<B>(device);
         let mut params = Values {

@@ -4,13 +4,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln_experiments::inspect::predict_files;
 use kiln_experiments::RunFolder;
 
 mod common;
-use common::{arg, tiny_run};
+use common::{arg, headless, tiny_run};
 
 type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
 
@@ -140,43 +139,6 @@ fn a_run_leaves_every_picture_and_predict_and_features_work_on_its_checkpoint() 
     kiln_cli::main_with_args(["kiln", "features", &arg(&run), "--image", &arg(&inputs[4])])
         .unwrap();
     assert_picture(&plots.join("features-seven/maps-01-conv1.png"), (500, 100));
-}
-
-/// The Chromium binary: `$KILN_CHROMIUM`, else `chromium` on the PATH. The report test fails,
-/// never skips, without it; `cargo xtask test` installs it.
-fn chromium() -> String {
-    let name = std::env::var("KILN_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = Command::new(&name)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{name} not found: the report test opens the page in headless Chromium \
-         (Debian: apt-get install chromium; or set KILN_CHROMIUM)"
-    );
-    name
-}
-
-fn headless(args: &[&str], page: &Path) -> std::process::Output {
-    let url = format!("file://{}", std::path::absolute(page).unwrap().display());
-    let output = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-        ])
-        .args(args)
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 #[test]

@@ -78,7 +78,7 @@ fn round_trip(experiment: &str) {
     let dir = tempfile::tempdir().unwrap();
     let at = |file: &str| dir.path().join(file);
     let arg = |file: &str| at(file).to_string_lossy().into_owned();
-    let [c, h, w] = spec.data.input_shape();
+    let [c, h, w] = spec.data.input_shape().unwrap();
     // Inputs in [-1, 1) from a fixed sequence: the same on every machine.
     let n = IMAGES * c * h * w;
     let inputs: Vec<f32> = (0..n)
@@ -106,7 +106,7 @@ fn round_trip(experiment: &str) {
     let tensor = Tensor::<Inner, 4>::from_data(TensorData::new(inputs, [IMAGES, c, h, w]), &device);
     // Eval mode: a backend without autodiff runs batch norm on its running statistics.
     let logits = |weights: &Path| -> Vec<f32> {
-        let model = spec.model.build::<Inner>(c, 10, &device);
+        let model = spec.model.build::<Inner>([c, h, w], 10, &device);
         kiln_experiments::load_weights(model, weights, &device)
             .expect("the imported weights load")
             .logits(tensor.clone())
@@ -127,7 +127,7 @@ fn round_trip(experiment: &str) {
     // Out: Kiln's weights as safetensors, loaded by PyTorch.
     kiln_experiments::export_safetensors::<Inner>(
         &spec,
-        [c, 10],
+        ([c, h, w], 10),
         &at("model.mpk"),
         &at("kiln.safetensors"),
         &device,
@@ -205,7 +205,7 @@ fn a_mismatched_state_dict_is_refused_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().to_string_lossy().into_owned();
     // LeNet-5's inputs, but the ConvNet's weights.
-    let [c, h, w] = builtin("convnet-mnist").data.input_shape();
+    let [c, h, w] = builtin("convnet-mnist").data.input_shape().unwrap();
     let zeros = vec![0u8; 4 * IMAGES * c * h * w];
     std::fs::write(dir.path().join("inputs.f32"), zeros).unwrap();
     script(&["save", "convnet-mnist", &folder, &IMAGES.to_string()]);

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use kiln_data::Split;
 
@@ -149,4 +150,43 @@ pub fn shared_dataset(name: &str, env_var: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The Chromium binary: `$KILN_CHROMIUM`, else `chromium` on the PATH. The report test fails,
+/// never skips, without it; `cargo xtask test` installs it.
+pub fn chromium() -> String {
+    let name = std::env::var("KILN_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let found = Command::new(&name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} not found: the report test opens the page in headless Chromium \
+         (Debian: apt-get install chromium; or set KILN_CHROMIUM)"
+    );
+    name
+}
+
+/// Opens `page` in headless Chromium with `args` (`--dump-dom`, `--screenshot=...`); fails
+/// the test when Chromium does.
+pub fn headless(args: &[&str], page: &Path) -> std::process::Output {
+    let url = format!("file://{}", std::path::absolute(page).unwrap().display());
+    let output = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }

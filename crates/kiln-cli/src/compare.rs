@@ -387,10 +387,10 @@ struct InitTask<'a> {
 impl BackendTask for InitTask<'_> {
     type Output = Result<()>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
-        let [channels, ..] = self.spec.data.input_shape();
-        let classes = self.spec.data.dataset.classes().len();
+        let input = self.spec.data.input_shape().map_err(anyhow::Error::msg)?;
+        let classes = self.spec.data.classes().map_err(anyhow::Error::msg)?.len();
         B::seed(device, self.spec.recipe.seed);
-        let model = self.spec.model.build::<B>(channels, classes, device);
+        let model = self.spec.model.build::<B>(input, classes, device);
         kiln_experiments::save_weights(model.valid(), self.path)
             .with_context(|| format!("saving the initial weights to {}", self.path.display()))
     }

@@ -446,11 +446,16 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         Command::Report(args) => report(args),
         Command::Summary(args) => {
             let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
-            let input = spec.data.input_shape();
+            let input = spec.data.input_shape().map_err(anyhow::Error::msg)?;
+            let classes = spec.data.classes().map_err(anyhow::Error::msg)?.len();
             let summary = dispatch(
                 &args.backend.name(None),
                 args.backend.device,
-                SummaryTask { spec: &spec, input },
+                SummaryTask {
+                    spec: &spec,
+                    input,
+                    classes,
+                },
             )?;
             println!(
                 "{} ({:?}) for {}x{}x{} {} images:\n{summary}",
@@ -680,8 +685,7 @@ struct ExportTask<'a> {
 impl BackendTask for ExportTask<'_> {
     type Output = Result<(), kiln_experiments::RunError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
-        let [channels, _, _] = self.run.image_shape();
-        let model = [channels, self.run.classes().len()];
+        let model = (self.run.model_input(), self.run.classes().len());
         let weights = self.run.dir.join("model.mpk");
         kiln_experiments::export_safetensors::<B>(&self.run.spec, model, &weights, self.out, device)
     }
@@ -958,15 +962,15 @@ impl BackendTask for BenchTask<'_> {
 struct SummaryTask<'a> {
     spec: &'a ExperimentSpec,
     input: [usize; 3],
+    classes: usize,
 }
 
 impl BackendTask for SummaryTask<'_> {
     type Output = Summary;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Summary {
-        let classes = self.spec.data.dataset.classes().len();
         self.spec
             .model
-            .summary::<B::InnerBackend>(self.input, classes, device)
+            .summary::<B::InnerBackend>(self.input, self.classes, device)
     }
 }
 

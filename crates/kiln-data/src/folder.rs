@@ -42,6 +42,18 @@ pub fn load_image_folder(
     split_dir: &str,
     classes: Option<&[&str]>,
 ) -> Result<ImageSet, DataError> {
+    load_image_folder_sized(root, split_dir, classes, None)
+}
+
+/// [`load_image_folder`], with every image resized (bilinear, as
+/// [`crate::transform::resize_bilinear`]) to `size` = `[height, width]` where given, so that
+/// images of any size make one set.
+pub fn load_image_folder_sized(
+    root: &Path,
+    split_dir: &str,
+    classes: Option<&[&str]>,
+    size: Option<[usize; 2]>,
+) -> Result<ImageSet, DataError> {
     let split_path = root.join(split_dir);
     let class_names = class_names(&split_path, classes)?;
     if class_names.len() > 256 {
@@ -81,7 +93,12 @@ pub fn load_image_folder(
             break;
         }
     }
-    let decoded = decode_all(&files)?;
+    let mut decoded = decode_all(&files)?;
+    if let Some([height, width]) = size {
+        for d in &mut decoded {
+            d.resize(height, width);
+        }
+    }
 
     let (width, height) = (decoded[0].width, decoded[0].height);
     for (d, (path, _)) in decoded.iter().zip(&files) {
@@ -242,8 +259,22 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// [`ImageSet::to_grayscale`] does, grayscale repeated into RGB); a different size is an error
 /// naming both sizes, not silently resized.
 pub fn read_image(path: &Path, shape: [usize; 3]) -> Result<Vec<u8>, DataError> {
+    read_image_as(path, shape, false)
+}
+
+/// [`read_image`], but an image of another size is resized to the shape (bilinear, as
+/// [`load_image_folder_sized`] does) rather than refused: for a model trained on images
+/// resized as they loaded.
+pub fn read_image_resized(path: &Path, shape: [usize; 3]) -> Result<Vec<u8>, DataError> {
+    read_image_as(path, shape, true)
+}
+
+fn read_image_as(path: &Path, shape: [usize; 3], resize: bool) -> Result<Vec<u8>, DataError> {
     let [channels, height, width] = shape;
-    let decoded = decode(path)?;
+    let mut decoded = decode(path)?;
+    if resize {
+        decoded.resize(height, width);
+    }
     if (decoded.height as usize, decoded.width as usize) != (height, width) {
         return Err(DataError::format(
             path,
@@ -271,6 +302,24 @@ struct Decoded {
     /// 1 (grayscale) or 3 (RGB).
     channels: usize,
     pixels: Vec<u8>,
+}
+
+impl Decoded {
+    /// Resizes the image to `height` x `width` (bilinear, half-pixel centres), in place.
+    fn resize(&mut self, height: usize, width: usize) {
+        let (h, w) = (self.height as usize, self.width as usize);
+        if (h, w) == (height, width) {
+            return;
+        }
+        let image: Vec<f32> = self.pixels.iter().map(|&p| p as f32).collect();
+        let resized = crate::transform::resize_bilinear(&image, self.channels, h, w, height, width);
+        self.pixels = resized
+            .into_iter()
+            .map(|v| v.round().clamp(0.0, 255.0) as u8)
+            .collect();
+        // Sizes up to MAX_IMAGE_PIXELS per side fit u32.
+        (self.height, self.width) = (height as u32, width as u32);
+    }
 }
 
 /// The most pixels Kiln decodes from one image (8192 x 8192): a file declaring more is refused

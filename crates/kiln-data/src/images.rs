@@ -143,6 +143,25 @@ impl ImageSet {
         }
     }
 
+    /// Single-channel images as RGB (the plane repeated three times); colour sets are returned
+    /// as they are.
+    pub fn to_rgb(self) -> Self {
+        if self.channels != 1 {
+            return self;
+        }
+        let plane = self.height * self.width;
+        let pixels = self
+            .pixels
+            .chunks_exact(plane)
+            .flat_map(|img| img.iter().chain(img).chain(img).copied())
+            .collect();
+        ImageSet {
+            channels: 3,
+            pixels,
+            ..self
+        }
+    }
+
     /// Mean and standard deviation of the pixels scaled to [0, 1]: over all channels together
     /// (`per_channel = false`, one value each) or per channel.
     pub fn pixel_stats(&self, per_channel: bool) -> (Vec<f32>, Vec<f32>) {

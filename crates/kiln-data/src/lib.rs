@@ -22,7 +22,7 @@ pub use batcher::{HostBatch, ImageBatch, ImageBatcher, ImageItem, Normalize};
 pub use cifar::{Cifar10Format, CIFAR10_CLASSES};
 pub use error::DataError;
 pub use fetch::{ArchiveDataset, DatasetFiles, Locator, RemoteFile};
-pub use folder::{load_image_folder, read_image};
+pub use folder::{load_image_folder, load_image_folder_sized, read_image, read_image_resized};
 pub use images::{ImageSet, Split};
 pub use mnist::IdxDataset;
 pub use transform::Augment;

@@ -90,13 +90,15 @@ pub fn bench<B: AutodiffBackend>(
     }
     let pipeline_images_per_sec = (batches * batch_size) as f64 / preparing.elapsed().as_secs_f64();
     let batch = prepared.swap_remove(0);
-    let (channels, classes) = (train.channels, train.classes.len());
+    let classes = train.classes.len();
     drop(prepared);
     drop(splits);
     reset_peak_rss();
 
     B::seed(device, spec.recipe.seed);
-    let model = spec.model.build::<B>(channels, classes, device);
+    let model = spec
+        .model
+        .build::<B>(batcher.output_shape(), classes, device);
     let parameters = kiln_models::probe::trainable_params(&model);
     let times = time_steps(
         model,

@@ -73,8 +73,7 @@ impl RunFolder {
     /// The class names, as the run recorded them (older runs: the data set's).
     pub fn classes(&self) -> Vec<String> {
         if self.summary.classes.is_empty() {
-            let names = self.spec.data.dataset.classes();
-            names.iter().map(|c| c.to_string()).collect()
+            self.spec.data.classes().unwrap_or_default()
         } else {
             self.summary.classes.clone()
         }
@@ -83,10 +82,31 @@ impl RunFolder {
     /// `[channels, height, width]` of the images the model was trained on, before any resize.
     pub fn image_shape(&self) -> [usize; 3] {
         self.summary.image_shape.unwrap_or_else(|| {
-            let [c, _, _] = self.spec.data.input_shape();
-            let side = self.spec.data.dataset.image_size();
-            [c, side, side]
+            // Runs older than `image_shape` in summaries: a known data set's published size.
+            let data = &self.spec.data;
+            let side = data.image_size.or(data.dataset.image_size()).unwrap_or(0);
+            [data.channels(), side, side]
         })
+    }
+
+    /// An image file as the run's images were: its channels and size, resized where the run
+    /// resized its own images as they loaded (a folder set's `image_size`), else refused when
+    /// its size differs.
+    pub fn read_image(&self, path: &Path) -> Result<Vec<u8>, DataError> {
+        let shape = self.image_shape();
+        if self.spec.data.image_size.is_some() {
+            kiln_data::read_image_resized(path, shape)
+        } else {
+            kiln_data::read_image(path, shape)
+        }
+    }
+
+    /// `[channels, height, width]` of what the network takes: the images after the run's
+    /// resize.
+    pub fn model_input(&self) -> [usize; 3] {
+        let [c, h, w] = self.image_shape();
+        let resize = self.spec.data.resize;
+        [c, resize.unwrap_or(h), resize.unwrap_or(w)]
     }
 
     /// The evaluation batcher of the run: its resize and its resolved normalisation.
@@ -212,11 +232,10 @@ pub fn look_at_run<B: AutodiffBackend>(
             weights.display()
         )));
     }
-    let [channels, _, _] = run.image_shape();
     let model = run
         .spec
         .model
-        .build::<B>(channels, run.classes().len(), device);
+        .build::<B>(run.model_input(), run.classes().len(), device);
     let model = load_weights(model, &weights, device)?;
     Ok(look(&model.valid(), &request, device))
 }
@@ -503,11 +522,7 @@ pub fn predict_files<B: AutodiffBackend>(
     top_k: usize,
     device: &B::Device,
 ) -> Result<Vec<FilePrediction>, RunError> {
-    let shape = run.image_shape();
-    let read: Vec<Result<Vec<u8>, DataError>> = files
-        .iter()
-        .map(|f| kiln_data::read_image(f, shape))
-        .collect();
+    let read: Vec<Result<Vec<u8>, DataError>> = files.iter().map(|f| run.read_image(f)).collect();
     let images: Vec<Vec<u8>> = read
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
@@ -566,7 +581,7 @@ pub fn features<B: AutodiffBackend>(
                 .file_stem()
                 .map_or("image".into(), |s| s.to_string_lossy().into_owned());
             (
-                kiln_data::read_image(path, shape)?,
+                run.read_image(path)?,
                 path.display().to_string(),
                 format!("features-{stem}"),
             )

@@ -29,11 +29,12 @@ pub enum ModelSpec {
         #[serde(default)]
         init: WeightInit,
     },
-    /// Conv2d(3,16,3) -> MaxPool(2) -> ReLU -> Linear(3600,10), for `image_size` square inputs.
+    /// Conv2d(3,16,3) -> MaxPool(2) -> ReLU -> Linear(3600,10) for 32x32 inputs.
     SimpleCnn {
-        /// Side of the square input images in pixels.
-        #[serde(default = "thirty_two")]
-        image_size: usize,
+        /// Side of the square input images in pixels, where it must differ from the data's
+        /// (older experiment files give it; a mismatch is refused with the shapes that clash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_size: Option<usize>,
     },
     /// The MNIST tutorial's two-conv ConvNet.
     Convnet {
@@ -90,9 +91,6 @@ fn half() -> f64 {
 fn conv_dropout() -> f64 {
     0.3
 }
-fn thirty_two() -> usize {
-    32
-}
 fn bn_eps() -> f64 {
     1e-5
 }
@@ -128,19 +126,21 @@ impl ModelSpec {
         classes: usize,
         device: &B::Device,
     ) -> Summary {
-        self.build::<B>(input[0], classes, device)
+        self.build::<B>(input, classes, device)
             .summary(input, device)
     }
 
-    /// Builds the network for `channels`-channel images and `classes` classes on `device`.
+    /// Builds the network for `input` = `[channels, height, width]` images (square ones: the
+    /// networks take the height as their side) and `classes` classes on `device`.
     /// Weights are drawn from the backend's RNG: seed it first. (Build on the inner backend,
     /// or call `valid()`, for an inference module: batch norm keeps its statistics there.)
     pub fn build<B: Backend>(
         &self,
-        channels: usize,
+        input: [usize; 3],
         classes: usize,
         device: &B::Device,
     ) -> Classifier<B> {
+        let [channels, side, _] = input;
         match self.clone() {
             ModelSpec::Lenet5 {
                 dropout,
@@ -154,18 +154,20 @@ impl ModelSpec {
                 .with_activation(activation)
                 .with_pooling(pooling)
                 .with_init(init)
+                .with_image_size(side)
                 .init::<B>(device)
                 .into(),
             ModelSpec::SimpleCnn { image_size } => SimpleCnnConfig::new()
                 .with_in_channels(channels)
                 .with_num_classes(classes)
-                .with_image_size(image_size)
+                .with_image_size(image_size.unwrap_or(side))
                 .init::<B>(device)
                 .into(),
             ModelSpec::Convnet { dropout } => ConvNetConfig::new()
                 .with_in_channels(channels)
                 .with_num_classes(classes)
                 .with_dropout(dropout)
+                .with_image_size(side)
                 .init::<B>(device)
                 .into(),
             ModelSpec::CnnDropout {
@@ -176,6 +178,7 @@ impl ModelSpec {
                 .with_num_classes(classes)
                 .with_conv_dropout(conv_dropout)
                 .with_fc_dropout(fc_dropout)
+                .with_image_size(side)
                 .init::<B>(device)
                 .into(),
             ModelSpec::Resnet { .. } => self
@@ -239,7 +242,9 @@ impl ModelSpec {
                 probability("conv_dropout", *conv_dropout)?;
                 probability("fc_dropout", *fc_dropout)
             }
-            ModelSpec::SimpleCnn { image_size } if *image_size < 4 => Err(format!(
+            ModelSpec::SimpleCnn {
+                image_size: Some(image_size),
+            } if *image_size < 4 => Err(format!(
                 "model.image_size: expected at least 4, found {image_size}"
             )),
             ModelSpec::SimpleCnn { .. } => Ok(()),

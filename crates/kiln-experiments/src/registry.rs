@@ -115,7 +115,7 @@ mod tests {
         type B = burn_ndarray::NdArray<f32>;
         let device = Default::default();
         for spec in builtin() {
-            let input = spec.data.input_shape();
+            let input = spec.data.input_shape().unwrap();
             let summary = spec.model.summary::<B>(input, 10, &device);
             assert!(summary.clashes.is_empty(), "{}: {summary}", spec.name);
             let expected = match spec.name.as_str() {

@@ -149,6 +149,8 @@ pub fn write_run_report(run: &RunFolder) -> Result<PathBuf, RunError> {
             format!("{} train, {} test", s.train_images, s.test_images),
         ),
         ("seed", s.seed.to_string()),
+        // The user's own folder names, for a folder set: text, escaped below like every value.
+        ("classes", run.classes().join(", ")),
         ("Kiln", s.kiln_version.clone()),
     ];
     if let Some(v) = s.final_valid_accuracy {

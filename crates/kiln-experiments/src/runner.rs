@@ -17,6 +17,7 @@ use kiln_train::{Checkpoint, FitData, FitOptions, FitSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::{self, write_atomic, RunStart};
+use crate::spec::{DatasetName, MAX_SIDE, MIN_SIDE};
 use crate::ExperimentSpec;
 
 /// Where and how to run. Only `init_weights` changes the numbers a run produces, and the
@@ -178,6 +179,7 @@ pub fn run<B: AutodiffBackend>(
     spec.validate().map_err(RunError::Spec)?;
     // Data first: a missing data set should fail before an empty run folder exists.
     let splits = load_splits(spec, &options.locator)?;
+    let spec = &resolve_folder(spec, &splits.train)?;
     let train = &splits.train;
 
     // A model whose layers do not fit the images fails here, with the shapes that clash,
@@ -317,6 +319,32 @@ pub fn resume<B: AutodiffBackend>(
     )
 }
 
+/// The spec as the run found its data: a folder set's classes and image size, where the spec
+/// left them to the folders, are written in, so that the run's `config.toml` alone rebuilds
+/// its network (`kiln import`, `export`, `summary`) and a resumed run reads the same classes.
+fn resolve_folder(spec: &ExperimentSpec, train: &ImageSet) -> Result<ExperimentSpec, RunError> {
+    let mut spec = spec.clone();
+    if spec.data.dataset != DatasetName::Folder {
+        return Ok(spec);
+    }
+    let (h, w) = (train.height, train.width);
+    if h != w {
+        return Err(RunError::Spec(format!(
+            "data.image_size: the training images are {w}x{h} (width x height) and the networks \
+             take square ones; give image_size to resize them as they load"
+        )));
+    }
+    if !(MIN_SIDE..=MAX_SIDE).contains(&h) {
+        return Err(RunError::Spec(format!(
+            "data.image_size: the training images are {w}x{h}; expected {MIN_SIDE} to \
+             {MAX_SIDE} pixels a side (give image_size to resize them as they load)"
+        )));
+    }
+    spec.data.classes = Some(train.classes.clone());
+    spec.data.image_size = Some(h);
+    Ok(spec)
+}
+
 /// Cuts `path` back to its first `n` lines (a line cut short by a crash is not one).
 fn keep_first_lines(path: &Path, n: usize) -> std::io::Result<()> {
     let text = match std::fs::read(path) {
@@ -366,7 +394,7 @@ fn train_in<B: AutodiffBackend>(
     };
     let model = spec
         .model
-        .build::<B>(train.channels, train.classes.len(), device);
+        .build::<B>(batcher.output_shape(), train.classes.len(), device);
     let fitted = task.run(model)?;
 
     let best = fitted

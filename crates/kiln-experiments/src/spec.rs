@@ -3,7 +3,7 @@
 
 use kiln_data::mnist::{FASHION_MNIST, MNIST};
 use kiln_data::{
-    load_image_folder, Augment, Cifar10Format, DataError, IdxDataset, ImageBatcher, ImageSet,
+    load_image_folder_sized, Augment, Cifar10Format, DataError, IdxDataset, ImageBatcher, ImageSet,
     Locator, Normalize, Split, CIFAR10_CLASSES,
 };
 use kiln_train::Recipe;
@@ -86,6 +86,19 @@ pub struct DataSpec {
     /// Training-time augmentation (random crop with padding, horizontal flip).
     #[serde(default, skip_serializing_if = "Augment::is_identity")]
     pub augment: Augment,
+    /// `dataset = "folder"` only: 1 (grayscale) or 3 (colour, the default); images are
+    /// converted to it as they load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// `dataset = "folder"` only: resize every image to `image_size` x `image_size` as it
+    /// loads, so images of any size make one set; without it every image must have the first
+    /// one's size. A run records the size its images had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// `dataset = "folder"` only: the class folders to read, in label order; without it every
+    /// subfolder of `train/`, sorted. A run records the classes it found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
     /// Train on the first `percent`% of the training images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
@@ -158,6 +171,9 @@ pub enum DatasetName {
     FashionMnist,
     /// CIFAR-10, 32x32 colour.
     Cifar10,
+    /// The user's own images: `<data-dir>/{train,test}/<class>/*.png|jpg`, classes, channels
+    /// and size given by `data.classes`, `data.channels` and `data.image_size` or found there.
+    Folder,
 }
 
 /// How a data set's files are laid out on disk.
@@ -192,22 +208,24 @@ impl DatasetName {
             DatasetName::Mnist => "mnist",
             DatasetName::FashionMnist => "fashion-mnist",
             DatasetName::Cifar10 => "cifar-10",
+            DatasetName::Folder => "folder",
         }
     }
 
-    /// Colour channels of the images.
+    /// Colour channels of the images (a folder set's default: colour).
     pub fn channels(self) -> usize {
         match self {
             DatasetName::Mnist | DatasetName::FashionMnist => 1,
-            DatasetName::Cifar10 => 3,
+            DatasetName::Cifar10 | DatasetName::Folder => 3,
         }
     }
 
-    /// Side of the (square) images as the data set publishes them.
-    pub fn image_size(self) -> usize {
+    /// Side of the (square) images as the data set publishes them; a folder set has none.
+    pub fn image_size(self) -> Option<usize> {
         match self {
-            DatasetName::Mnist | DatasetName::FashionMnist => 28,
-            DatasetName::Cifar10 => 32,
+            DatasetName::Mnist | DatasetName::FashionMnist => Some(28),
+            DatasetName::Cifar10 => Some(32),
+            DatasetName::Folder => None,
         }
     }
 
@@ -215,6 +233,7 @@ impl DatasetName {
         match self {
             DatasetName::Mnist | DatasetName::FashionMnist => Layout::Idx,
             DatasetName::Cifar10 => Layout::Binary,
+            DatasetName::Folder => Layout::Folder,
         }
     }
 
@@ -222,31 +241,59 @@ impl DatasetName {
         match self {
             DatasetName::Mnist => Some(&MNIST),
             DatasetName::FashionMnist => Some(&FASHION_MNIST),
-            DatasetName::Cifar10 => None,
+            DatasetName::Cifar10 | DatasetName::Folder => None,
         }
     }
 
-    /// Class names, in label order.
-    pub fn classes(self) -> &'static [&'static str] {
-        match self.idx() {
-            Some(idx) => idx.classes,
-            None => &CIFAR10_CLASSES,
+    /// Class names, in label order; a folder set's come from its folders.
+    pub fn classes(self) -> Option<&'static [&'static str]> {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => self.idx().map(|idx| idx.classes),
+            DatasetName::Cifar10 => Some(&CIFAR10_CLASSES),
+            DatasetName::Folder => None,
         }
     }
 }
 
 impl DataSpec {
-    /// `[channels, height, width]` of the images the model sees, for the data set's published
-    /// image size (grayscale and resize applied). Image folders may hold other sizes; a run
-    /// uses the size it loads.
-    pub fn input_shape(&self) -> [usize; 3] {
-        let channels = if self.grayscale {
+    /// Channels of the images the model sees (`grayscale` and `channels` applied).
+    pub fn channels(&self) -> usize {
+        if self.grayscale {
             1
         } else {
-            self.dataset.channels()
-        };
-        let side = self.resize.unwrap_or(self.dataset.image_size());
-        [channels, side, side]
+            self.channels.unwrap_or(self.dataset.channels())
+        }
+    }
+
+    /// `[channels, height, width]` of the images the model sees, for the data set's published
+    /// image size (grayscale and resize applied). Image folders may hold other sizes; a run
+    /// uses the size it loads and records it in its `config.toml`. A folder set whose size is
+    /// known only from its images is an error naming `data.image_size`.
+    pub fn input_shape(&self) -> Result<[usize; 3], String> {
+        let side = self
+            .resize
+            .or(self.image_size)
+            .or(self.dataset.image_size())
+            .ok_or_else(|| {
+                "data.image_size: a folder data set's image size is needed before its images are \
+                 read; give it (or use a run's config.toml, which records it)"
+                    .to_string()
+            })?;
+        Ok([self.channels(), side, side])
+    }
+
+    /// The class names in label order: the data set's, or a folder set's `data.classes` (an
+    /// error naming the key where they are known only from the folders).
+    pub fn classes(&self) -> Result<Vec<String>, String> {
+        match (self.dataset.classes(), &self.classes) {
+            (Some(names), _) => Ok(names.iter().map(|c| c.to_string()).collect()),
+            (None, Some(names)) => Ok(names.clone()),
+            (None, None) => Err(
+                "data.classes: a folder data set's classes are needed before its folders are \
+                 read; list them (or use a run's config.toml, which records them)"
+                    .to_string(),
+            ),
+        }
     }
 
     /// The layout to read: the spec's, else the data set's usual one.
@@ -285,7 +332,20 @@ impl DataSpec {
                     Split::Train => "train",
                     Split::Test => "test",
                 };
-                load_image_folder(root, split_dir, Some(dataset.classes()))
+                let given: Option<Vec<&str>> = match (dataset.classes(), &self.classes) {
+                    (Some(names), _) => Some(names.to_vec()),
+                    (None, Some(names)) => Some(names.iter().map(String::as_str).collect()),
+                    (None, None) => None,
+                };
+                let size = self.image_size.map(|side| [side, side]);
+                let set = load_image_folder_sized(root, split_dir, given.as_deref(), size)?;
+                // A set of the user's has the channels its spec asks for, whatever its files
+                // hold; a known data set's copy keeps its own (and `grayscale` applies later).
+                Ok(match dataset {
+                    DatasetName::Folder if self.channels() == 1 => set.to_grayscale(),
+                    DatasetName::Folder => set.to_rgb(),
+                    _ => set,
+                })
             }
             (layout, _) => unreachable!("validate() rejects {layout:?} for {dataset:?}"),
         }
@@ -385,18 +445,18 @@ impl ExperimentSpec {
             Layout::Folder => true,
         };
         if !layout_fits {
+            let expected = match self.data.dataset {
+                DatasetName::Folder => "folder".to_string(),
+                other => format!("{:?} or folder", other.default_layout()),
+            };
             return Err(format!(
-                "data.layout: {:?} does not fit {}; expected {:?} or folder",
+                "data.layout: {:?} does not fit {}; expected {expected}",
                 self.data.layout(),
                 self.data.dataset.name(),
-                self.data.dataset.default_layout()
             ));
         }
-        let channels = if self.data.grayscale {
-            1
-        } else {
-            self.data.dataset.channels()
-        };
+        self.validate_folder_keys()?;
+        let channels = self.data.channels();
         if let NormalizeSpec::Fixed(n) = &self.data.normalize {
             n.validate(channels)
                 .map_err(|e| format!("data.normalize.{e}"))?;
@@ -415,6 +475,75 @@ impl ExperimentSpec {
         self.recipe.validate()
     }
 }
+
+impl ExperimentSpec {
+    /// `data.channels`, `data.image_size` and `data.classes`: only for a folder set, and sane.
+    fn validate_folder_keys(&self) -> Result<(), String> {
+        let data = &self.data;
+        if data.dataset != DatasetName::Folder {
+            for (key, given) in [
+                ("channels", data.channels.is_some()),
+                ("image_size", data.image_size.is_some()),
+                ("classes", data.classes.is_some()),
+            ] {
+                if given {
+                    return Err(format!(
+                        "data.{key}: only for dataset = \"folder\" ({} has its own; `grayscale` \
+                         and `resize` change them)",
+                        data.dataset.name()
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if let Some(c) = data.channels.filter(|c| ![1, 3].contains(c)) {
+            return Err(format!(
+                "data.channels: expected 1 (grayscale) or 3 (colour), found {c}"
+            ));
+        }
+        if let Some(side) = data
+            .image_size
+            .filter(|s| !(MIN_SIDE..=MAX_SIDE).contains(s))
+        {
+            return Err(format!(
+                "data.image_size: expected {MIN_SIDE} to {MAX_SIDE} pixels, found {side}"
+            ));
+        }
+        if let Some(classes) = &data.classes {
+            if classes.is_empty() {
+                return Err("data.classes: expected at least one class, found none".into());
+            }
+            for (i, class) in classes.iter().enumerate() {
+                // Names are folder names under train/ and test/: nothing that leaves them.
+                let plain = !class.is_empty()
+                    && !class.starts_with('.')
+                    && !class.contains(['/', '\\', '\0']);
+                if !plain {
+                    return Err(format!(
+                        "data.classes: expected folder names (not empty, no '/' or '\\', not \
+                         starting with '.'), found {class:?}"
+                    ));
+                }
+                if classes[..i].contains(class) {
+                    return Err(format!("data.classes: {class:?} is listed twice"));
+                }
+            }
+            if classes.len() > 256 {
+                return Err(format!(
+                    "data.classes: expected at most 256 classes (labels are bytes), found {}",
+                    classes.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The smallest and largest image side a folder set may be resized to, or have: smaller ones
+/// leave no feature map for LeNet-5; larger ones would not fit in memory as a set.
+pub const MIN_SIDE: usize = 16;
+/// See [`MIN_SIDE`].
+pub const MAX_SIDE: usize = 1024;
 
 #[cfg(test)]
 mod tests {

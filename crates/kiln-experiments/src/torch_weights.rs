@@ -22,9 +22,9 @@ pub fn import_pytorch<B: Backend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<ImportReport, RunError> {
-    let [channels, _, _] = spec.data.input_shape();
-    let classes = spec.data.dataset.classes().len();
-    let model = spec.model.build::<B>(channels, classes, device);
+    let input = spec.data.input_shape().map_err(RunError::Spec)?;
+    let classes = spec.data.classes().map_err(RunError::Spec)?.len();
+    let model = spec.model.build::<B>(input, classes, device);
     let names = spec.torch_names.names();
     let (model, report) =
         kiln_models::load_pytorch(model, weights, &names).map_err(weights_error)?;
@@ -32,17 +32,17 @@ pub fn import_pytorch<B: Backend>(
     Ok(report)
 }
 
-/// Writes `weights` (Kiln weights of `spec`'s network for `channels`-channel images and
-/// `classes` classes, such as a run's `model.mpk`) to `out` as safetensors, under the module
+/// Writes `weights` (Kiln weights of `spec`'s network for `input` = `[channels, height,
+/// width]` images and `classes` classes, such as a run's `model.mpk`) to `out` as safetensors, under the module
 /// names of the experiment's PyTorch code, for `net.load_state_dict(load_file(out))`.
 pub fn export_safetensors<B: Backend>(
     spec: &ExperimentSpec,
-    [channels, classes]: [usize; 2],
+    (input, classes): ([usize; 3], usize),
     weights: &Path,
     out: &Path,
     device: &B::Device,
 ) -> Result<(), RunError> {
-    let model = spec.model.build::<B>(channels, classes, device);
+    let model = spec.model.build::<B>(input, classes, device);
     let model = load_weights(model, weights, device)?;
     kiln_models::save_safetensors(&model, out, &spec.torch_names.names()).map_err(weights_error)
 }

@@ -25,6 +25,9 @@ pub struct CnnDropoutConfig {
     /// Dropout after the hidden fully connected layer.
     #[config(default = 0.5)]
     pub fc_dropout: f64,
+    /// Side of the square input images (32 for CIFAR-10); one 2x2 pooling halves it.
+    #[config(default = 32)]
+    pub image_size: usize,
 }
 
 /// The network; built by [`CnnDropoutConfig::init`].
@@ -57,7 +60,7 @@ impl CnnDropoutConfig {
             conv1: same3(self.in_channels, 32).init(device),
             conv2: same3(32, 32).init(device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            fc1: LinearConfig::new(32 * 16 * 16, 512).init(device),
+            fc1: LinearConfig::new(32 * (self.image_size / 2).pow(2), 512).init(device),
             fc2: LinearConfig::new(512, self.num_classes).init(device),
             conv_dropout: DropoutConfig::new(self.conv_dropout).init(),
             fc_dropout: DropoutConfig::new(self.fc_dropout).init(),

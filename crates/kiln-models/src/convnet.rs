@@ -22,6 +22,9 @@ pub struct ConvNetConfig {
     /// Dropout probability after the hidden fully connected layer.
     #[config(default = 0.5)]
     pub dropout: f64,
+    /// Side of the square input images (28 for MNIST); two 2x2 poolings divide it by 4.
+    #[config(default = 28)]
+    pub image_size: usize,
 }
 
 /// The network; built by [`ConvNetConfig::init`].
@@ -46,7 +49,7 @@ impl ConvNetConfig {
             conv1: same5(self.in_channels, 4).init(device),
             conv2: same5(4, 8).init(device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            fc1: LinearConfig::new(8 * 7 * 7, 512).init(device),
+            fc1: LinearConfig::new(8 * (self.image_size / 4).pow(2), 512).init(device),
             fc2: LinearConfig::new(512, self.num_classes).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             activation: Relu::new(),
@@ -54,7 +57,7 @@ impl ConvNetConfig {
     }
 }
 
-/// Logits for images `[batch, in_channels, 28, 28]`.
+/// Logits for images `[batch, in_channels, image_size, image_size]`.
 impl<B: Backend> ImageClassifier<B> for ConvNet<B> {
     fn forward_probed<P: Probe<B> + ?Sized>(
         &self,

@@ -28,6 +28,10 @@ pub struct LeNet5Config {
     /// Dropout probability after each hidden fully connected layer.
     #[config(default = 0.5)]
     pub dropout: f64,
+    /// Side of the square input images (28: the padded first convolution gives LeNet-5's
+    /// original 32x32 geometry). The feature map before `fc1` is `(image_size / 2 - 4) / 2`.
+    #[config(default = 28)]
+    pub image_size: usize,
     /// The non-linearity after each layer but the last.
     #[config(default = "ActivationKind::Relu")]
     pub activation: ActivationKind,
@@ -67,6 +71,11 @@ pub const CLASSIC_TORCH_NAMES: crate::pytorch::TorchNames = crate::pytorch::Torc
 };
 
 impl LeNet5Config {
+    /// Side of the feature map before `fc1`: padded conv1, pool, conv2 (5x5), pool.
+    fn final_side(&self) -> usize {
+        (self.image_size / 2).saturating_sub(4) / 2
+    }
+
     /// The 1998 shape as the tutorial's classic variant builds it: sigmoid, average pooling,
     /// no dropout, Xavier-uniform weights.
     pub fn classic() -> Self {
@@ -91,7 +100,7 @@ impl LeNet5Config {
             ),
             conv2: conv(Conv2dConfig::new([6, 16], [5, 5])),
             pool: self.pooling.init(2),
-            fc1: linear(16 * 5 * 5, 120),
+            fc1: linear(16 * self.final_side().pow(2), 120),
             fc2: linear(120, 84),
             fc3: linear(84, self.num_classes),
             dropout: DropoutConfig::new(self.dropout).init(),
@@ -100,7 +109,7 @@ impl LeNet5Config {
     }
 }
 
-/// Logits `[batch, num_classes]` for images `[batch, in_channels, 28, 28]`.
+/// Logits `[batch, num_classes]` for images `[batch, in_channels, image_size, image_size]`.
 impl<B: Backend> ImageClassifier<B> for LeNet5<B> {
     fn forward_probed<P: Probe<B> + ?Sized>(
         &self,
