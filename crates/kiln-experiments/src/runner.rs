@@ -13,7 +13,7 @@ use kiln_data::{
     DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Normalize, Split,
 };
 use kiln_models::{Classifier, ImageClassifier};
-use kiln_train::{Checkpoint, FitData, FitOptions, FitSummary};
+use kiln_train::{Checkpoint, Event, FitData, FitOptions, FitSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::{self, write_atomic, RunStart};
@@ -228,7 +228,7 @@ pub fn run<B: AutodiffBackend>(
         spec.name, input[0], input[1], input[2]
     );
     write_atomic(&layers_path, table.as_bytes()).map_err(io_error(&layers_path))?;
-    train_in::<B>(spec, options, &splits, dir, None, device)
+    train_in::<B>(spec, options, &splits, dir, None, Vec::new(), device)
 }
 
 /// Goes on with the run in `dir` from its newest checkpoint, as its `config.toml` and
@@ -309,12 +309,18 @@ pub fn resume<B: AutodiffBackend>(
     let splits = load_splits(&spec, &locator)?;
     let metrics_path = dir.join("metrics.jsonl");
     keep_first_lines(&metrics_path, checkpoint.state.events).map_err(io_error(&metrics_path))?;
+    // Read once, here: the run's pictures draw them with the events still to come.
+    let earlier = match checkpoint.state.events {
+        0 => Vec::new(),
+        _ => crate::inspect::read_events(&metrics_path)?,
+    };
     train_in::<B>(
         &spec,
         options,
         &splits,
         dir.to_path_buf(),
         Some(&checkpoint),
+        earlier,
         device,
     )
 }
@@ -369,13 +375,15 @@ fn keep_first_lines(path: &Path, n: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Trains in the run folder `dir` (from `resume_from` where given) and writes its results.
+/// Trains in the run folder `dir` (from `resume_from` where given, after the `earlier` events
+/// its `metrics.jsonl` holds) and writes its results.
 fn train_in<B: AutodiffBackend>(
     spec: &ExperimentSpec,
     options: &RunOptions,
     splits: &Splits,
     dir: PathBuf,
     resume_from: Option<&Checkpoint>,
+    earlier: Vec<Event>,
     device: &B::Device,
 ) -> Result<RunOutcome, RunError> {
     let (train, valid, test) = (&splits.train, splits.valid.as_ref(), &splits.test);
@@ -390,6 +398,7 @@ fn train_in<B: AutodiffBackend>(
         batcher: &batcher,
         dir: &dir,
         resume_from,
+        earlier,
         device,
     };
     let model = spec
@@ -557,6 +566,8 @@ struct TrainAndSave<'a, B: AutodiffBackend> {
     batcher: &'a ImageBatcher,
     dir: &'a Path,
     resume_from: Option<&'a Checkpoint>,
+    /// The events of `metrics.jsonl` before `resume_from`.
+    earlier: Vec<Event>,
     device: &'a B::Device,
 }
 
@@ -571,6 +582,7 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
             batcher,
             dir,
             resume_from,
+            earlier,
             device,
         } = self;
         tracing::info!(
@@ -600,6 +612,7 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
         let mut log = EventLog {
             out: BufWriter::new(file),
             error: None,
+            events: earlier,
         };
         let save = |checkpoint: &Checkpoint| {
             let at = run_dir::save_checkpoint(dir, checkpoint)?;
@@ -663,15 +676,13 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
             batch_size: spec.recipe.batch_size.max(64),
         };
         let looked = crate::inspect::look(&model.valid(), &request, device);
-        let pictures = crate::inspect::read_events(&metrics_path).and_then(|events| {
-            crate::inspect::write_run_pictures(
-                &dir.join("plots"),
-                &spec.name,
-                &events,
-                test,
-                &looked,
-            )
-        });
+        let pictures = crate::inspect::write_run_pictures(
+            &dir.join("plots"),
+            &spec.name,
+            &log.events,
+            test,
+            &looked,
+        );
         match pictures {
             Ok(files) => tracing::info!(pictures = files.len(), "plots written"),
             Err(e) => tracing::warn!("the run is saved, but its pictures failed: {e}"),
@@ -739,18 +750,21 @@ pub(crate) fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// `metrics.jsonl`, flushed after every line so a crashed run keeps every finished event.
-/// The first write error is kept and reported when training returns.
+/// `metrics.jsonl`, flushed after every line so a crashed run keeps every finished event,
+/// and every event of the run in memory for its pictures. The first write error is kept and
+/// reported when training returns.
 struct EventLog {
     out: BufWriter<File>,
     error: Option<std::io::Error>,
+    events: Vec<Event>,
 }
 
 impl EventLog {
-    fn write(&mut self, event: &kiln_train::Event) {
+    fn write(&mut self, event: &Event) {
         if self.error.is_some() {
             return;
         }
+        self.events.push(event.clone());
         let line = serde_json::to_string(event).expect("events always serialise");
         if let Err(e) = writeln!(self.out, "{line}").and_then(|_| self.out.flush()) {
             self.error = Some(e);
