@@ -115,7 +115,7 @@ fn run_experiment(args: &[String]) -> Result<()> {
     }
     let mut cmd = kiln(&features, &env);
     cmd.args(["run", "--backend", &backend]).args(&kiln_args);
-    status(cmd)
+    exit_as(cmd)
 }
 
 /// The backend a run folder's `run.json` names.
@@ -149,7 +149,7 @@ fn compare_backends(args: &[String]) -> Result<()> {
     let mut cmd = kiln(&features, &env);
     cmd.args(["compare", "--backends", &backends])
         .args(&kiln_args);
-    status(cmd)
+    exit_as(cmd)
 }
 
 /// `cargo run` of the release `kiln` binary with exactly `features`.
@@ -539,6 +539,20 @@ fn output(mut cmd: Command) -> Result<String> {
         bail!("{shown} failed ({})", out.status);
     }
     Ok(stdout)
+}
+
+/// Runs `kiln` (through `cargo run`) and, where it fails, exits with its status: `kiln` (or
+/// cargo, for a build error) has said why, and a Ctrl-C'd run's resume command should be the
+/// last thing on the screen, not this command line.
+fn exit_as(mut cmd: Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
 }
 
 fn status(mut cmd: Command) -> Result<()> {
