@@ -97,7 +97,8 @@ pub fn pickle(data: &[u8]) {
 }
 
 /// An image folder `train/{a,b}/` and `test/a/`, its files cut from the input (the first byte
-/// of each part chooses its extension), scanned and decoded as a data set; and the first part
+/// of each part chooses its extension), scanned and decoded as a data set (as found, and resized
+/// to one size as a folder set's `image_size` asks); and the first part
 /// read alone as `kiln predict` reads an image.
 pub fn image_folder(data: &[u8]) {
     let root = fresh("folder");
@@ -124,6 +125,12 @@ pub fn image_folder(data: &[u8]) {
             assert_eq!(set.labels().len(), set.len());
             assert!(set.channels == 1 || set.channels == 3);
         }
+        // A folder set's `image_size`: every image resized as it loads.
+        let sized = kiln_data::folder::load_image_folder_sized(&root, split, None, Some([5, 7]));
+        if let Ok(set) = sized {
+            assert_eq!((set.height, set.width), (5, 7));
+            assert_eq!(set.image(0).len(), set.channels * 35);
+        }
     }
     let first = fs::read_dir(root.join("train/a"))
         .unwrap()
@@ -133,6 +140,9 @@ pub fn image_folder(data: &[u8]) {
         .path();
     for shape in [[1, 8, 8], [3, 32, 32]] {
         if let Ok(pixels) = kiln_data::folder::read_image(&first, shape) {
+            assert_eq!(pixels.len(), shape.iter().product::<usize>());
+        }
+        if let Ok(pixels) = kiln_data::folder::read_image_resized(&first, shape) {
             assert_eq!(pixels.len(), shape.iter().product::<usize>());
         }
     }
