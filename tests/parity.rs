@@ -14,7 +14,7 @@
 use std::marker::PhantomData;
 use std::path::Path;
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -24,6 +24,7 @@ use burn::tensor::{FloatDType, IntDType};
 use kiln_cli::{dispatch, BackendTask};
 use kiln_data::{ImageBatch, ImageBatcher, ImageSet};
 use kiln_experiments::{ExperimentSpec, ModelSpec};
+use kiln_models::params::{visit_params, ParamVisitor};
 use kiln_models::{Classifier, ImageClassifier};
 use kiln_train::{Event, FitData, FitOptions};
 
@@ -585,42 +586,26 @@ fn param_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     let gradients = GradientsParams::from_grads(loss.backward(), model);
     let mut grads = Grads::<B> {
         gradients: &gradients,
-        path: Vec::new(),
         found: Vec::new(),
         backend: PhantomData,
     };
-    model.visit(&mut grads);
+    // Paths are the network's own (no `Classifier` variant), as PyTorch's state dicts and
+    // the replica below name them.
+    visit_params(model, &mut grads);
     grads.found
-}
-
-/// Whether a module is the variant of `Classifier` that holds the network: paths are the
-/// network's own, as PyTorch's state dicts and the replica below name them.
-fn is_variant(container_type: &str) -> bool {
-    container_type.starts_with("Enum:")
 }
 
 /// Collects each trainable parameter's gradient (batch norm's running statistics have none).
 struct Grads<'a, B: AutodiffBackend> {
     gradients: &'a GradientsParams,
-    path: Vec<String>,
     found: Vec<(String, Vec<f32>)>,
     backend: PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        if !is_variant(container_type) {
-            self.path.push(name.to_string());
-        }
-    }
-    fn exit_module(&mut self, _name: &str, container_type: &str) {
-        if !is_variant(container_type) {
-            self.path.pop();
-        }
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+impl<B: AutodiffBackend> ParamVisitor<B> for Grads<'_, B> {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.gradients.get::<B::InnerBackend, D>(param.id) {
-            self.found.push((self.path.join("."), to_vec(g)));
+            self.found.push((path.to_string(), to_vec(g)));
         }
     }
 }
@@ -1008,18 +993,15 @@ impl BackendTask for Export<'_> {
         let model = case.spec.model.build::<B>(input, classes, device);
         let model = case.load(model, device);
         let batch = case.first_batch::<B>(device);
-        let mut params = Values {
-            path: Vec::new(),
-            found: Default::default(),
-        };
-        model.visit(&mut params);
+        let mut params = Values(Default::default());
+        visit_params(&model, &mut params);
         let images = batch.images.to_data();
         let targets = batch.targets.to_data();
         let loss = CrossEntropyLossConfig::new()
             .init(device)
             .forward(model.logits(batch.images), batch.targets);
         Net {
-            params: params.found,
+            params: params.0,
             images,
             targets,
             model_grads: param_grads(loss, &model),
@@ -1028,25 +1010,11 @@ impl BackendTask for Export<'_> {
 }
 
 /// Every float parameter's value by path.
-struct Values {
-    path: Vec<String>,
-    found: std::collections::BTreeMap<String, TensorData>,
-}
+struct Values(std::collections::BTreeMap<String, TensorData>);
 
-impl<B: Backend> ModuleVisitor<B> for Values {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        if !is_variant(container_type) {
-            self.path.push(name.to_string());
-        }
-    }
-    fn exit_module(&mut self, _name: &str, container_type: &str) {
-        if !is_variant(container_type) {
-            self.path.pop();
-        }
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.found
-            .insert(self.path.join("."), param.val().to_data());
+impl<B: Backend> ParamVisitor<B> for Values {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+        self.0.insert(path.to_string(), param.val().to_data());
     }
 }
 

@@ -131,32 +131,15 @@ pub enum MpkError {
 
 /// Every float parameter's path (variant names left out) and shape, in visiting order.
 fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
-    struct Shapes {
-        path: Vec<String>,
-        found: Vec<(String, Vec<usize>)>,
-    }
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.push(name.to_string());
-            }
-        }
-        fn exit_module(&mut self, _: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.pop();
-            }
-        }
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
-            let shape = param.lazy_shape().to_vec();
-            self.found.push((self.path.join("."), shape));
+    struct Shapes(Vec<(String, Vec<usize>)>);
+    impl<B: Backend> crate::params::ParamVisitor<B> for Shapes {
+        fn visit<const D: usize>(&mut self, path: &str, param: &burn::module::Param<Tensor<B, D>>) {
+            self.0.push((path.to_string(), param.lazy_shape().to_vec()));
         }
     }
-    let mut shapes = Shapes {
-        path: Vec::new(),
-        found: Vec::new(),
-    };
-    module.visit(&mut shapes);
-    shapes.found
+    let mut shapes = Shapes(Vec::new());
+    crate::params::visit_params(module, &mut shapes);
+    shapes.0
 }
 
 classifiers! {

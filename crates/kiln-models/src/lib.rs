@@ -34,6 +34,7 @@ pub mod convnet;
 mod init;
 pub mod layers;
 pub mod lenet5;
+pub mod params;
 pub mod probe;
 #[cfg(feature = "pytorch")]
 pub mod pytorch;
