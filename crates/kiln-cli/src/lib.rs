@@ -12,8 +12,9 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
 use kiln_experiments::{
-    ExperimentSpec, FeatureInput, Layout, Overrides, RunFolder, RunOptions, RunOutcome, RunStart,
+    ExperimentSpec, Layout, Overrides, RunFolder, RunOptions, RunOutcome, RunStart,
 };
+use kiln_report::FeatureInput;
 
 mod compare;
 use kiln_models::Summary;
@@ -198,18 +199,19 @@ pub(crate) struct BackendArgs {
 impl BackendArgs {
     /// `--backend`, else `preferred` where this binary has it, else the first it has.
     pub fn name(&self, preferred: Option<&str>) -> String {
-        let built = |name: &str| BACKENDS.iter().any(|(n, on)| *on && *n == name);
-        self.backend
-            .clone()
-            .or_else(|| preferred.filter(|p| built(p)).map(str::to_string))
-            .or_else(|| {
-                BACKENDS
-                    .iter()
-                    .find(|(_, on)| *on)
-                    .map(|(n, _)| n.to_string())
-            })
-            .unwrap_or_else(|| "cpu".to_string())
+        backend_name(self.backend.as_deref(), preferred)
     }
+}
+
+/// The backend a command uses: `chosen` (`--backend`), else `preferred` (a run folder's own
+/// backend) where this binary has it, else the first backend this binary has.
+pub fn backend_name(chosen: Option<&str>, preferred: Option<&str>) -> String {
+    let built = |name: &str| BACKENDS.iter().any(|(n, on)| *on && *n == name);
+    chosen
+        .or_else(|| preferred.filter(|p| built(p)))
+        .or_else(|| BACKENDS.iter().find(|(_, on)| *on).map(|(n, _)| *n))
+        .unwrap_or("cpu")
+        .to_string()
 }
 
 #[derive(Debug, Args)]
@@ -624,7 +626,7 @@ fn report(args: &ReportArgs) -> Result<()> {
         .map(|d| open_run(d))
         .collect::<Result<Vec<_>>>()?;
     for run in &runs {
-        let page = kiln_experiments::report::write_run_report(run)?;
+        let page = kiln_report::write_run_report(run)?;
         println!("{}", page.display());
     }
     if runs.len() > 1 {
@@ -633,7 +635,7 @@ fn report(args: &ReportArgs) -> Result<()> {
                 std::time::SystemTime::now(),
             ))
         });
-        let page = kiln_experiments::report::write_comparison(&runs, &out)?;
+        let page = kiln_report::write_comparison(&runs, &out)?;
         println!("{}", page.display());
     }
     Ok(())
@@ -647,7 +649,7 @@ struct PlotsTask<'a> {
 impl BackendTask for PlotsTask<'_> {
     type Output = Result<Vec<PathBuf>, kiln_experiments::RunError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
-        kiln_experiments::inspect::redraw::<B>(self.run, self.locator, device)
+        kiln_report::redraw::<B>(self.run, self.locator, device)
     }
 }
 
@@ -660,7 +662,7 @@ struct FeaturesTask<'a> {
 impl BackendTask for FeaturesTask<'_> {
     type Output = Result<Vec<PathBuf>, kiln_experiments::RunError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
-        kiln_experiments::inspect::features::<B>(self.run, self.input, self.locator, device)
+        kiln_report::features::<B>(self.run, self.input, self.locator, device)
     }
 }
 
@@ -740,6 +742,7 @@ pub(crate) fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
         init_weights: args.init_weights.clone(),
         logits_of: args.logits_of,
         stop,
+        draw: Some(kiln_report::write_run_pictures),
     };
     let backend = &options.backend;
     dispatch(
@@ -779,6 +782,7 @@ fn resume(
         locator: args.data.locator(progress),
         progress,
         stop,
+        draw: Some(kiln_report::write_run_pictures),
         ..RunOptions::default()
     };
     let backend = &options.backend;
@@ -907,18 +911,24 @@ fn catch<R>(backend: &str, f: impl FnOnce() -> R) -> Result<R> {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("a panic without a message");
-        let hint = match backend {
-            "wgpu" if cause.to_lowercase().contains("adapter") => {
-                "\nno GPU adapter was found: install your GPU's Vulkan driver, or Mesa's software \
-                 Vulkan device (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)"
-            }
-            "tch-cuda" | "cuda" if cause.to_lowercase().contains("cuda") => {
-                "\nthis backend needs an NVIDIA GPU and its driver"
-            }
-            _ => "",
-        };
-        anyhow::anyhow!("backend {backend} failed: {cause}{hint}")
+        backend_failure(backend, cause)
     })
+}
+
+/// The error for a backend that panicked with `cause`: it names the backend and, where Kiln
+/// knows one, the remedy.
+pub fn backend_failure(backend: &str, cause: &str) -> anyhow::Error {
+    let hint = match backend {
+        "wgpu" if cause.to_lowercase().contains("adapter") => {
+            "\nno GPU adapter was found: install your GPU's Vulkan driver, or Mesa's software \
+             Vulkan device (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)"
+        }
+        "tch-cuda" | "cuda" if cause.to_lowercase().contains("cuda") => {
+            "\nthis backend needs an NVIDIA GPU and its driver"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("backend {backend} failed: {cause}{hint}")
 }
 
 struct RunTask<'a> {
@@ -993,88 +1003,5 @@ fn unknown_backend(name: &str) -> String {
             kiln_experiments::registry::did_you_mean(name, &all),
             all.join(", ")
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Returns the backend's name: enough to see which arm ran.
-    struct Name;
-    impl BackendTask for Name {
-        type Output = String;
-        fn run<B: AutodiffBackend>(self, _: &B::Device) -> String {
-            B::name(&Default::default())
-        }
-    }
-
-    fn error(name: &str, device: Option<usize>) -> String {
-        format!("{:#}", dispatch(name, device, Name).unwrap_err())
-    }
-
-    #[test]
-    fn names_pick_backends_and_bad_names_list_the_choices() {
-        assert!(dispatch("ndarray", None, Name).unwrap().contains("ndarray"));
-        assert_eq!(
-            error("tpu-v5", None),
-            "unknown backend \"tpu-v5\"; expected one of: cpu, ndarray, flex, wgpu, tch, tch-cuda, cuda"
-        );
-        assert!(
-            error("ndaray", None)
-                .starts_with("unknown backend \"ndaray\" (did you mean \"ndarray\"?);"),
-            "{}",
-            error("ndaray", None)
-        );
-        // No build turns on `cuda` without a GPU to test it on.
-        #[cfg(not(feature = "cuda"))]
-        assert!(
-            error("cuda", None).starts_with("backend \"cuda\" is not built into this binary"),
-            "{}",
-            error("cuda", None)
-        );
-    }
-
-    #[test]
-    fn commands_on_a_run_default_to_its_backend_where_built_in() {
-        let default = BackendArgs {
-            backend: None,
-            device: None,
-        };
-        assert_eq!(default.name(Some("ndarray")), "ndarray");
-        // A run made on a backend this binary lacks: the first one it has, Kiln's own.
-        assert_eq!(default.name(Some("no-such-backend")), "cpu");
-        assert_eq!(default.name(None), "cpu");
-        let chosen = BackendArgs {
-            backend: Some("tch".into()),
-            device: None,
-        };
-        assert_eq!(chosen.name(Some("ndarray")), "tch");
-    }
-
-    #[test]
-    fn a_device_number_is_refused_where_there_is_one_device() {
-        assert_eq!(
-            error("ndarray", Some(1)),
-            "backend \"ndarray\" has one device; found --device 1"
-        );
-    }
-
-    #[test]
-    fn a_panicking_backend_becomes_an_error_naming_it_and_the_remedy() {
-        let err = catch("wgpu", || -> () { panic!("No possible adapter available") })
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("backend wgpu failed: No possible adapter available")
-                && err.contains("apt-get install mesa-vulkan-drivers"),
-            "{err}"
-        );
-        let err = catch("tch", || -> () {
-            panic!("{}", String::from("out of memory"))
-        })
-        .unwrap_err()
-        .to_string();
-        assert_eq!(err, "backend tch failed: out of memory");
     }
 }

@@ -1,31 +1,31 @@
 //! Experiments: the spec (one TOML file: data + model + recipe), the registry of built-in
 //! experiments, and the runner that turns a spec into a self-describing run folder (metrics,
-//! weights, summary, pictures), read back for reports, predictions and PyTorch export.
+//! weights, summary), read back for predictions and PyTorch export.
 //!
-//! What it is not: a place for backends (they are chosen in `kiln-cli`) or for the training
-//! loop itself (`kiln-train`). Embedding Kiln's loop without run folders needs only
-//! `kiln-train`, `kiln-models` and `kiln-data`.
+//! What it is not: a place for backends (they are chosen in `kiln-cli`), for the training
+//! loop itself (`kiln-train`) or for pictures and HTML reports (`kiln-report`, which the
+//! runner calls through [`RunOptions::draw`] where asked, so that embedding the runner pulls
+//! in no plotting). Embedding Kiln's loop without run folders needs only `kiln-train`,
+//! `kiln-models` and `kiln-data`.
 
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod inspect;
 pub mod models;
-pub mod pictures;
 pub mod registry;
-pub mod report;
 pub mod run_dir;
 pub mod runner;
 pub mod spec;
 pub mod torch_weights;
 
-pub use inspect::{FeatureInput, RunFolder};
+pub use inspect::{Looked, RunFolder};
 pub use models::ModelSpec;
 pub use registry::{builtin, load};
 pub use run_dir::RunStart;
 pub use runner::{
-    load_splits, load_test_split, load_weights, resume, run, save_weights, FixedBatchLogits,
-    RunError, RunOptions, RunOutcome, RunSummary, Splits,
+    load_splits, load_test_split, load_weights, resume, run, save_weights, DrawRun, Finished,
+    FixedBatchLogits, RunError, RunOptions, RunOutcome, RunSummary, Splits,
 };
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,

@@ -43,7 +43,28 @@ pub struct RunOptions {
     pub logits_of: Option<usize>,
     /// Once set, training saves a checkpoint and stops at the next step (Ctrl-C).
     pub stop: Option<&'static AtomicBool>,
+    /// Draws the run's pictures into `plots/` once its weights are saved (`kiln run` passes
+    /// `kiln_report::write_run_pictures`); `None` draws none and skips the evaluation they
+    /// are drawn from.
+    pub draw: Option<DrawRun>,
 }
+
+/// What a finished run hands to [`RunOptions::draw`]: everything its pictures come from.
+pub struct Finished<'a> {
+    /// The run folder's `plots/`.
+    pub plots: &'a Path,
+    /// The experiment's name, for titles.
+    pub experiment: &'a str,
+    /// Every event of the run, those of the sessions before a resume included.
+    pub events: &'a [Event],
+    /// The test split.
+    pub test: &'a ImageSet,
+    /// The trained model's outputs on it ([`crate::inspect::look`]).
+    pub looked: &'a crate::inspect::Looked,
+}
+
+/// Draws a finished run's pictures and returns the files written.
+pub type DrawRun = fn(&Finished<'_>) -> Result<Vec<PathBuf>, RunError>;
 
 /// Why a run could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +191,7 @@ pub struct RunOutcome {
 /// Runs `spec` on backend `B` and writes the run folder:
 /// `config.toml` (the resolved spec), `layers.txt` (the layer table), `metrics.jsonl` (one
 /// event per line), `model.mpk` (the final weights, Burn's named MessagePack format),
-/// `plots/` (see [`crate::inspect::write_run_pictures`]) and `summary.json`.
+/// `plots/` (where [`RunOptions::draw`] is given) and `summary.json`.
 pub fn run<B: AutodiffBackend>(
     spec: &ExperimentSpec,
     options: &RunOptions,
@@ -308,12 +329,13 @@ pub fn resume<B: AutodiffBackend>(
     }
     let splits = load_splits(&spec, &locator)?;
     let metrics_path = dir.join("metrics.jsonl");
-    keep_first_lines(&metrics_path, checkpoint.state.events).map_err(io_error(&metrics_path))?;
-    // Read once, here: the run's pictures draw them with the events still to come.
-    let earlier = match checkpoint.state.events {
-        0 => Vec::new(),
-        _ => crate::inspect::read_events(&metrics_path)?,
-    };
+    let kept = keep_first_lines(&metrics_path, checkpoint.state.events)
+        .map_err(io_error(&metrics_path))?;
+    // Parsed once, here: the run's pictures draw them with the events still to come.
+    let kept = String::from_utf8(kept).map_err(|_| {
+        RunError::Spec(format!("{}: expected UTF-8 JSON lines", metrics_path.display()))
+    })?;
+    let earlier = crate::inspect::parse_events(&metrics_path, &kept)?;
     train_in::<B>(
         &spec,
         options,
@@ -351,11 +373,12 @@ fn resolve_folder(spec: &ExperimentSpec, train: &ImageSet) -> Result<ExperimentS
     Ok(spec)
 }
 
-/// Cuts `path` back to its first `n` lines (a line cut short by a crash is not one).
-fn keep_first_lines(path: &Path, n: usize) -> std::io::Result<()> {
-    let text = match std::fs::read(path) {
+/// Cuts `path` back to its first `n` lines (a line cut short by a crash is not one) and returns
+/// them.
+fn keep_first_lines(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut text = match std::fs::read(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && n == 0 => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && n == 0 => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut end = 0;
@@ -370,9 +393,10 @@ fn keep_first_lines(path: &Path, n: usize) -> std::io::Result<()> {
         }
     }
     if end < text.len() {
-        write_atomic(path, &text[..end])?;
+        text.truncate(end);
+        write_atomic(path, &text)?;
     }
-    Ok(())
+    Ok(text)
 }
 
 /// Trains in the run folder `dir` (from `resume_from` where given, after the `earlier` events
@@ -666,26 +690,28 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
         save_weights(model.valid(), &dir.join("model.mpk"))?;
 
         // Pictures come last: the weights and metrics are safe whatever happens here.
-        tracing::info!("drawing the run's pictures");
-        let test0 = (!test.is_empty()).then(|| test.image(0));
-        let request = crate::inspect::Request {
-            batcher,
-            test: Some(test),
-            maps_of: test0,
-            images: &[],
-            batch_size: spec.recipe.batch_size.max(64),
-        };
-        let looked = crate::inspect::look(&model.valid(), &request, device);
-        let pictures = crate::inspect::write_run_pictures(
-            &dir.join("plots"),
-            &spec.name,
-            &log.events,
-            test,
-            &looked,
-        );
-        match pictures {
-            Ok(files) => tracing::info!(pictures = files.len(), "plots written"),
-            Err(e) => tracing::warn!("the run is saved, but its pictures failed: {e}"),
+        if let Some(draw) = options.draw {
+            tracing::info!("drawing the run's pictures");
+            let test0 = (!test.is_empty()).then(|| test.image(0));
+            let request = crate::inspect::Request {
+                batcher,
+                test: Some(test),
+                maps_of: test0,
+                images: &[],
+                batch_size: spec.recipe.batch_size.max(64),
+            };
+            let looked = crate::inspect::look(&model.valid(), &request, device);
+            let finished = Finished {
+                plots: &dir.join("plots"),
+                experiment: &spec.name,
+                events: &log.events,
+                test,
+                looked: &looked,
+            };
+            match draw(&finished) {
+                Ok(files) => tracing::info!(pictures = files.len(), "plots written"),
+                Err(e) => tracing::warn!("the run is saved, but its pictures failed: {e}"),
+            }
         }
         Ok(fitted)
     }

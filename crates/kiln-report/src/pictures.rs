@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::run_dir::write_atomic;
+use kiln_experiments::run_dir::write_atomic;
 
 /// The one font family of every picture: DejaVu Sans, compiled in, so a PNG renders the same
 /// on a machine without fonts. (SVG names the family and lets the viewer choose.)

@@ -7,10 +7,10 @@ use std::path::{Component, Path, PathBuf};
 
 use kiln_train::Event;
 
-use crate::inspect::RunFolder;
+use kiln_experiments::run_dir::write_atomic;
+use kiln_experiments::{RunError, RunFolder};
+
 use crate::pictures::{save, Curves, Series};
-use crate::run_dir::write_atomic;
-use crate::runner::RunError;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1250px;color:#222}\
 h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}\
