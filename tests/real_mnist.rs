@@ -22,13 +22,16 @@ fn convnet_one_epoch_on_real_mnist_with_the_tutorial_split() {
     );
     // The tutorial's split: validation = first 5,000 test images, test = the last 5,000.
     assert_eq!((s.train_images, s.test_images), (60_000, 5_000));
-    // PyTorch with this recipe reaches 91.3% after the first epoch; this test measures 92.5%
-    // validation and 95.8% test (the last 5,000 test digits are the easier half). The full
-    // 20-epoch run's first epoch gave 91.8% / 95.5%: see the note on determinism under load.
-    assert!(valid >= 0.89, "validation accuracy {valid:.4} < 0.89");
+    // The tutorial's inputs (x/255, not standardised) learn slowly at first, and how far the
+    // first epoch gets depends on the seed: PyTorch with this recipe and split ends it at 84.6%
+    // to 88.6% validation and 90.8% to 93.8% test over seeds 1 to 6 and 42 (xtask/bench/
+    // calibrate.py convnet-mnist --epochs 1 --seed S, 2026-11-30; the last 5,000 test digits
+    // are the easier half). Kiln measured 83.4% and 89.5% here. A network that does not learn
+    // stays near 10%.
+    assert!(valid >= 0.80, "validation accuracy {valid:.4} < 0.80");
     assert!(
-        s.final_test_accuracy >= 0.93,
-        "test accuracy {:.4} < 0.93",
+        s.final_test_accuracy >= 0.86,
+        "test accuracy {:.4} < 0.86",
         s.final_test_accuracy
     );
 }
