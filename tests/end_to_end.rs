@@ -281,6 +281,41 @@ fn bench_times_every_figure_it_reports() {
     }
 }
 
+/// The runner as a library: without `RunOptions::draw` it writes the whole run folder but no
+/// pictures (so an embedder need not build kiln-report); given kiln-report's drawer, it draws.
+#[test]
+fn the_runner_draws_pictures_only_where_given_a_drawer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, experiment) = synthetic_setup(tmp.path(), 64, 20, "embed.toml", |t| {
+        t.replace("batch_size = 256", "batch_size = 32")
+    });
+    let text = fs::read_to_string(&experiment).unwrap();
+    let mut spec = ExperimentSpec::from_toml(&text, "embed.toml").unwrap();
+    spec.recipe.epochs = 1;
+    type B = burn_autodiff::Autodiff<NdArray>;
+    let run = |draw: Option<kiln_experiments::DrawRun>| {
+        let options = kiln_experiments::RunOptions {
+            runs_dir: tmp.path().join("runs"),
+            backend: "ndarray".into(),
+            locator: kiln_data::Locator::from_env(Some(data.clone()), true),
+            draw,
+            ..Default::default()
+        };
+        kiln_experiments::run::<B>(&spec, &options, &Default::default())
+            .unwrap()
+            .dir
+    };
+    let plain = run(None);
+    for file in ["config.toml", "metrics.jsonl", "model.mpk", "summary.json"] {
+        assert!(plain.join(file).is_file(), "{} lacks {file}", plain.display());
+    }
+    assert!(!plain.join("plots").exists(), "{}", plain.display());
+    let drawn = run(Some(kiln_report::write_run_pictures));
+    for picture in ["accuracy.png", "confusion.png", "kernels.png"] {
+        assert!(drawn.join("plots").join(picture).is_file(), "{picture}");
+    }
+}
+
 /// Bad flags stop `kiln run` before any data is read or folder made, naming the flag's key.
 #[test]
 fn bad_flags_are_refused_naming_them() {
