@@ -12,6 +12,11 @@
 //! size, or recurse deeply: every length is checked against the bytes that are left, nesting
 //! is limited to [`MAX_DEPTH`], and a container cannot change once it is inside another one (so
 //! no cycles; Python only writes such pickles for self-referencing data, which CIFAR has not).
+//!
+//! Why not the `serde-pickle` crate: tried on 2026-11-30, version 1.2.0 converts its values
+//! recursively with no limit on nesting, so a 200 KB pickle of 100,000 nested lists overflows
+//! the stack and aborts the process (a test here feeds this reader the same input); and an
+//! unknown global becomes an inert value instead of an error that names it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
