@@ -544,26 +544,31 @@ fn output(mut cmd: Command) -> Result<String> {
 /// Runs `kiln` (through `cargo run`) and, where it fails, exits with its status: `kiln` (or
 /// cargo, for a build error) has said why, and a Ctrl-C'd run's resume command should be the
 /// last thing on the screen, not this command line.
-fn exit_as(mut cmd: Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {shown}"))?;
+/// Runs `cmd`; a failure ends xtask with the child's own exit code, so that a caller (CI, a
+/// script) sees what `kiln` or the test runner returned rather than xtask's generic 1.
+fn exit_as(cmd: Command) -> Result<()> {
+    let (_, status) = run_child(cmd)?;
     if !status.success() {
         std::process::exit(status.code().unwrap_or(1));
     }
     Ok(())
 }
 
-fn status(mut cmd: Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {shown}"))?;
+fn status(cmd: Command) -> Result<()> {
+    let (shown, status) = run_child(cmd)?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }
     Ok(())
+}
+
+/// Runs `cmd` to its end: its command line (for messages) and how it ended.
+fn run_child(mut cmd: Command) -> Result<(String, std::process::ExitStatus)> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    Ok((shown, status))
 }
 
 #[cfg(test)]
