@@ -227,7 +227,7 @@ fn train_on(
     if status.success() {
         return Ok(folder);
     }
-    let error_file = folder.join("error.txt");
+    let error_file = folder.join(run_dir::ERROR);
     match std::fs::read_to_string(&error_file) {
         Ok(message) => bail!("{} ({status})", message.trim_end()),
         // Killed, or a crash before main could write it.
@@ -240,7 +240,7 @@ fn train_on(
 
 /// The headline numbers of a finished run folder (agreement is filled in later).
 fn measure(run: &Path) -> Result<Measured> {
-    let summary: RunSummary = read_json(&run.join("summary.json"))?;
+    let summary: RunSummary = read_json(&run.join(run_dir::SUMMARY))?;
     let losses = loss_curve(run)?;
     Ok(Measured {
         run_dir: run.to_path_buf(),
@@ -264,7 +264,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// The step-by-step training loss of a run logged with `--log-every 1`.
 fn loss_curve(run: &Path) -> Result<Vec<f64>> {
-    let events = kiln_experiments::inspect::read_events(&run.join("metrics.jsonl"))?;
+    let events = run_dir::read_events(&run.join(run_dir::METRICS))?;
     Ok(Event::steps(&events).map(|s| s.loss).collect())
 }
 
@@ -273,13 +273,13 @@ fn agree(mut rows: Vec<BackendRow>) -> Result<Vec<BackendRow>> {
     let Some(Outcome::Finished(reference)) = rows.first().map(|r| r.outcome.clone()) else {
         return Ok(rows);
     };
-    let ref_logits: FixedBatchLogits = read_json(&reference.run_dir.join("logits.json"))?;
+    let ref_logits: FixedBatchLogits = read_json(&reference.run_dir.join(run_dir::LOGITS))?;
     let ref_losses = loss_curve(&reference.run_dir)?;
     for row in &mut rows {
         let Outcome::Finished(m) = &mut row.outcome else {
             continue;
         };
-        let logits: FixedBatchLogits = read_json(&m.run_dir.join("logits.json"))?;
+        let logits: FixedBatchLogits = read_json(&m.run_dir.join(run_dir::LOGITS))?;
         let losses = loss_curve(&m.run_dir)?;
         m.agreement = Some(Agreement {
             initial_logits: max_abs_diff(&ref_logits.initial, &logits.initial),

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
+use kiln_experiments::run_dir;
 use kiln_experiments::{
     ExperimentSpec, Layout, Overrides, RunFolder, RunOptions, RunOutcome, RunStart,
 };
@@ -631,7 +632,7 @@ fn report(args: &ReportArgs) -> Result<()> {
     }
     if runs.len() > 1 {
         let out = args.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs/reports").join(kiln_experiments::run_dir::utc_timestamp(
+            PathBuf::from("runs/reports").join(run_dir::utc_timestamp(
                 std::time::SystemTime::now(),
             ))
         });
@@ -688,7 +689,7 @@ impl BackendTask for ExportTask<'_> {
     type Output = Result<(), kiln_experiments::RunError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
         let model = (self.run.model_input(), self.run.classes().len());
-        let weights = self.run.dir.join("model.mpk");
+        let weights = self.run.dir.join(run_dir::MODEL);
         kiln_experiments::export_safetensors::<B>(&self.run.spec, model, &weights, self.out, device)
     }
 }
@@ -713,7 +714,7 @@ fn record_failure(args: &RunArgs, error: &anyhow::Error) {
     let Some(dir) = &args.run_folder else {
         return;
     };
-    let path = dir.join("error.txt");
+    let path = dir.join(run_dir::ERROR);
     let written = std::fs::create_dir_all(dir).and_then(|()| {
         kiln_experiments::run_dir::write_atomic(&path, format!("{error:#}\n").as_bytes())
     });

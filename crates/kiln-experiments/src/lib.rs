@@ -19,13 +19,13 @@ pub mod runner;
 pub mod spec;
 pub mod torch_weights;
 
-pub use inspect::{Looked, RunFolder};
+pub use inspect::Looked;
 pub use models::ModelSpec;
 pub use registry::{builtin, load};
-pub use run_dir::RunStart;
+pub use run_dir::{FixedBatchLogits, RunFolder, RunStart, RunSummary};
 pub use runner::{
     load_splits, load_test_split, load_weights, resume, run, save_weights, DrawRun, Finished,
-    FixedBatchLogits, RunError, RunOptions, RunOutcome, RunSummary, Splits,
+    RunError, RunOptions, RunOutcome, Splits,
 };
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,

@@ -1,16 +1,35 @@
-//! Run folders: `runs/<experiment>/<backend>-<timestamp>/`, written atomically.
+//! The run folder: the one place its format is written down, named and read back.
 //!
-//! A run folder holds `config.toml` (the resolved experiment), `run.json` ([`RunStart`]),
-//! `layers.txt`, `metrics.jsonl` (one event a line), `checkpoints/` while it trains, and when
-//! it has finished `model.mpk`, `summary.json` and `plots/`.
+//! `kiln run` makes `runs/<experiment>/<backend>-<timestamp>/` (or the folder `--run-folder`
+//! names) and writes, each file atomically (a temporary file, then a rename):
+//!
+//! | file | written | holds |
+//! | --- | --- | --- |
+//! | [`CONFIG`] `config.toml` | before training | the resolved experiment, overrides applied |
+//! | [`RUN_START`] `run.json` | before training | [`RunStart`]: what `--resume` needs besides the config |
+//! | [`LAYERS`] `layers.txt` | before training | the network's layer table for the data's shape |
+//! | [`METRICS`] `metrics.jsonl` | as it trains | one [`kiln_train::Event`] a line ([`read_events`]) |
+//! | [`CHECKPOINTS`] `checkpoints/` | as it trains | the newest two checkpoints, removed at the end |
+//! | [`LOGITS`] `logits.json` | at the end, where asked | [`FixedBatchLogits`] |
+//! | [`MODEL`] `model.mpk` | at the end | the trained weights, Burn's named MessagePack |
+//! | [`PLOTS`] `plots/` | at the end, where asked | the pictures (`kiln-report`) |
+//! | [`REPORT`] `index.html` | by `kiln report` | the run's HTML page |
+//! | [`SUMMARY`] `summary.json` | last | [`RunSummary`]: a run with one has finished |
+//! | [`ERROR`] `error.txt` | when `kiln` fails | the error, for `kiln compare` to read |
+//!
+//! [`RunFolder::open`] reads a finished run back.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_train::{Checkpoint, CheckpointState};
+use kiln_data::{DataError, ImageBatcher, Normalize};
+use kiln_train::{Checkpoint, CheckpointState, Event};
 use serde::{Deserialize, Serialize};
+
+use crate::runner::RunError;
+use crate::ExperimentSpec;
 
 /// `run.json`: what a run was started with that its `config.toml` does not say, written before
 /// training so `kiln run --resume` can go on the same way.
@@ -33,7 +52,7 @@ pub struct RunStart {
 impl RunStart {
     /// Reads `run.json` of the run folder `run`; the error names the file and what is wrong.
     pub fn read(run: &Path) -> Result<RunStart, String> {
-        let path = run.join("run.json");
+        let path = run.join(RUN_START);
         let text = fs::read_to_string(&path).map_err(|e| {
             format!(
                 "{}: cannot read it ({e}); runs of Kiln before 0.2's checkpoints cannot be resumed",
@@ -44,9 +63,29 @@ impl RunStart {
     }
 }
 
-const CHECKPOINTS: &str = "checkpoints";
+/// The resolved experiment.
+pub const CONFIG: &str = "config.toml";
+/// [`RunStart`].
+pub const RUN_START: &str = "run.json";
+/// The layer table.
+pub const LAYERS: &str = "layers.txt";
+/// The events, one JSON object a line.
+pub const METRICS: &str = "metrics.jsonl";
+/// The checkpoints' folder.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// [`FixedBatchLogits`].
+pub const LOGITS: &str = "logits.json";
+/// The trained weights (and, inside a checkpoint, the weights so far).
+pub const MODEL: &str = "model.mpk";
+/// The pictures' folder.
+pub const PLOTS: &str = "plots";
+/// The HTML page of a run (and of a `kiln compare` folder).
+pub const REPORT: &str = "index.html";
+/// [`RunSummary`], written last.
+pub const SUMMARY: &str = "summary.json";
+/// Why `kiln` failed.
+pub const ERROR: &str = "error.txt";
 const STATE: &str = "state.json";
-const MODEL: &str = "model.mpk";
 const OPTIMIZER: &str = "optimizer.mpk";
 /// How many checkpoints a run folder keeps: the newest, and one more should it be unreadable.
 const KEEP: usize = 2;
@@ -277,6 +316,209 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// `summary.json`: the headline numbers of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The backend's name, as `--backend` takes it.
+    pub backend: String,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Images in the training split.
+    pub train_images: usize,
+    /// Images in the test split.
+    pub test_images: usize,
+    /// Test accuracy after the last epoch, from 0 to 1.
+    pub final_test_accuracy: f64,
+    /// Mean test cross-entropy after the last epoch.
+    pub final_test_loss: f64,
+    /// Validation accuracy after the last epoch, when the experiment has a validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_valid_accuracy: Option<f64>,
+    /// The highest test accuracy of any epoch.
+    pub best_test_accuracy: f64,
+    /// The epoch of [`RunSummary::best_test_accuracy`], from 1.
+    pub best_epoch: usize,
+    /// Wall time of training and evaluation in seconds, the parts of a resumed run added up.
+    pub total_seconds: f64,
+    /// Training images per second over the whole run.
+    pub train_images_per_sec: f64,
+    /// Evaluation images per second over the whole run.
+    pub eval_images_per_sec: f64,
+    /// The recipe's seed.
+    pub seed: u64,
+    /// The weights training started from, when not the seeded initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_weights: Option<PathBuf>,
+    /// The process's peak resident memory (Linux `VmHWM`), in MiB: host memory only, so for a
+    /// GPU backend it leaves out what lives on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    /// The normalisation applied (resolved where the spec asks for training-set statistics),
+    /// so predictions on new images can apply the same.
+    pub normalize: Normalize,
+    /// Class names, in label order (absent in runs of Kiln before pictures).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    /// `[channels, height, width]` of the data set's images, before any resize: what
+    /// `kiln predict` expects of an image file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_shape: Option<[usize; 3]>,
+    /// The version of Kiln that wrote the summary.
+    pub kiln_version: String,
+    /// Whether training flushed denormal floats to zero (the `kiln` command does unless given
+    /// `--keep-denormals`; see `kiln_train::denormals`). Absent in older runs: false.
+    #[serde(default)]
+    pub flush_denormals: bool,
+}
+
+/// `logits.json`: a model's logits on the first `images` test images, row-major
+/// `[images, classes]`, before and after training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixedBatchLogits {
+    /// Number of images.
+    pub images: usize,
+    /// Logits of the seeded (or `--init-weights`) model before training.
+    pub initial: Vec<f32>,
+    /// Logits after training.
+    pub r#final: Vec<f32>,
+}
+
+/// A finished run folder, read back: its spec, summary and events.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Its `config.toml`: the spec the run trained with, overrides applied.
+    pub spec: ExperimentSpec,
+    /// Its `summary.json`.
+    pub summary: RunSummary,
+    /// Its `metrics.jsonl`, every event in order.
+    pub events: Vec<Event>,
+}
+
+impl RunFolder {
+    /// Reads `config.toml`, `summary.json` and `metrics.jsonl`; an error names the file and
+    /// says what is wrong with it.
+    pub fn open(dir: &Path) -> Result<RunFolder, RunError> {
+        if !dir.is_dir() {
+            return Err(RunError::Spec(format!(
+                "{}: not a run folder (expected a folder written by `kiln run`)",
+                dir.display()
+            )));
+        }
+        let config = dir.join(CONFIG);
+        if !config.is_file() {
+            return Err(RunError::Spec(format!(
+                "{}: not a run folder: it has no config.toml (expected a folder written by `kiln run`)",
+                dir.display()
+            )));
+        }
+        let spec = crate::load(&config.to_string_lossy()).map_err(RunError::Spec)?;
+        let summary_path = dir.join(SUMMARY);
+        let text = std::fs::read_to_string(&summary_path).map_err(|e| {
+            RunError::Spec(format!(
+                "{}: cannot read it ({e}); a run writes it when it finishes, so this run may \
+                 have stopped early",
+                summary_path.display()
+            ))
+        })?;
+        let summary: RunSummary = serde_json::from_str(&text).map_err(|e| {
+            RunError::Spec(format!(
+                "{}: not a run summary: {e}",
+                summary_path.display()
+            ))
+        })?;
+        let events = read_events(&dir.join(METRICS))?;
+        Ok(RunFolder {
+            dir: dir.to_path_buf(),
+            spec,
+            summary,
+            events,
+        })
+    }
+
+    /// The class names, as the run recorded them (older runs: the data set's).
+    pub fn classes(&self) -> Vec<String> {
+        if self.summary.classes.is_empty() {
+            self.spec.data.classes().unwrap_or_default()
+        } else {
+            self.summary.classes.clone()
+        }
+    }
+
+    /// `[channels, height, width]` of the images the model was trained on, before any resize.
+    pub fn image_shape(&self) -> [usize; 3] {
+        self.summary.image_shape.unwrap_or_else(|| {
+            // Runs older than `image_shape` in summaries: a known data set's published size.
+            let data = &self.spec.data;
+            let side = data.image_size.or(data.dataset.image_size()).unwrap_or(0);
+            [data.channels(), side, side]
+        })
+    }
+
+    /// An image file as the run's images were: its channels and size, resized where the run
+    /// resized its own images as they loaded (a folder set's `image_size`), else refused when
+    /// its size differs.
+    pub fn read_image(&self, path: &Path) -> Result<Vec<u8>, DataError> {
+        let shape = self.image_shape();
+        if self.spec.data.image_size.is_some() {
+            kiln_data::read_image_resized(path, shape)
+        } else {
+            kiln_data::read_image(path, shape)
+        }
+    }
+
+    /// `[channels, height, width]` of what the network takes: the images after the run's
+    /// resize.
+    pub fn model_input(&self) -> [usize; 3] {
+        let [c, h, w] = self.image_shape();
+        let resize = self.spec.data.resize;
+        [c, resize.unwrap_or(h), resize.unwrap_or(w)]
+    }
+
+    /// The evaluation batcher of the run: its resize and its resolved normalisation.
+    pub fn batcher(&self) -> ImageBatcher {
+        crate::inspect::inference_batcher(
+            &self.spec,
+            self.image_shape(),
+            self.summary.normalize.clone(),
+        )
+    }
+
+    /// The folder pictures are written to (`plots/` in the run folder).
+    pub fn plots_dir(&self) -> PathBuf {
+        self.dir.join(PLOTS)
+    }
+}
+
+/// Reads `metrics.jsonl`, one event per line; an error names the file and the line.
+pub fn read_events(path: &Path) -> Result<Vec<Event>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_events(path, &text)
+}
+
+/// The events of `text`, the contents of the `metrics.jsonl` at `path` (which errors name).
+pub fn parse_events(path: &Path, text: &str) -> Result<Vec<Event>, RunError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                RunError::Spec(format!(
+                    "{}:{}: expected a metrics event (JSON with \"event\": \"step\" or \"epoch\"): {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +595,35 @@ mod tests {
         let atomic = dir.path().join("atomic");
         write_atomic(&atomic, b"x").unwrap();
         assert_eq!(mode(&atomic), mode(&plain));
+    }
+
+    #[test]
+    fn a_folder_that_is_not_a_finished_run_says_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |d: &Path| RunFolder::open(d).unwrap_err().to_string();
+        assert!(err(&dir.path().join("nope"))
+            .ends_with("nope: not a run folder (expected a folder written by `kiln run`)"));
+        assert!(err(dir.path()).contains("not a run folder: it has no config.toml"));
+        let spec = crate::builtin().remove(0);
+        std::fs::write(dir.path().join("config.toml"), spec.to_toml()).unwrap();
+        let e = err(dir.path());
+        assert!(
+            e.contains("summary.json: cannot read it") && e.contains("stopped early"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("summary.json"), "{}").unwrap();
+        assert!(err(dir.path()).contains("summary.json: not a run summary: missing field"));
+    }
+
+    #[test]
+    fn a_bad_metrics_line_is_named_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, "{\"event\":\"step\",\"epoch\":1,\"step\":5,\"lr\":0.1,\"loss\":2.0,\"accuracy\":0.1}\n{oops\n").unwrap();
+        let e = read_events(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("metrics.jsonl:2: expected a metrics event"),
+            "{e}"
+        );
     }
 }

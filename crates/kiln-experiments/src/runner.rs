@@ -10,13 +10,12 @@ use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_data::{
-    DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Normalize, Split,
+    DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Split,
 };
 use kiln_models::{Classifier, ImageClassifier};
 use kiln_train::{Checkpoint, Event, FitData, FitOptions, FitSummary};
-use serde::{Deserialize, Serialize};
 
-use crate::run_dir::{self, write_atomic, RunStart};
+use crate::run_dir::{self, write_atomic, FixedBatchLogits, RunStart, RunSummary};
 use crate::spec::{DatasetName, MAX_SIDE, MIN_SIDE};
 use crate::ExperimentSpec;
 
@@ -122,63 +121,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// Why a run's epochs all have test metrics.
 const TESTED: &str = "a run evaluates its test split every epoch";
 
-/// `summary.json`: the headline numbers of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// The experiment's name.
-    pub experiment: String,
-    /// The backend's name, as `--backend` takes it.
-    pub backend: String,
-    /// Epochs trained.
-    pub epochs: usize,
-    /// Images in the training split.
-    pub train_images: usize,
-    /// Images in the test split.
-    pub test_images: usize,
-    /// Test accuracy after the last epoch, from 0 to 1.
-    pub final_test_accuracy: f64,
-    /// Mean test cross-entropy after the last epoch.
-    pub final_test_loss: f64,
-    /// Validation accuracy after the last epoch, when the experiment has a validation split.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_valid_accuracy: Option<f64>,
-    /// The highest test accuracy of any epoch.
-    pub best_test_accuracy: f64,
-    /// The epoch of [`RunSummary::best_test_accuracy`], from 1.
-    pub best_epoch: usize,
-    /// Wall time of training and evaluation in seconds, the parts of a resumed run added up.
-    pub total_seconds: f64,
-    /// Training images per second over the whole run.
-    pub train_images_per_sec: f64,
-    /// Evaluation images per second over the whole run.
-    pub eval_images_per_sec: f64,
-    /// The recipe's seed.
-    pub seed: u64,
-    /// The weights training started from, when not the seeded initialisation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_weights: Option<PathBuf>,
-    /// The process's peak resident memory (Linux `VmHWM`), in MiB: host memory only, so for a
-    /// GPU backend it leaves out what lives on the device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peak_rss_mib: Option<f64>,
-    /// The normalisation applied (resolved where the spec asks for training-set statistics),
-    /// so predictions on new images can apply the same.
-    pub normalize: Normalize,
-    /// Class names, in label order (absent in runs of Kiln before pictures).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub classes: Vec<String>,
-    /// `[channels, height, width]` of the data set's images, before any resize: what
-    /// `kiln predict` expects of an image file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_shape: Option<[usize; 3]>,
-    /// The version of Kiln that wrote the summary.
-    pub kiln_version: String,
-    /// Whether training flushed denormal floats to zero (the `kiln` command does unless given
-    /// `--keep-denormals`; see `kiln_train::denormals`). Absent in older runs: false.
-    #[serde(default)]
-    pub flush_denormals: bool,
-}
-
 /// A finished run: where it is and its headline numbers.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -227,7 +169,7 @@ pub fn run<B: AutodiffBackend>(
             .map_err(io_error(&options.runs_dir))?,
     };
     tracing::info!(dir = %dir.display(), "run folder");
-    let config_path = dir.join("config.toml");
+    let config_path = dir.join(run_dir::CONFIG);
     write_atomic(&config_path, spec.to_toml().as_bytes()).map_err(io_error(&config_path))?;
     let start = RunStart {
         experiment: spec.name.clone(),
@@ -240,10 +182,10 @@ pub fn run<B: AutodiffBackend>(
             .as_deref()
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
     };
-    let start_path = dir.join("run.json");
+    let start_path = dir.join(run_dir::RUN_START);
     let json = serde_json::to_vec_pretty(&start).expect("run.json always serialises");
     write_atomic(&start_path, &json).map_err(io_error(&start_path))?;
-    let layers_path = dir.join("layers.txt");
+    let layers_path = dir.join(run_dir::LAYERS);
     let table = format!(
         "{} for {}x{}x{} images:\n{summary}\n",
         spec.name, input[0], input[1], input[2]
@@ -293,13 +235,13 @@ pub fn resume<B: AutodiffBackend>(
             }
         )));
     }
-    if dir.join("summary.json").is_file() {
+    if dir.join(run_dir::SUMMARY).is_file() {
         return Err(RunError::Spec(format!(
             "{}: the run has finished (it has a summary.json); there is nothing to resume",
             dir.display()
         )));
     }
-    let config = dir.join("config.toml");
+    let config = dir.join(run_dir::CONFIG);
     let mut spec = crate::load(&config.to_string_lossy()).map_err(RunError::Spec)?;
     if checkpoint_every.is_some() {
         spec.recipe.checkpoint_every = checkpoint_every;
@@ -328,14 +270,14 @@ pub fn resume<B: AutodiffBackend>(
         }
     }
     let splits = load_splits(&spec, &locator)?;
-    let metrics_path = dir.join("metrics.jsonl");
+    let metrics_path = dir.join(run_dir::METRICS);
     let kept = keep_first_lines(&metrics_path, checkpoint.state.events)
         .map_err(io_error(&metrics_path))?;
     // Parsed once, here: the run's pictures draw them with the events still to come.
     let kept = String::from_utf8(kept).map_err(|_| {
         RunError::Spec(format!("{}: expected UTF-8 JSON lines", metrics_path.display()))
     })?;
-    let earlier = crate::inspect::parse_events(&metrics_path, &kept)?;
+    let earlier = run_dir::parse_events(&metrics_path, &kept)?;
     train_in::<B>(
         &spec,
         options,
@@ -459,7 +401,7 @@ fn train_in<B: AutodiffBackend>(
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
         flush_denormals: kiln_train::denormals::flushes_denormals(),
     };
-    let summary_path = dir.join("summary.json");
+    let summary_path = dir.join(run_dir::SUMMARY);
     let json = serde_json::to_vec_pretty(&summary).expect("a summary always serialises");
     write_atomic(&summary_path, &json).map_err(io_error(&summary_path))?;
     // The final weights are in model.mpk: the checkpoints have done their work.
@@ -625,7 +567,7 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
         let initial_logits = fixed_batch
             .as_ref()
             .map(|b: &ImageBatch<B::InnerBackend>| logits_of(&model.valid(), b));
-        let metrics_path = dir.join("metrics.jsonl");
+        let metrics_path = dir.join(run_dir::METRICS);
         // A resumed run appends to the lines its checkpoint had seen.
         let file = OpenOptions::new()
             .create_new(resume_from.is_none())
@@ -682,12 +624,12 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
                 initial,
                 r#final: logits_of(&model.valid(), batch),
             };
-            let path = dir.join("logits.json");
+            let path = dir.join(run_dir::LOGITS);
             let json = serde_json::to_vec(&logits).expect("logits always serialise");
             write_atomic(&path, &json).map_err(io_error(&path))?;
         }
 
-        save_weights(model.valid(), &dir.join("model.mpk"))?;
+        save_weights(model.valid(), &dir.join(run_dir::MODEL))?;
 
         // Pictures come last: the weights and metrics are safe whatever happens here.
         if let Some(draw) = options.draw {
@@ -702,7 +644,7 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
             };
             let looked = crate::inspect::look(&model.valid(), &request, device);
             let finished = Finished {
-                plots: &dir.join("plots"),
+                plots: &dir.join(run_dir::PLOTS),
                 experiment: &spec.name,
                 events: &log.events,
                 test,
@@ -715,18 +657,6 @@ impl<B: AutodiffBackend> TrainAndSave<'_, B> {
         }
         Ok(fitted)
     }
-}
-
-/// `logits.json`: a model's logits on the first `images` test images, row-major
-/// `[images, classes]`, before and after training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FixedBatchLogits {
-    /// Number of images.
-    pub images: usize,
-    /// Logits of the seeded (or `--init-weights`) model before training.
-    pub initial: Vec<f32>,
-    /// Logits after training.
-    pub r#final: Vec<f32>,
 }
 
 fn logits_of<B: burn::tensor::backend::Backend, M: ImageClassifier<B>>(

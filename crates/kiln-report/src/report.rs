@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use kiln_train::Event;
 
-use kiln_experiments::run_dir::write_atomic;
+use kiln_experiments::run_dir::{self, write_atomic};
 use kiln_experiments::{RunError, RunFolder};
 
 use crate::pictures::{save, Curves, Series};
@@ -170,7 +170,7 @@ pub fn write_run_report(run: &RunFolder) -> Result<PathBuf, RunError> {
     body.push_str("</table>\n");
 
     body.push_str("<h2>Network</h2>\n");
-    match std::fs::read_to_string(run.dir.join("layers.txt")) {
+    match std::fs::read_to_string(run.dir.join(run_dir::LAYERS)) {
         Ok(text) => {
             let _ = writeln!(body, "<pre>{}</pre>", escape(&text));
         }
@@ -229,10 +229,10 @@ pub fn write_run_report(run: &RunFolder) -> Result<PathBuf, RunError> {
     }
 
     body.push_str("<h2>Experiment (config.toml)</h2>\n");
-    if let Ok(text) = std::fs::read_to_string(run.dir.join("config.toml")) {
+    if let Ok(text) = std::fs::read_to_string(run.dir.join(run_dir::CONFIG)) {
         let _ = writeln!(body, "<pre>{}</pre>", escape(&text));
     }
-    let path = run.dir.join("index.html");
+    let path = run.dir.join(run_dir::REPORT);
     let html = page(&format!("{} on {}", s.experiment, s.backend), &body);
     write_atomic(&path, html.as_bytes()).map_err(|source| RunError::Io {
         path: path.clone(),
@@ -363,7 +363,7 @@ pub fn write_comparison(runs: &[RunFolder], out: &Path) -> Result<PathBuf, RunEr
             link(out, &svg)
         );
     }
-    let path = out.join("index.html");
+    let path = out.join(run_dir::REPORT);
     write_atomic(&path, page("Kiln comparison", &body).as_bytes()).map_err(io)?;
     Ok(path)
 }
