@@ -38,6 +38,12 @@ const LOGITS_TOLERANCE: f64 = 1e-4;
 const GRADIENT_TOLERANCE: f64 = 1e-3;
 /// |loss - loss_ref| / |loss_ref| at every step.
 const LOSS_TOLERANCE: f64 = 1e-3;
+
+/// Whether `value` is within `tolerance`: a NaN never is, so a broken backend cannot pass.
+fn within(value: f64, tolerance: f64) -> bool {
+    value <= tolerance
+}
+
 /// A parameter whose reference gradient norm is at most this fraction of the model's largest
 /// is taken as having a zero gradient (see `Diff::zero_grads`).
 const ZERO_GRADIENT: f64 = 1e-6;
@@ -90,7 +96,7 @@ fn parity(experiment: &str, batch_size: usize, checked_steps: usize) {
         for p in d
             .by_param
             .iter()
-            .filter(|p| !(p.relative <= GRADIENT_TOLERANCE))
+            .filter(|p| !within(p.relative, GRADIENT_TOLERANCE))
         {
             println!(
                 "  {backend:<8} gradient past tolerance: {} {:.1e}",
@@ -339,7 +345,7 @@ impl Diff {
             .losses
             .iter()
             .zip(&m.losses)
-            .position(|(a, b)| !((a - b).abs() / a.abs() <= LOSS_TOLERANCE))
+            .position(|(a, b)| !within((a - b).abs() / a.abs(), LOSS_TOLERANCE))
             .map(|i| i + 1);
         Diff {
             parts_at,
@@ -383,8 +389,7 @@ impl Diff {
             ("loss curve", self.losses, LOSS_TOLERANCE),
         ]
         .into_iter()
-        // `!(<=)` so that a NaN fails too.
-        .filter(|&(_, value, tolerance)| !(value <= tolerance))
+        .filter(|&(_, value, tolerance)| !within(value, tolerance))
         .map(|(what, value, tolerance)| format!("{what}: {value:.2e} > {tolerance:.0e}"))
     }
 }
@@ -754,7 +759,7 @@ fn resnet_block_ops() {
                 .zip(&m)
                 .map(|((name, r), (_, g))| {
                     let relative = relative_norm_diff(r, g);
-                    if !(relative <= GRADIENT_TOLERANCE) {
+                    if !within(relative, GRADIENT_TOLERANCE) {
                         failures.push(format!(
                             "{backend} {name} (strided {strided}): {relative:.2e}"
                         ));
@@ -892,10 +897,10 @@ fn resnet18_replica() {
             .collect();
         let worst = diffs
             .iter()
-            .fold(0.0f64, |w, &(_, d)| if !(d <= w) { d } else { w });
+            .fold(0.0f64, |w, &(_, d)| if within(d, w) { w } else { d });
         let past: Vec<String> = diffs
             .iter()
-            .filter(|(_, d)| !(*d <= GRADIENT_TOLERANCE))
+            .filter(|(_, d)| !within(*d, GRADIENT_TOLERANCE))
             .map(|(name, d)| format!("{name} {d:.1e}"))
             .collect();
         println!("{what}: worst {worst:.1e}; past tolerance: {past:?}");
@@ -955,7 +960,7 @@ fn resnet18_replica() {
                 })
                 .collect();
             println!("  first ReLU decides differently at {ties:?}");
-            if !(worst <= GRADIENT_TOLERANCE) && ties.is_empty() {
+            if !within(worst, GRADIENT_TOLERANCE) && ties.is_empty() {
                 unexplained.push(format!("{backend} from {whose} input: {worst:.1e}"));
             }
         }

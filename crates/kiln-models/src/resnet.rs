@@ -140,10 +140,10 @@ impl ResNetConfig {
             return Err("head_pool: expected a window of at least 1".into());
         }
         // Written to fail on NaN too.
-        if !(self.bn_eps > 0.0) {
+        if self.bn_eps.is_nan() || self.bn_eps <= 0.0 {
             return Err(format!("bn_eps: expected > 0, found {}", self.bn_eps));
         }
-        if let Some(eps) = self.stem_bn_eps.filter(|e| !(*e > 0.0)) {
+        if let Some(eps) = self.stem_bn_eps.filter(|e| e.is_nan() || *e <= 0.0) {
             return Err(format!("stem_bn_eps: expected > 0, found {eps}"));
         }
         Ok(())

@@ -309,7 +309,7 @@ impl Recipe {
                         ));
                     }
                 }
-                if !(*eps > 0.0) {
+                if eps.is_nan() || *eps <= 0.0 {
                     return Err(format!("recipe.optimizer.eps: expected > 0, found {eps}"));
                 }
             }
