@@ -307,7 +307,11 @@ fn the_runner_draws_pictures_only_where_given_a_drawer() {
     };
     let plain = run(None);
     for file in ["config.toml", "metrics.jsonl", "model.mpk", "summary.json"] {
-        assert!(plain.join(file).is_file(), "{} lacks {file}", plain.display());
+        assert!(
+            plain.join(file).is_file(),
+            "{} lacks {file}",
+            plain.display()
+        );
     }
     assert!(!plain.join("plots").exists(), "{}", plain.display());
     let drawn = run(Some(kiln_report::write_run_pictures));

@@ -632,9 +632,7 @@ fn report(args: &ReportArgs) -> Result<()> {
     }
     if runs.len() > 1 {
         let out = args.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs/reports").join(run_dir::utc_timestamp(
-                std::time::SystemTime::now(),
-            ))
+            PathBuf::from("runs/reports").join(run_dir::utc_timestamp(std::time::SystemTime::now()))
         });
         let page = kiln_report::write_comparison(&runs, &out)?;
         println!("{}", page.display());

@@ -34,7 +34,8 @@ fn names_pick_backends_and_bad_names_list_the_choices() {
         "unknown backend \"tpu-v5\"; expected one of: cpu, ndarray, flex, wgpu, tch, tch-cuda, cuda"
     );
     assert!(
-        error("ndaray", None).starts_with("unknown backend \"ndaray\" (did you mean \"ndarray\"?);"),
+        error("ndaray", None)
+            .starts_with("unknown backend \"ndaray\" (did you mean \"ndarray\"?);"),
         "{}",
         error("ndaray", None)
     );

@@ -9,9 +9,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_data::{
-    DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Split,
-};
+use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Split};
 use kiln_models::{Classifier, ImageClassifier};
 use kiln_train::{Checkpoint, Event, FitData, FitOptions, FitSummary};
 
@@ -275,7 +273,10 @@ pub fn resume<B: AutodiffBackend>(
         .map_err(io_error(&metrics_path))?;
     // Parsed once, here: the run's pictures draw them with the events still to come.
     let kept = String::from_utf8(kept).map_err(|_| {
-        RunError::Spec(format!("{}: expected UTF-8 JSON lines", metrics_path.display()))
+        RunError::Spec(format!(
+            "{}: expected UTF-8 JSON lines",
+            metrics_path.display()
+        ))
     })?;
     let earlier = run_dir::parse_events(&metrics_path, &kept)?;
     train_in::<B>(

@@ -334,8 +334,9 @@ impl DataSpec {
                 };
                 // Without known names (a folder set without `data.classes`), the scan finds them.
                 let known = self.classes().ok();
-                let given: Option<Vec<&str>> =
-                    known.as_ref().map(|names| names.iter().map(String::as_str).collect());
+                let given: Option<Vec<&str>> = known
+                    .as_ref()
+                    .map(|names| names.iter().map(String::as_str).collect());
                 let size = self.image_size.map(|side| [side, side]);
                 let set = load_image_folder_sized(root, split_dir, given.as_deref(), size)?;
                 // A set of the user's has the channels its spec asks for, whatever its files

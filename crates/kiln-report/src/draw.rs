@@ -380,4 +380,3 @@ pub fn redraw<B: AutodiffBackend>(
         looked: &looked,
     })
 }
-
