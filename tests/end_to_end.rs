@@ -5,7 +5,7 @@ use std::fs;
 
 use burn_ndarray::NdArray;
 use kiln_data::{ImageBatcher, Split};
-use kiln_experiments::{ExperimentSpec, RunSummary};
+use kiln_experiments::{ExperimentSpec, RunSummary, ValidSpec};
 
 mod common;
 use common::{arg, synthetic_setup, tiny_run};
@@ -35,7 +35,7 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
     );
 
     // The resolved config holds the overrides and parses back as a spec.
-    let config = ExperimentSpec::from_toml(
+    let config = ValidSpec::from_toml(
         &fs::read_to_string(run.join("config.toml")).unwrap(),
         "config.toml",
     )
@@ -245,7 +245,7 @@ fn bench_times_every_figure_it_reports() {
         t.replace("batch_size = 256", "batch_size = 64")
     });
     let spec =
-        ExperimentSpec::from_toml(&fs::read_to_string(&experiment).unwrap(), "bench.toml").unwrap();
+        ValidSpec::from_toml(&fs::read_to_string(&experiment).unwrap(), "bench.toml").unwrap();
     let options = kiln_experiments::bench::BenchOptions {
         locator: kiln_data::Locator::from_env(Some(data), true),
         warmup: 1,
@@ -292,6 +292,7 @@ fn the_runner_draws_pictures_only_where_given_a_drawer() {
     let text = fs::read_to_string(&experiment).unwrap();
     let mut spec = ExperimentSpec::from_toml(&text, "embed.toml").unwrap();
     spec.recipe.epochs = 1;
+    let spec = spec.validate().unwrap();
     type B = burn_autodiff::Autodiff<NdArray>;
     let run = |draw: Option<kiln_experiments::DrawRun>| {
         let options = kiln_experiments::RunOptions {

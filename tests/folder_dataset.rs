@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use kiln_experiments::{ExperimentSpec, RunSummary};
+use kiln_experiments::{ExperimentSpec, RunSummary, ValidSpec};
 
 mod common;
 use common::{arg, headless, only_entry};
@@ -107,7 +107,7 @@ fn a_folder_of_three_classes_trains_end_to_end_and_the_run_records_its_classes()
 
     // The config the run keeps names what it found, so the run folder alone rebuilds the
     // network: classes and image size.
-    let config = ExperimentSpec::from_toml(
+    let config = ValidSpec::from_toml(
         &fs::read_to_string(dir.join("config.toml")).unwrap(),
         "config.toml",
     )
@@ -192,7 +192,9 @@ fn folder_keys_are_checked_by_name() {
         let text = edits
             .iter()
             .fold(example().to_string(), |t, (from, to)| t.replace(from, to));
-        ExperimentSpec::from_toml(&text, "own-images.toml").map(|_| ())
+        ValidSpec::from_toml(&text, "own-images.toml")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     spec(&[]).unwrap();
     let with_classes = |list: &str| format!("image_size = 32\nclasses = {list}");

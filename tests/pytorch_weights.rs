@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 
 use burn::prelude::*;
-use kiln_experiments::ExperimentSpec;
+use kiln_experiments::ValidSpec;
 use kiln_models::ImageClassifier;
 
 type Inner = burn_ndarray::NdArray;
@@ -69,8 +69,8 @@ fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
     diff / scale.max(f64::MIN_POSITIVE)
 }
 
-fn builtin(name: &str) -> ExperimentSpec {
-    kiln_experiments::load(name).unwrap()
+fn builtin(name: &str) -> ValidSpec {
+    kiln_experiments::load(name).unwrap().validate().unwrap()
 }
 
 fn round_trip(experiment: &str) {

@@ -154,9 +154,9 @@ pub fn experiment_toml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(spec) = kiln_experiments::ExperimentSpec::from_toml(text, "fuzz.toml") {
-        let again = kiln_experiments::ExperimentSpec::from_toml(&spec.to_toml(), "again.toml")
-            .expect("a valid spec's TOML parses again");
+    if let Ok(spec) = kiln_experiments::ValidSpec::from_toml(text, "fuzz.toml") {
+        let again = kiln_experiments::ValidSpec::from_toml(&spec.to_toml(), "again.toml")
+            .expect("a valid spec's TOML parses and validates again");
         assert_eq!(again.to_toml(), spec.to_toml());
     }
 }

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
 use kiln_experiments::run_dir;
 use kiln_experiments::{
-    ExperimentSpec, Layout, Overrides, RunFolder, RunOptions, RunOutcome, RunStart,
+    ExperimentSpec, Layout, Overrides, RunFolder, RunOptions, RunOutcome, RunStart, ValidSpec,
 };
 use kiln_report::FeatureInput;
 
@@ -302,9 +302,15 @@ pub(crate) struct OverrideArgs {
     pub layout: Option<Layout>,
 }
 
+/// A built-in experiment or experiment file, used as it is: parsed and checked.
+fn load_valid(name_or_path: &str) -> Result<ValidSpec> {
+    let spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
+    Ok(spec.validate().map_err(|e| e.in_file(name_or_path))?)
+}
+
 impl OverrideArgs {
     /// The experiment `name_or_path` with these changes, validated.
-    pub fn resolve(&self, name_or_path: &str) -> Result<ExperimentSpec> {
+    pub fn resolve(&self, name_or_path: &str) -> Result<ValidSpec> {
         let mut spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
         spec.apply(&Overrides {
             epochs: self.epochs,
@@ -317,8 +323,7 @@ impl OverrideArgs {
             checkpoint_every: self.checkpoint_every,
         });
         spec.validate()
-            .map_err(|e| anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}"))?;
-        Ok(spec)
+            .map_err(|e| anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}"))
     }
 }
 
@@ -448,7 +453,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         Command::Predict(args) => predict(args),
         Command::Report(args) => report(args),
         Command::Summary(args) => {
-            let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
+            let spec = load_valid(&args.experiment)?;
             let input = spec.data.input_shape().map_err(anyhow::Error::msg)?;
             let classes = spec.data.classes().map_err(anyhow::Error::msg)?.len();
             let summary = dispatch(
@@ -478,7 +483,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Import(args) => {
-            let spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
+            let spec = load_valid(&args.experiment)?;
             let task = ImportTask {
                 spec: &spec,
                 weights: &args.weights,
@@ -524,6 +529,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
                 layout: args.layout,
                 ..Overrides::default()
             });
+            let spec = spec.validate().map_err(|e| e.in_file(&args.experiment))?;
             if args.steps == 0 {
                 bail!("--steps must be at least 1");
             }
@@ -666,7 +672,7 @@ impl BackendTask for FeaturesTask<'_> {
 }
 
 struct ImportTask<'a> {
-    spec: &'a kiln_experiments::ExperimentSpec,
+    spec: &'a ValidSpec,
     weights: &'a std::path::Path,
     out: &'a std::path::Path,
 }
@@ -931,7 +937,7 @@ pub fn backend_failure(backend: &str, cause: &str) -> anyhow::Error {
 }
 
 struct RunTask<'a> {
-    spec: &'a ExperimentSpec,
+    spec: &'a ValidSpec,
     options: &'a RunOptions,
 }
 
@@ -956,7 +962,7 @@ impl BackendTask for ResumeTask<'_> {
 }
 
 struct BenchTask<'a> {
-    spec: &'a ExperimentSpec,
+    spec: &'a ValidSpec,
     backend: &'a str,
     options: &'a kiln_experiments::bench::BenchOptions,
 }

@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{load_splits, peak_rss_mib, RunError};
-use crate::ExperimentSpec;
+use crate::ValidSpec;
 
 /// What to time.
 #[derive(Debug, Clone)]
@@ -64,12 +64,11 @@ pub struct BenchReport {
 
 /// Times `spec` on backend `B` (named `backend` in the report).
 pub fn bench<B: AutodiffBackend>(
-    spec: &ExperimentSpec,
+    spec: &ValidSpec,
     backend: &str,
     options: &BenchOptions,
     device: &B::Device,
 ) -> Result<BenchReport, RunError> {
-    spec.validate().map_err(RunError::Spec)?;
     let loading = Instant::now();
     let splits = load_splits(spec, &options.locator)?;
     let loaded = splits.train.len() + splits.test.len();

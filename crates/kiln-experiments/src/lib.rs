@@ -28,7 +28,7 @@ pub use runner::{
     RunError, RunOptions, RunOutcome, Splits,
 };
 pub use spec::{
-    DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, Statistics,
-    TorchNaming, ValidationSplit,
+    DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, SpecError, Statistics,
+    TorchNaming, ValidSpec, ValidationSplit,
 };
 pub use torch_weights::{export_safetensors, import_pytorch};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::ExperimentSpec;
+use crate::{ExperimentSpec, SpecError, ValidSpec};
 
 /// `(name, TOML text)` of every built-in experiment. Adding one is a file plus a line here.
 const BUILTIN: &[(&str, &str)] = &[
@@ -37,32 +37,45 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-/// The built-in experiments, parsed.
-pub fn builtin() -> Vec<ExperimentSpec> {
+/// The built-in experiments, parsed and checked.
+pub fn builtin() -> Vec<ValidSpec> {
     BUILTIN
         .iter()
         .map(|(name, text)| {
-            ExperimentSpec::from_toml(text, name)
+            ValidSpec::from_toml(text, name)
                 .unwrap_or_else(|e| panic!("built-in experiment is invalid: {e}"))
         })
         .collect()
 }
 
-/// A built-in experiment by name, or an experiment file by path (anything ending in `.toml`).
-pub fn load(name_or_path: &str) -> Result<ExperimentSpec, String> {
+/// A built-in experiment by name, or an experiment file by path (anything ending in `.toml`),
+/// parsed; [`ExperimentSpec::validate`] checks its values once any overrides are applied.
+pub fn load(name_or_path: &str) -> Result<ExperimentSpec, SpecError> {
+    let refused = |origin: Option<&str>, problem: String| SpecError {
+        origin: origin.map(str::to_string),
+        key: String::new(),
+        problem,
+    };
     if name_or_path.ends_with(".toml") || Path::new(name_or_path).is_file() {
-        let text = std::fs::read_to_string(name_or_path)
-            .map_err(|e| format!("{name_or_path}: cannot read experiment file: {e}"))?;
+        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
+            refused(
+                Some(name_or_path),
+                format!("cannot read experiment file: {e}"),
+            )
+        })?;
         return ExperimentSpec::from_toml(&text, name_or_path);
     }
     match BUILTIN.iter().find(|(name, _)| *name == name_or_path) {
         Some((name, text)) => ExperimentSpec::from_toml(text, name),
         None => {
             let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
-            Err(format!(
-                "unknown experiment {name_or_path:?}{}; expected one of: {} (or a path to a .toml file)",
-                did_you_mean(name_or_path, &names),
-                names.join(", ")
+            Err(refused(
+                None,
+                format!(
+                    "unknown experiment {name_or_path:?}{}; expected one of: {} (or a path to a .toml file)",
+                    did_you_mean(name_or_path, &names),
+                    names.join(", ")
+                ),
             ))
         }
     }
@@ -137,10 +150,10 @@ mod tests {
 
     #[test]
     fn unknown_name_lists_the_choices() {
-        let err = load("lenet7").unwrap_err();
+        let err = load("lenet7").unwrap_err().to_string();
         assert!(err.contains("unknown experiment \"lenet7\";"), "{err}");
         assert!(err.contains("lenet5-fashion-mnist"), "{err}");
-        let err = load("resnet-cifar").unwrap_err();
+        let err = load("resnet-cifar").unwrap_err().to_string();
         assert!(
             err.contains("unknown experiment \"resnet-cifar\" (did you mean \"resnet-cifar10\"?)"),
             "{err}"
@@ -162,7 +175,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let err = load("/nonexistent/x.toml").unwrap_err();
+        let err = load("/nonexistent/x.toml").unwrap_err().to_string();
         assert!(
             err.starts_with("/nonexistent/x.toml: cannot read experiment file"),
             "{err}"

@@ -29,7 +29,7 @@ use kiln_train::{Checkpoint, CheckpointState, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::RunError;
-use crate::ExperimentSpec;
+use crate::ValidSpec;
 
 /// `run.json`: what a run was started with that its `config.toml` does not say, written before
 /// training so `kiln run --resume` can go on the same way.
@@ -391,7 +391,7 @@ pub struct RunFolder {
     /// The run folder.
     pub dir: PathBuf,
     /// Its `config.toml`: the spec the run trained with, overrides applied.
-    pub spec: ExperimentSpec,
+    pub spec: ValidSpec,
     /// Its `summary.json`.
     pub summary: RunSummary,
     /// Its `metrics.jsonl`, every event in order.
@@ -415,7 +415,9 @@ impl RunFolder {
                 dir.display()
             )));
         }
-        let spec = crate::load(&config.to_string_lossy()).map_err(RunError::Spec)?;
+        let spec = crate::load(&config.to_string_lossy())?
+            .validate()
+            .map_err(|e| e.in_file(&config.display().to_string()))?;
         let summary_path = dir.join(SUMMARY);
         let text = std::fs::read_to_string(&summary_path).map_err(|e| {
             RunError::Spec(format!(

@@ -15,7 +15,7 @@ use kiln_train::{Checkpoint, Event, FitData, FitOptions, FitSummary};
 
 use crate::run_dir::{self, write_atomic, FixedBatchLogits, RunStart, RunSummary};
 use crate::spec::{DatasetName, MAX_SIDE, MIN_SIDE};
-use crate::ExperimentSpec;
+use crate::{ExperimentSpec, SpecError, ValidSpec};
 
 /// Where and how to run. Only `init_weights` changes the numbers a run produces, and the
 /// summary records it.
@@ -69,6 +69,9 @@ pub enum RunError {
     /// The spec or the command line is invalid; the message says which key and why.
     #[error("{0}")]
     Spec(String),
+    /// A value of the experiment is refused.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
     /// The data set could not be found, fetched or read.
     #[error(transparent)]
     Data(#[from] DataError),
@@ -133,11 +136,10 @@ pub struct RunOutcome {
 /// event per line), `model.mpk` (the final weights, Burn's named MessagePack format),
 /// `plots/` (where [`RunOptions::draw`] is given) and `summary.json`.
 pub fn run<B: AutodiffBackend>(
-    spec: &ExperimentSpec,
+    spec: &ValidSpec,
     options: &RunOptions,
     device: &B::Device,
 ) -> Result<RunOutcome, RunError> {
-    spec.validate().map_err(RunError::Spec)?;
     // Data first: a missing data set should fail before an empty run folder exists.
     let splits = load_splits(spec, &options.locator)?;
     let spec = &resolve_folder(spec, &splits.train)?;
@@ -240,12 +242,13 @@ pub fn resume<B: AutodiffBackend>(
         )));
     }
     let config = dir.join(run_dir::CONFIG);
-    let mut spec = crate::load(&config.to_string_lossy()).map_err(RunError::Spec)?;
+    let mut spec = crate::load(&config.to_string_lossy())?;
     if checkpoint_every.is_some() {
         spec.recipe.checkpoint_every = checkpoint_every;
     }
-    spec.validate()
-        .map_err(|e| RunError::Spec(format!("{}: {e}", config.display())))?;
+    let spec = spec
+        .validate()
+        .map_err(|e| e.in_file(&config.display().to_string()))?;
     let (at, checkpoint) = run_dir::latest_checkpoint(dir)
         .map_err(RunError::Spec)?
         .ok_or_else(|| {

@@ -1,5 +1,7 @@
 //! The experiment file's schema. Unknown keys are errors (`deny_unknown_fields`) and every value
-//! is checked by [`ExperimentSpec::validate`], whose messages name the key.
+//! is checked once by [`ExperimentSpec::validate`], which gives a [`ValidSpec`] (what the runner
+//! and the benchmark take) or a [`SpecError`] naming the key, what was expected and what was
+//! found.
 
 use kiln_data::mnist::{FASHION_MNIST, MNIST};
 use kiln_data::{
@@ -375,11 +377,15 @@ pub struct Overrides {
 }
 
 impl ExperimentSpec {
-    /// Parses a TOML experiment; `origin` (a file path or built-in name) prefixes any error.
-    pub fn from_toml(text: &str, origin: &str) -> Result<Self, String> {
-        let spec: Self = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
-        spec.validate().map_err(|e| format!("{origin}: {e}"))?;
-        Ok(spec)
+    /// Parses a TOML experiment (unknown keys and wrong types are errors); `origin` (a file
+    /// path or built-in name) is named in any error. The values are checked by
+    /// [`ExperimentSpec::validate`], once any overrides are applied.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError {
+            origin: Some(origin.to_string()),
+            key: String::new(),
+            problem: e.to_string().trim_end().to_string(),
+        })
     }
 
     /// The spec as TOML, as the run folder's `config.toml` holds it.
@@ -387,7 +393,7 @@ impl ExperimentSpec {
         toml::to_string_pretty(self).expect("a spec always serialises")
     }
 
-    /// Applies the overrides that are set; the caller validates the result.
+    /// Applies the overrides that are set; [`ExperimentSpec::validate`] checks the result.
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(epochs) = o.epochs {
             self.recipe.epochs = epochs;
@@ -415,8 +421,15 @@ impl ExperimentSpec {
         }
     }
 
-    /// Checks every value; the message names the key, what was expected and what was found.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every value: the spec as the runner and the benchmark take it.
+    pub fn validate(self) -> Result<ValidSpec, SpecError> {
+        self.check().map_err(SpecError::from_message)?;
+        Ok(ValidSpec(self))
+    }
+
+    /// Every check of [`ExperimentSpec::validate`], as a `key: problem` message (the recipe's
+    /// and the models' checks, in crates that do not know [`SpecError`], say theirs so too).
+    fn check(&self) -> Result<(), String> {
         let name_ok = !self.name.is_empty()
             && self
                 .name
@@ -539,6 +552,72 @@ impl ExperimentSpec {
     }
 }
 
+/// A spec that [`ExperimentSpec::validate`] accepted. The runner and the benchmark take only
+/// this, so a spec is checked once, after its overrides, and never again on its way to the
+/// loop; it reads as the spec it wraps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSpec(ExperimentSpec);
+
+impl ValidSpec {
+    /// Parses and validates a TOML experiment that is used as it is (a run folder's
+    /// `config.toml`, a built-in); `origin` is named in any error.
+    pub fn from_toml(text: &str, origin: &str) -> Result<ValidSpec, SpecError> {
+        ExperimentSpec::from_toml(text, origin)?
+            .validate()
+            .map_err(|e| e.in_file(origin))
+    }
+
+    /// The spec, to change it (and validate it again).
+    pub fn into_inner(self) -> ExperimentSpec {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidSpec {
+    type Target = ExperimentSpec;
+
+    fn deref(&self) -> &ExperimentSpec {
+        &self.0
+    }
+}
+
+/// Why an experiment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}{problem}", prefix(origin.as_deref()), prefix((!key.is_empty()).then_some(key.as_str())))]
+pub struct SpecError {
+    /// The file or built-in experiment, where the error is about one.
+    pub origin: Option<String>,
+    /// The dotted key (`recipe.optimizer.lr`); empty when the TOML itself does not parse (its
+    /// problem then gives the line).
+    pub key: String,
+    /// What was expected and what was found.
+    pub problem: String,
+}
+
+fn prefix(part: Option<&str>) -> String {
+    part.map(|p| format!("{p}: ")).unwrap_or_default()
+}
+
+impl SpecError {
+    /// The same error, said of `origin` (a file or built-in name).
+    pub fn in_file(self, origin: &str) -> SpecError {
+        SpecError {
+            origin: Some(origin.to_string()),
+            ..self
+        }
+    }
+
+    /// Splits a check's `key: problem` message.
+    fn from_message(message: String) -> SpecError {
+        let (key, problem) = message.split_once(": ").unwrap_or(("", &message));
+        SpecError {
+            origin: None,
+            key: key.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
 /// The smallest and largest image side a folder set may be resized to, or have: smaller ones
 /// leave no feature map for LeNet-5; larger ones would not fit in memory as a set.
 pub const MIN_SIDE: usize = 16;
@@ -607,7 +686,9 @@ mod tests {
             ("gamma = 0.7", "gamma = 0.7\nmilestones = [3]", "milestones"),
             ("[data]", "[data]\nshuffle = true", "shuffle"),
         ] {
-            let err = ExperimentSpec::from_toml(&BUILTIN.replace(from, to), "x.toml").unwrap_err();
+            let err = ExperimentSpec::from_toml(&BUILTIN.replace(from, to), "x.toml")
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("x.toml: "), "{err}");
             assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
         }
@@ -670,7 +751,9 @@ mod tests {
         ] {
             let text = BUILTIN.replace(from, to);
             assert_ne!(text, BUILTIN, "{from:?} is not in the built-in experiment");
-            let err = ExperimentSpec::from_toml(&text, "x.toml").unwrap_err();
+            let err = ValidSpec::from_toml(&text, "x.toml")
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.starts_with(&format!("x.toml: {message}"))
                     || (err.starts_with("x.toml: ")
@@ -683,7 +766,35 @@ mod tests {
             &BUILTIN.replace("\"fashion-mnist\"", "\"imagenet\""),
             "x.toml",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown variant `imagenet`"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_value_is_a_typed_error_naming_the_key() {
+        let spec = ExperimentSpec::from_toml(BUILTIN, "x.toml").unwrap();
+        let mut bad = spec.clone();
+        bad.recipe.batch_size = 0;
+        assert_eq!(
+            bad.validate().unwrap_err().in_file("x.toml"),
+            SpecError {
+                origin: Some("x.toml".into()),
+                key: "recipe.batch_size".into(),
+                problem: "expected at least 1, found 0".into(),
+            }
+        );
+        let mut bad = spec.clone();
+        bad.data.classes = Some(vec!["cat".into()]);
+        let err = bad.validate().unwrap_err();
+        assert_eq!((err.origin, err.key.as_str()), (None, "data.classes"));
+        let err = ExperimentSpec::from_toml("name = 3", "x.toml").unwrap_err();
+        assert_eq!(
+            (err.origin.as_deref(), err.key.as_str()),
+            (Some("x.toml"), "")
+        );
+        assert!(err.to_string().starts_with("x.toml: "), "{err}");
+        // What validate accepts reads as the spec itself.
+        assert_eq!(spec.clone().validate().unwrap().recipe, spec.recipe);
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use kiln_models::ImportReport;
 
 use crate::runner::{load_weights, save_weights, RunError};
-use crate::ExperimentSpec;
+use crate::ValidSpec;
 
 fn weights_error(e: kiln_models::WeightsError) -> RunError {
     RunError::Spec(e.to_string())
@@ -17,7 +17,7 @@ fn weights_error(e: kiln_models::WeightsError) -> RunError {
 /// as Kiln weights at `out` (what `kiln run --init-weights` and a run's `model.mpk` hold).
 /// Nothing is written unless every tensor fits.
 pub fn import_pytorch<B: Backend>(
-    spec: &ExperimentSpec,
+    spec: &ValidSpec,
     weights: &Path,
     out: &Path,
     device: &B::Device,
@@ -36,7 +36,7 @@ pub fn import_pytorch<B: Backend>(
 /// width]` images and `classes` classes, such as a run's `model.mpk`) to `out` as safetensors, under the module
 /// names of the experiment's PyTorch code, for `net.load_state_dict(load_file(out))`.
 pub fn export_safetensors<B: Backend>(
-    spec: &ExperimentSpec,
+    spec: &ValidSpec,
     (input, classes): ([usize; 3], usize),
     weights: &Path,
     out: &Path,
