@@ -1,7 +1,8 @@
-//! Every input the fuzz targets were seeded with (`fuzz/seeds/<target>/`) and every input that
-//! once made one fail (`fuzz/regressions/<target>/`), replayed through the same harness the
-//! fuzzers run (`fuzz/fuzz_targets/harness.rs`): each must give an error or a value, never a
-//! panic.
+//! Every input the fuzz targets were seeded with (`fuzz/seeds/<target>/`), every input of
+//! their minimised corpora (`fuzz/corpus/<target>/`: what the fuzzers found that reaches new
+//! code, kept under git so a later change is tried against all of it) and every input that once
+//! made one fail (`fuzz/regressions/<target>/`), replayed through the same harness the fuzzers
+//! run (`fuzz/fuzz_targets/harness.rs`): each must give an error or a value, never a panic.
 
 use std::path::Path;
 
@@ -11,7 +12,7 @@ mod harness;
 fn replay(target: &str, run: fn(&[u8])) {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
-    for kind in ["seeds", "regressions"] {
+    for kind in ["seeds", "corpus", "regressions"] {
         let Ok(entries) = std::fs::read_dir(fuzz.join(kind).join(target)) else {
             continue;
         };
