@@ -357,5 +357,17 @@ fn bad_flags_are_refused_naming_them() {
         let err = run(flags);
         assert!(err.contains(message), "{flags:?}: expected {message:?} in: {err}");
     }
+    // A value the file itself gets wrong is the file's, whatever flags came with it.
+    let file = tmp.path().join("negative-lr.toml");
+    let text = include_str!("../experiments/lenet5-fashion-mnist.toml");
+    fs::write(&file, text.replace("lr = 0.01", "lr = -3.0")).unwrap();
+    let err = run(&[&arg(&file), "--epochs", "1"]);
+    assert_eq!(
+        err,
+        format!(
+            "{}: recipe.optimizer.lr: expected a positive number, found -3",
+            file.display()
+        )
+    );
     assert!(!runs.exists(), "no run folder for refused flags");
 }

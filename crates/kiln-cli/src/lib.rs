@@ -312,7 +312,7 @@ impl OverrideArgs {
     /// The experiment `name_or_path` with these changes, validated.
     pub fn resolve(&self, name_or_path: &str) -> Result<ValidSpec> {
         let mut spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
-        spec.apply(&Overrides {
+        let overrides = Overrides {
             epochs: self.epochs,
             seed: self.seed,
             limit_train: self.limit_train,
@@ -321,9 +321,15 @@ impl OverrideArgs {
             max_steps: self.steps,
             log_every: self.log_every,
             checkpoint_every: self.checkpoint_every,
-        });
-        spec.validate()
-            .map_err(|e| anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}"))
+        };
+        spec.apply(&overrides);
+        spec.validate().map_err(|e| {
+            if overrides.keys().contains(&e.key.as_str()) {
+                anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}")
+            } else {
+                e.in_file(name_or_path).into()
+            }
+        })
     }
 }
 

@@ -376,6 +376,25 @@ pub struct Overrides {
     pub checkpoint_every: Option<usize>,
 }
 
+impl Overrides {
+    /// The keys of the spec that the set overrides change, as [`SpecError::key`] names them.
+    pub fn keys(&self) -> Vec<&'static str> {
+        [
+            (self.epochs.is_some(), "recipe.epochs"),
+            (self.seed.is_some(), "recipe.seed"),
+            (self.limit_train.is_some(), "data.limit_train"),
+            (self.limit_test.is_some(), "data.limit_test"),
+            (self.layout.is_some(), "data.layout"),
+            (self.max_steps.is_some(), "recipe.max_steps"),
+            (self.log_every.is_some(), "recipe.log_every"),
+            (self.checkpoint_every.is_some(), "recipe.checkpoint_every"),
+        ]
+        .into_iter()
+        .filter_map(|(set, key)| set.then_some(key))
+        .collect()
+    }
+}
+
 impl ExperimentSpec {
     /// Parses a TOML experiment (unknown keys and wrong types are errors); `origin` (a file
     /// path or built-in name) is named in any error. The values are checked by
@@ -393,7 +412,8 @@ impl ExperimentSpec {
         toml::to_string_pretty(self).expect("a spec always serialises")
     }
 
-    /// Applies the overrides that are set; [`ExperimentSpec::validate`] checks the result.
+    /// Applies the overrides that are set; [`ExperimentSpec::validate`] checks the result
+    /// ([`Overrides::keys`] says whether a refused key came from them).
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(epochs) = o.epochs {
             self.recipe.epochs = epochs;
