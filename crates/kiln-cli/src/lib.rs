@@ -302,16 +302,23 @@ pub(crate) struct OverrideArgs {
     pub layout: Option<Layout>,
 }
 
-/// A built-in experiment or experiment file, used as it is: parsed and checked.
-fn load_valid(name_or_path: &str) -> Result<ValidSpec> {
-    let spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
-    Ok(spec.validate().map_err(|e| e.in_file(name_or_path))?)
+/// A built-in experiment or experiment file with `overrides` applied, checked once: a refused
+/// key that a flag set is blamed on the flags, any other on the file.
+fn load_valid(name_or_path: &str, overrides: &Overrides) -> Result<ValidSpec> {
+    let mut spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
+    spec.apply(overrides);
+    spec.validate().map_err(|e| {
+        if overrides.keys().contains(&e.key.as_str()) {
+            anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}")
+        } else {
+            e.in_file(name_or_path).into()
+        }
+    })
 }
 
 impl OverrideArgs {
     /// The experiment `name_or_path` with these changes, validated.
     pub fn resolve(&self, name_or_path: &str) -> Result<ValidSpec> {
-        let mut spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
         let overrides = Overrides {
             epochs: self.epochs,
             seed: self.seed,
@@ -322,14 +329,7 @@ impl OverrideArgs {
             log_every: self.log_every,
             checkpoint_every: self.checkpoint_every,
         };
-        spec.apply(&overrides);
-        spec.validate().map_err(|e| {
-            if overrides.keys().contains(&e.key.as_str()) {
-                anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}")
-            } else {
-                e.in_file(name_or_path).into()
-            }
-        })
+        load_valid(name_or_path, &overrides)
     }
 }
 
@@ -459,7 +459,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         Command::Predict(args) => predict(args),
         Command::Report(args) => report(args),
         Command::Summary(args) => {
-            let spec = load_valid(&args.experiment)?;
+            let spec = load_valid(&args.experiment, &Overrides::default())?;
             let input = spec.data.input_shape().map_err(anyhow::Error::msg)?;
             let classes = spec.data.classes().map_err(anyhow::Error::msg)?.len();
             let summary = dispatch(
@@ -489,7 +489,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Import(args) => {
-            let spec = load_valid(&args.experiment)?;
+            let spec = load_valid(&args.experiment, &Overrides::default())?;
             let task = ImportTask {
                 spec: &spec,
                 weights: &args.weights,
@@ -530,12 +530,11 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            let mut spec = kiln_experiments::load(&args.experiment).map_err(anyhow::Error::msg)?;
-            spec.apply(&Overrides {
+            let overrides = Overrides {
                 layout: args.layout,
                 ..Overrides::default()
-            });
-            let spec = spec.validate().map_err(|e| e.in_file(&args.experiment))?;
+            };
+            let spec = load_valid(&args.experiment, &overrides)?;
             if args.steps == 0 {
                 bail!("--steps must be at least 1");
             }
