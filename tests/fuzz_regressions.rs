@@ -56,3 +56,30 @@ fn experiment_toml() {
 fn checkpoint() {
     replay("checkpoint", harness::checkpoint);
 }
+
+/// `fuzz/seeds/checkpoint/whole-small-network` is a whole checkpoint of the harness's small
+/// network, so the fuzzer starts from records that load all the way (LeNet-5's are too big for
+/// a fuzz input); it must go on loading as Burn's format moves. `KILN_WRITE_FUZZ_SEEDS=1`
+/// writes it afresh.
+#[test]
+fn the_whole_checkpoint_seed_loads() {
+    type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
+    use burn::optim::Optimizer;
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/checkpoint");
+    let path = seeds.join("whole-small-network");
+    if std::env::var_os("KILN_WRITE_FUZZ_SEEDS").is_some() {
+        let other = std::fs::read(seeds.join("state-and-map-records")).unwrap();
+        let state = other.split(|&b| b == 0xFE).next().unwrap();
+        std::fs::write(&path, harness::whole_small_checkpoint(state)).unwrap();
+    }
+    let input = std::fs::read(&path).unwrap();
+    let checkpoint = harness::found_checkpoint(&input).expect("the seed's state.json reads");
+    let device = Default::default();
+    checkpoint
+        .load_model::<B, _>(harness::small_network(&device), &device)
+        .unwrap();
+    let adam = burn::optim::AdamConfig::new().init::<B, burn::nn::conv::Conv2d<B>>();
+    let adam = checkpoint.load_optimizer(adam, &device).unwrap();
+    // Moments for the weight and the bias: the record is Adam's after a step, not an empty one.
+    assert_eq!(adam.to_record().len(), 2);
+}

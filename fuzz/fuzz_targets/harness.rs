@@ -162,9 +162,30 @@ pub fn experiment_toml(data: &[u8]) {
 }
 
 /// A run folder's checkpoint (`state.json`, `model.mpk`, `optimizer.mpk` cut from the input),
-/// found and read as `kiln run --resume` does, and its model record loaded into LeNet-5.
+/// found and read as `kiln run --resume` does. Its model record is loaded into LeNet-5 and into
+/// [`small_network`], whose whole record fits in a fuzz input (LeNet-5's takes 240 KB), and its
+/// optimizer record into Adam's for that network. Weights that load must run.
 pub fn checkpoint(data: &[u8]) {
-    type B = burn_ndarray::NdArray<f32>;
+    type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
+    let Some(checkpoint) = found_checkpoint(data) else {
+        return;
+    };
+    let device = Default::default();
+    let lenet = kiln_models::LeNet5Config::new().init::<B>(&device);
+    if let Ok(lenet) = checkpoint.load_model::<B, _>(lenet, &device) {
+        let images = burn::tensor::Tensor::<B, 4>::zeros([1, 1, 28, 28], &device);
+        let _ = kiln_models::ImageClassifier::logits(&lenet, images);
+    }
+    if let Ok(small) = checkpoint.load_model::<B, _>(small_network(&device), &device) {
+        let _ = small.forward(burn::tensor::Tensor::zeros([1, 1, 2, 2], &device));
+    }
+    let adam = burn::optim::AdamConfig::new().init::<B, burn::nn::conv::Conv2d<B>>();
+    let _ = checkpoint.load_optimizer(adam, &device);
+}
+
+/// The checkpoint the `checkpoint` target's input makes, as `kiln run --resume` finds it in a
+/// run folder, if its `state.json` reads.
+pub fn found_checkpoint(data: &[u8]) -> Option<kiln_train::Checkpoint> {
     let run = fresh("run");
     let dir = run.join("checkpoints/epoch-0001-batch-000003");
     fs::create_dir_all(&dir).unwrap();
@@ -174,9 +195,43 @@ pub fn checkpoint(data: &[u8]) {
     fs::write(dir.join("state.json"), state).unwrap();
     fs::write(dir.join("model.mpk"), model).unwrap();
     fs::write(dir.join("optimizer.mpk"), optimizer).unwrap();
-    if let Ok(Some((_, checkpoint))) = kiln_experiments::run_dir::latest_checkpoint(&run) {
-        let device = Default::default();
-        let lenet = kiln_models::LeNet5Config::new().init::<B>(&device);
-        let _ = checkpoint.load_model::<B, _>(lenet, &device);
+    let found = kiln_experiments::run_dir::latest_checkpoint(&run).ok()??;
+    Some(found.1)
+}
+
+/// A `checkpoint` input holding a whole checkpoint of [`small_network`] after one Adam step,
+/// with `state` as its `state.json`: the seed from which the fuzzer reaches records that load.
+pub fn whole_small_checkpoint(state: &[u8]) -> Vec<u8> {
+    use burn::module::Module;
+    use burn::optim::{GradientsParams, Optimizer};
+    type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
+    let device = Default::default();
+    let network = small_network::<B>(&device);
+    let mut adam = burn::optim::AdamConfig::new().init::<B, burn::nn::conv::Conv2d<B>>();
+    let loss = network
+        .forward(burn::tensor::Tensor::ones([1, 1, 2, 2], &device))
+        .sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &network);
+    let network = adam.step(1e-3, network, grads);
+    let mut input = state.to_vec();
+    for record in [
+        kiln_models::record::encode::<B, _>(network.into_record()),
+        kiln_models::record::encode::<B, _>(adam.to_record()),
+    ] {
+        assert!(
+            !record.windows(2).any(|w| w == [0xFE, 0xFE]),
+            "a record holds the parts' separator: draw the weights again"
+        );
+        input.extend_from_slice(&[0xFE, 0xFE]);
+        input.extend_from_slice(&record);
     }
+    input
+}
+
+/// A convolution of one input channel into two, 1x1: a network whose record (a 4-D weight, a
+/// bias and the layer's settings) is a few hundred bytes.
+pub fn small_network<B: burn::tensor::backend::Backend>(
+    device: &B::Device,
+) -> burn::nn::conv::Conv2d<B> {
+    burn::nn::conv::Conv2dConfig::new([1, 2], [1, 1]).init(device)
 }

@@ -10,12 +10,10 @@
 #![allow(clippy::large_enum_variant)]
 
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder, RecorderError};
+use burn::record::{Recorder, RecorderError};
 
+use crate::record::{self, NamedMpk, RecordError};
 use crate::{CnnDropout, ConvNet, ImageClassifier, LeNet5, Probe, ResNet, SimpleCnn};
-
-/// Named MessagePack in full precision: what a run's `model.mpk` holds.
-type Mpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 macro_rules! classifiers {
     ($($(#[$doc:meta])* $variant:ident($network:ident),)*) => {
@@ -65,7 +63,7 @@ macro_rules! classifiers {
             pub fn into_mpk(self) -> Result<Vec<u8>, RecorderError> {
                 match self {
                     $(Classifier::$variant(network) => {
-                        Recorder::<B>::record(&Mpk::new(), network.into_record(), ())
+                        Recorder::<B>::record(&NamedMpk::new(), network.into_record(), ())
                     })*
                 }
             }
@@ -76,28 +74,17 @@ macro_rules! classifiers {
             /// network's (Burn's `load_record` would take it and fail at the first forward pass).
             pub fn load_mpk(self, bytes: Vec<u8>, device: &B::Device) -> Result<Self, MpkError> {
                 let network = self.network_name();
-                let decode = |e: RecorderError| MpkError::Decode {
-                    network,
-                    message: match e {
-                        RecorderError::FileNotFound(m)
-                        | RecorderError::DeserializeError(m)
-                        | RecorderError::Unknown(m) => m,
-                    },
-                };
-                let expected = param_shapes(&self);
-                let loaded = match self {
-                    $(Classifier::$variant(network) => {
-                        let record = Recorder::<B>::load(&Mpk::new(), bytes, device)
-                            .map_err(decode)?;
-                        Classifier::$variant(network.load_record(record))
-                    })*
-                };
-                let found = param_shapes(&loaded);
-                for ((path, expected), (_, found)) in expected.into_iter().zip(found) {
-                    if expected != found {
-                        return Err(MpkError::Shape { network, path, expected, found });
+                let refused = |e: RecordError| match e {
+                    RecordError::Decode(message) => MpkError::Decode { network, message },
+                    RecordError::Shape { path, expected, found } => {
+                        MpkError::Shape { network, path, expected, found }
                     }
-                }
+                };
+                let loaded = match self {
+                    $(Classifier::$variant(network) => Classifier::$variant(
+                        record::load_module(network, bytes, device).map_err(refused)?,
+                    ),)*
+                };
                 Ok(loaded)
             }
         }
@@ -127,19 +114,6 @@ pub enum MpkError {
         /// Its shape in the weights.
         found: Vec<usize>,
     },
-}
-
-/// Every float parameter's path (variant names left out) and shape, in visiting order.
-fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
-    struct Shapes(Vec<(String, Vec<usize>)>);
-    impl<B: Backend> crate::params::ParamVisitor<B> for Shapes {
-        fn visit<const D: usize>(&mut self, path: &str, param: &burn::module::Param<Tensor<B, D>>) {
-            self.0.push((path.to_string(), param.lazy_shape().to_vec()));
-        }
-    }
-    let mut shapes = Shapes(Vec::new());
-    crate::params::visit_params(module, &mut shapes);
-    shapes.0
 }
 
 classifiers! {
@@ -189,7 +163,7 @@ mod tests {
         let expected = lenet.logits(images.clone()).into_data();
         let bytes = Classifier::from(lenet.clone()).into_mpk().unwrap();
         // The bytes load into the bare network type ...
-        let record = Recorder::<B>::load(&Mpk::new(), bytes.clone(), &device).unwrap();
+        let record = Recorder::<B>::load(&NamedMpk::new(), bytes.clone(), &device).unwrap();
         let fresh = LeNet5Config::new().init::<B>(&device);
         let bare = fresh.load_record(record);
         assert_eq!(bare.logits(images.clone()).into_data(), expected);

@@ -38,6 +38,7 @@ pub mod params;
 pub mod probe;
 #[cfg(feature = "pytorch")]
 pub mod pytorch;
+pub mod record;
 pub mod resnet;
 pub mod simple_cnn;
 

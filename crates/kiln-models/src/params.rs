@@ -13,6 +13,20 @@ pub trait ParamVisitor<B: Backend> {
     fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>);
 }
 
+/// Every float parameter's path (as [`visit_params`] gives it) and shape, in visiting order;
+/// a parameter not yet initialised gives the shape it will have, without being drawn.
+pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    struct Shapes(Vec<(String, Vec<usize>)>);
+    impl<B: Backend> ParamVisitor<B> for Shapes {
+        fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+            self.0.push((path.to_string(), param.lazy_shape().to_vec()));
+        }
+    }
+    let mut shapes = Shapes(Vec::new());
+    visit_params(module, &mut shapes);
+    shapes.0
+}
+
 /// Visits every float parameter of `module`, in Burn's visiting order, with its path. The
 /// variant of an enum module ([`crate::Classifier`]) is left out of the paths, so they are the
 /// network's own: the names a bare network's record, PyTorch's state dicts and Kiln's stores

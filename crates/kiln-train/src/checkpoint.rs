@@ -15,9 +15,11 @@
 //!
 //! [`FitOptions::resume_from`]: crate::FitOptions::resume_from
 
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::Optimizer;
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
+use burn::record::Record;
+use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::fit::Tally;
@@ -83,33 +85,47 @@ pub enum ResumeError {
     },
 }
 
-type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
-
-/// A record as bytes; records of modules and optimizers always serialise.
+/// A record as bytes: named MessagePack, full precision.
 pub(crate) fn to_bytes<B: Backend, R: Record<B>>(record: R) -> Vec<u8> {
-    Recorder::<B>::record(&Bytes::new(), record, ()).expect("records serialise to MessagePack")
+    kiln_models::record::encode::<B, R>(record)
 }
 
+/// The record in `bytes`; a record that does not decode, or whose tensors do not fit, is an
+/// error (never a panic).
 pub(crate) fn from_bytes<B: Backend, R: Record<B>>(
     what: &'static str,
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<R, ResumeError> {
-    Recorder::<B>::load(&Bytes::new(), bytes.to_vec(), device).map_err(|e| ResumeError::Record {
-        what,
-        message: e.to_string(),
-    })
+    kiln_models::record::decode::<B, R>(bytes.to_vec(), device)
+        .map_err(|message| ResumeError::Record { what, message })
 }
 
 impl Checkpoint {
-    /// `model` (the network the checkpoint was taken of) with the checkpoint's weights.
+    /// `model` (the network the checkpoint was taken of) with the checkpoint's weights;
+    /// refused where a tensor's shape differs from `model`'s (the run's network was changed
+    /// since, or the file was).
     pub fn load_model<B: Backend, M: Module<B>>(
         &self,
         model: M,
         device: &B::Device,
     ) -> Result<M, ResumeError> {
-        let record = from_bytes::<B, M::Record>("model", &self.model, device)?;
-        Ok(model.load_record(record))
+        kiln_models::record::load_module(model, self.model.clone(), device).map_err(|e| {
+            ResumeError::Record {
+                what: "model",
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// `optim` with the checkpoint's optimizer state (Adam's moments, SGD's momentum, ...).
+    pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+        &self,
+        optim: O,
+        device: &B::Device,
+    ) -> Result<O, ResumeError> {
+        let record = from_bytes::<B, O::Record>("optimizer", &self.optimizer, device)?;
+        Ok(optim.load_record(record))
     }
 }
 
@@ -186,5 +202,27 @@ mod tests {
         seeds.dedup();
         assert_eq!(seeds.len(), n);
         assert_ne!(batch_seed(1, 1, 0), batch_seed(2, 1, 0));
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_network_is_refused() {
+        use kiln_models::LeNet5Config;
+        type B = burn_ndarray::NdArray;
+        let device = Default::default();
+        let ten = LeNet5Config::new().init::<B>(&device);
+        let checkpoint = Checkpoint {
+            state: CheckpointState::start(&Recipe::default(), 10),
+            model: to_bytes::<B, _>(ten.into_record()),
+            optimizer: Vec::new(),
+        };
+        let three = LeNet5Config::new().with_num_classes(3).init::<B>(&device);
+        let err = checkpoint.load_model(three, &device).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the checkpoint's model record does not load: `fc3.weight` has shape [84, 10] in \
+             the record, the module expects [84, 3]"
+        );
+        let ten = LeNet5Config::new().init::<B>(&device);
+        assert!(checkpoint.load_model(ten, &device).is_ok());
     }
 }

@@ -536,9 +536,7 @@ where
             Some(c) => {
                 c.state.check_matches(recipe, train.len())?;
                 model = c.load_model(model, self.device)?;
-                let record =
-                    checkpoint::from_bytes::<B, O::Record>("optimizer", &c.optimizer, self.device)?;
-                optim = optim.load_record(record);
+                optim = c.load_optimizer(optim, self.device)?;
                 c.state.clone()
             }
             None => CheckpointState::start(recipe, train.len()),
