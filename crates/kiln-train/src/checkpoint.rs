@@ -18,7 +18,6 @@
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::prelude::*;
-use burn::record::Record;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
@@ -85,22 +84,6 @@ pub enum ResumeError {
     },
 }
 
-/// A record as bytes: named MessagePack, full precision.
-pub(crate) fn to_bytes<B: Backend, R: Record<B>>(record: R) -> Vec<u8> {
-    kiln_models::record::encode::<B, R>(record)
-}
-
-/// The record in `bytes`; a record that does not decode, or whose tensors do not fit, is an
-/// error (never a panic).
-pub(crate) fn from_bytes<B: Backend, R: Record<B>>(
-    what: &'static str,
-    bytes: &[u8],
-    device: &B::Device,
-) -> Result<R, ResumeError> {
-    kiln_models::record::decode::<B, R>(bytes.to_vec(), device)
-        .map_err(|message| ResumeError::Record { what, message })
-}
-
 impl Checkpoint {
     /// `model` (the network the checkpoint was taken of) with the checkpoint's weights;
     /// refused where a tensor's shape differs from `model`'s (the run's network was changed
@@ -124,7 +107,11 @@ impl Checkpoint {
         optim: O,
         device: &B::Device,
     ) -> Result<O, ResumeError> {
-        let record = from_bytes::<B, O::Record>("optimizer", &self.optimizer, device)?;
+        let record = kiln_models::record::decode::<B, O::Record>(self.optimizer.clone(), device)
+            .map_err(|message| ResumeError::Record {
+                what: "optimizer",
+                message,
+            })?;
         Ok(optim.load_record(record))
     }
 }
@@ -212,7 +199,7 @@ mod tests {
         let ten = LeNet5Config::new().init::<B>(&device);
         let checkpoint = Checkpoint {
             state: CheckpointState::start(&Recipe::default(), 10),
-            model: to_bytes::<B, _>(ten.into_record()),
+            model: kiln_models::record::encode::<B, _>(ten.into_record()),
             optimizer: Vec::new(),
         };
         let three = LeNet5Config::new().with_num_classes(3).init::<B>(&device);

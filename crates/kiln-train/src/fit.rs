@@ -24,9 +24,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{
-    self, batch_seed, Checkpoint, CheckpointSink, CheckpointState, ResumeError,
-};
+use crate::checkpoint::{batch_seed, Checkpoint, CheckpointSink, CheckpointState, ResumeError};
 use crate::{EpochMetrics, Event, OptimizerSpec, Recipe, SchedulerSpec, StepMetrics};
 
 /// How the loop shows itself, where its checkpoints go and when it stops early; none of it
@@ -752,8 +750,8 @@ where
                 seconds,
                 ..at.clone()
             },
-            model: checkpoint::to_bytes::<B, _>(model.clone().into_record()),
-            optimizer: checkpoint::to_bytes::<B, _>(optim.to_record()),
+            model: kiln_models::record::encode::<B, _>(model.clone().into_record()),
+            optimizer: kiln_models::record::encode::<B, _>(optim.to_record()),
         };
         sink(&checkpoint).map_err(|e| FitError::Checkpoint {
             step: at.step,
