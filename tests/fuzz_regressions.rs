@@ -75,11 +75,43 @@ fn the_whole_checkpoint_seed_loads() {
     let input = std::fs::read(&path).unwrap();
     let checkpoint = harness::found_checkpoint(&input).expect("the seed's state.json reads");
     let device = Default::default();
-    checkpoint
+    let network = checkpoint
         .load_model::<B, _>(harness::small_network(&device), &device)
         .unwrap();
-    let adam = burn::optim::AdamConfig::new().init::<B, burn::nn::conv::Conv2d<B>>();
-    let adam = checkpoint.load_optimizer(adam, &device).unwrap();
+    let adam = checkpoint
+        .load_optimizer(harness::small_adam::<B>(), &network, &device)
+        .unwrap();
     // Moments for the weight and the bias: the record is Adam's after a step, not an empty one.
     assert_eq!(adam.to_record().len(), 2);
+}
+
+/// Adam's state for the small network's weight with one moment of another shape (made by hand
+/// from the whole seed): refused on loading, naming the parameter, not left to the first step.
+#[test]
+fn optimizer_state_of_another_shape_is_refused() {
+    type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
+    let regressions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/checkpoint");
+    let device = Default::default();
+    for (file, found) in [
+        ("moment-of-another-shape", "[1, 1, 1, 2]"),
+        ("moment-of-another-rank", "[2, 1]"),
+    ] {
+        let input = std::fs::read(regressions.join(file)).unwrap();
+        let checkpoint = harness::found_checkpoint(&input).unwrap();
+        let network = checkpoint
+            .load_model::<B, _>(harness::small_network(&device), &device)
+            .unwrap();
+        let Err(err) = checkpoint.load_optimizer(harness::small_adam::<B>(), &network, &device)
+        else {
+            panic!("{file}: the optimizer record loaded");
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the checkpoint's optimizer record does not load: the state kept for `weight` \
+                 has shape {found}, the parameter [2, 1, 1, 1]"
+            ),
+            "{file}"
+        );
+    }
 }

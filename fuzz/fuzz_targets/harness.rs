@@ -164,7 +164,8 @@ pub fn experiment_toml(data: &[u8]) {
 /// A run folder's checkpoint (`state.json`, `model.mpk`, `optimizer.mpk` cut from the input),
 /// found and read as `kiln run --resume` does. Its model record is loaded into LeNet-5 and into
 /// [`small_network`], whose whole record fits in a fuzz input (LeNet-5's takes 240 KB), and its
-/// optimizer record into Adam's for that network. Weights that load must run.
+/// optimizer record into Adam's for that network. Weights that load must run, and an optimizer
+/// state that loads must take a step.
 pub fn checkpoint(data: &[u8]) {
     type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
     let Some(checkpoint) = found_checkpoint(data) else {
@@ -176,11 +177,29 @@ pub fn checkpoint(data: &[u8]) {
         let images = burn::tensor::Tensor::<B, 4>::zeros([1, 1, 28, 28], &device);
         let _ = kiln_models::ImageClassifier::logits(&lenet, images);
     }
-    if let Ok(small) = checkpoint.load_model::<B, _>(small_network(&device), &device) {
-        let _ = small.forward(burn::tensor::Tensor::zeros([1, 1, 2, 2], &device));
+    let Ok(small) = checkpoint.load_model::<B, _>(small_network(&device), &device) else {
+        return;
+    };
+    if let Ok(mut adam) = checkpoint.load_optimizer(small_adam(), &small, &device) {
+        adam_step(small, &mut adam);
     }
-    let adam = burn::optim::AdamConfig::new().init::<B, burn::nn::conv::Conv2d<B>>();
-    let _ = checkpoint.load_optimizer(adam, &device);
+}
+
+/// Adam for [`small_network`].
+pub fn small_adam<B: burn::tensor::backend::AutodiffBackend>(
+) -> burn::optim::adaptor::OptimizerAdaptor<burn::optim::Adam, burn::nn::conv::Conv2d<B>, B> {
+    burn::optim::AdamConfig::new().init()
+}
+
+/// One step of `adam` on [`small_network`] over an image of ones.
+fn adam_step<B: burn::tensor::backend::AutodiffBackend>(
+    network: burn::nn::conv::Conv2d<B>,
+    adam: &mut impl burn::optim::Optimizer<burn::nn::conv::Conv2d<B>, B>,
+) -> burn::nn::conv::Conv2d<B> {
+    let images = burn::tensor::Tensor::ones([1, 1, 2, 2], &network.weight.device());
+    let loss = network.forward(images).sum();
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &network);
+    adam.step(1e-3, network, grads)
 }
 
 /// The checkpoint the `checkpoint` target's input makes, as `kiln run --resume` finds it in a
@@ -203,16 +222,11 @@ pub fn found_checkpoint(data: &[u8]) -> Option<kiln_train::Checkpoint> {
 /// with `state` as its `state.json`: the seed from which the fuzzer reaches records that load.
 pub fn whole_small_checkpoint(state: &[u8]) -> Vec<u8> {
     use burn::module::Module;
-    use burn::optim::{GradientsParams, Optimizer};
+    use burn::optim::Optimizer;
     type B = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
     let device = Default::default();
-    let network = small_network::<B>(&device);
-    let mut adam = burn::optim::AdamConfig::new().init::<B, burn::nn::conv::Conv2d<B>>();
-    let loss = network
-        .forward(burn::tensor::Tensor::ones([1, 1, 2, 2], &device))
-        .sum();
-    let grads = GradientsParams::from_grads(loss.backward(), &network);
-    let network = adam.step(1e-3, network, grads);
+    let mut adam = small_adam::<B>();
+    let network = adam_step(small_network::<B>(&device), &mut adam);
     let mut input = state.to_vec();
     for record in [
         kiln_models::record::encode::<B, _>(network.into_record()),

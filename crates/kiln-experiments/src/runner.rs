@@ -695,11 +695,7 @@ pub fn load_weights<B: Backend>(
 /// reads. Pass an inference module (`model.valid()`) of a trained model: it carries the
 /// up-to-date batch-norm statistics.
 pub fn save_weights<B: Backend>(model: Classifier<B>, path: &Path) -> Result<(), RunError> {
-    let bytes = model.into_mpk().map_err(|e| RunError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    write_atomic(path, &bytes).map_err(io_error(path))
+    write_atomic(path, &model.into_mpk()).map_err(io_error(path))
 }
 
 /// The process's peak resident set in MiB, where the OS reports it (Linux).

@@ -10,9 +10,8 @@
 #![allow(clippy::large_enum_variant)]
 
 use burn::prelude::*;
-use burn::record::{Recorder, RecorderError};
 
-use crate::record::{self, NamedMpk, RecordError};
+use crate::record::{self, RecordError};
 use crate::{CnnDropout, ConvNet, ImageClassifier, LeNet5, Probe, ResNet, SimpleCnn};
 
 macro_rules! classifiers {
@@ -60,11 +59,9 @@ macro_rules! classifiers {
             /// (`LeNet5::load_file`) in a project that knows nothing of Kiln. It takes the
             /// model by value: a clone of a freshly built model would draw its own weights
             /// (Burn initialises parameters lazily, per copy).
-            pub fn into_mpk(self) -> Result<Vec<u8>, RecorderError> {
+            pub fn into_mpk(self) -> Vec<u8> {
                 match self {
-                    $(Classifier::$variant(network) => {
-                        Recorder::<B>::record(&NamedMpk::new(), network.into_record(), ())
-                    })*
+                    $(Classifier::$variant(network) => record::encode::<B, _>(network.into_record()),)*
                 }
             }
 
@@ -132,8 +129,10 @@ classifiers! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::NamedMpk;
     use crate::{ConvNetConfig, LeNet5Config};
     use burn::module::Module;
+    use burn::record::Recorder;
     use burn_ndarray::NdArray;
 
     type B = NdArray;
@@ -161,7 +160,7 @@ mod tests {
         let images = Tensor::<B, 4>::ones([1, 1, 28, 28], &device);
         // Draws the weights, so that the clone below copies them rather than drawing its own.
         let expected = lenet.logits(images.clone()).into_data();
-        let bytes = Classifier::from(lenet.clone()).into_mpk().unwrap();
+        let bytes = Classifier::from(lenet.clone()).into_mpk();
         // The bytes load into the bare network type ...
         let record = Recorder::<B>::load(&NamedMpk::new(), bytes.clone(), &device).unwrap();
         let fresh = LeNet5Config::new().init::<B>(&device);

@@ -10,15 +10,16 @@
 //! [`load_module`] checks the shapes against the module's as well.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder, RecorderError};
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
-use crate::params::param_shapes;
+use crate::params::{param_shapes, visit_params, ParamVisitor};
 
 /// Named MessagePack in full precision.
 pub type NamedMpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
@@ -49,7 +50,53 @@ pub fn encode<B: Backend, R: Record<B>>(record: R) -> Vec<u8> {
 
 /// The record in `bytes`, or what is wrong with them; never a panic.
 pub fn decode<B: Backend, R: Record<B>>(bytes: Vec<u8>, device: &B::Device) -> Result<R, String> {
-    rmp_serde::from_slice::<Tensors>(&bytes).map_err(|e| e.to_string())?;
+    Value::read(&bytes)?;
+    burn_decode(bytes, device)
+}
+
+/// An optimizer's record of `model`'s parameters, refused where the state kept for a parameter
+/// is not of its shape or is kept for a parameter `model` does not have. Kiln's optimizers
+/// (Adam, SGD) keep element-wise state, moments or momentum, each of its parameter's shape;
+/// Burn's record does not say what shape it should be and loads any; its first step then
+/// broadcasts a moment of another shape into the update and the parameter changes shape.
+pub fn decode_optimizer<B: Backend, M: Module<B>, R: Record<B>>(
+    bytes: Vec<u8>,
+    model: &M,
+    device: &B::Device,
+) -> Result<R, String> {
+    struct Ids(HashMap<String, (String, Vec<usize>)>);
+    impl<B: Backend> ParamVisitor<B> for Ids {
+        fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+            let shape = param.lazy_shape().to_vec();
+            self.0
+                .insert(param.id.serialize(), (path.to_string(), shape));
+        }
+    }
+    let mut params = Ids(HashMap::new());
+    visit_params(model, &mut params);
+    // Burn's record: `{metadata, item}`, the item a map from parameter ids to their states.
+    if let Some(Value::Map(states)) = Value::read(&bytes)?.get("item") {
+        for (id, state) in states {
+            let Value::Name(id) = id else {
+                return Err("a parameter id in it is not a string".into());
+            };
+            let Some((path, expected)) = params.0.get(id) else {
+                return Err(format!(
+                    "it keeps state for a parameter (id `{id}`) the model does not have"
+                ));
+            };
+            if let Some(found) = state.shapes().into_iter().find(|found| found != expected) {
+                return Err(format!(
+                    "the state kept for `{path}` has shape {found:?}, the parameter {expected:?}"
+                ));
+            }
+        }
+    }
+    burn_decode(bytes, device)
+}
+
+/// Burn's decoding of a record already read by [`Value::read`], its panics made errors.
+fn burn_decode<B: Backend, R: Record<B>>(bytes: Vec<u8>, device: &B::Device) -> Result<R, String> {
     let decoded = quietly(|| Recorder::<B>::load(&NamedMpk::new(), bytes, device))?;
     decoded.map_err(|e| match e {
         RecorderError::FileNotFound(m)
@@ -80,112 +127,156 @@ pub fn load_module<B: Backend, M: Module<B>>(
     Ok(loaded)
 }
 
-/// Any MessagePack value, read only to check each tensor in it (a map with `bytes`, `shape`
-/// and `dtype`, as Burn writes a `TensorData`) before Burn builds it: the bytes must be exactly
-/// the shape's elements in the dtype. Burn's ndarray backend trusts that, and on a file that
-/// says otherwise builds an array over a shorter buffer and reads past it.
-enum Tensors {
+/// A MessagePack value as far as checking it needs: each tensor in it (a map with `bytes`,
+/// `shape` and `dtype`, as Burn writes a `TensorData`) is checked while reading, before Burn
+/// builds it, and kept as its shape only: the bytes must be exactly the shape's elements in the
+/// dtype. Burn's ndarray backend trusts that, and on a file that says otherwise builds an array
+/// over a shorter buffer and reads past it.
+enum Value {
     Bytes(usize),
     Name(String),
     Int(u64),
     Ints(Vec<u64>),
+    Tensor(Vec<usize>),
+    Map(Vec<(Value, Value)>),
+    Seq(Vec<Value>),
     Other,
 }
 
-impl<'de> Deserialize<'de> for Tensors {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TensorsVisitor)
+impl Value {
+    /// `bytes` read as MessagePack, every tensor in it checked.
+    fn read(bytes: &[u8]) -> Result<Value, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// The value under `key`, in a map.
+    fn get(&self, key: &str) -> Option<&Value> {
+        let Value::Map(entries) = self else {
+            return None;
+        };
+        entries.iter().find_map(|(k, v)| match k {
+            Value::Name(name) if name == key => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The shape of every tensor in this value.
+    fn shapes(&self) -> Vec<&[usize]> {
+        let mut stack = vec![self];
+        let mut shapes = Vec::new();
+        while let Some(value) = stack.pop() {
+            match value {
+                Value::Tensor(shape) => shapes.push(shape.as_slice()),
+                Value::Map(entries) => stack.extend(entries.iter().flat_map(|(k, v)| [k, v])),
+                Value::Seq(items) => stack.extend(items),
+                _ => {}
+            }
+        }
+        shapes
     }
 }
 
-struct TensorsVisitor;
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
 
-impl<'de> Visitor<'de> for TensorsVisitor {
-    type Value = Tensors;
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a MessagePack value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Tensors, E> {
-        Ok(Tensors::Other)
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Other)
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Tensors, E> {
-        Ok(u64::try_from(v).map_or(Tensors::Other, Tensors::Int))
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(u64::try_from(v).map_or(Value::Other, Value::Int))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Tensors, E> {
-        Ok(Tensors::Int(v))
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Int(v))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Tensors, E> {
-        Ok(Tensors::Other)
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Other)
     }
-    fn visit_str<E>(self, v: &str) -> Result<Tensors, E> {
-        Ok(Tensors::Name(v.to_string()))
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Name(v.to_string()))
     }
-    fn visit_bytes<E>(self, v: &[u8]) -> Result<Tensors, E> {
-        Ok(Tensors::Bytes(v.len()))
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(Value::Bytes(v.len()))
     }
-    fn visit_unit<E>(self) -> Result<Tensors, E> {
-        Ok(Tensors::Other)
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Other)
     }
-    fn visit_none<E>(self) -> Result<Tensors, E> {
-        Ok(Tensors::Other)
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Other)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Tensors, D::Error> {
-        Tensors::deserialize(d)
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
     }
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Tensors, D::Error> {
-        Tensors::deserialize(d)
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tensors, A::Error> {
-        let mut ints = Some(Vec::new());
-        while let Some(item) = seq.next_element::<Tensors>()? {
-            match (item, &mut ints) {
-                (Tensors::Int(v), Some(ints)) => ints.push(v),
-                _ => ints = None,
-            }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Value>()? {
+            items.push(item);
         }
-        Ok(ints.map_or(Tensors::Other, Tensors::Ints))
+        if items.iter().all(|item| matches!(item, Value::Int(_))) {
+            let ints = items.into_iter().filter_map(|item| match item {
+                Value::Int(v) => Some(v),
+                _ => None,
+            });
+            return Ok(Value::Ints(ints.collect()));
+        }
+        Ok(Value::Seq(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tensors, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let (mut bytes, mut shape, mut dtype) = (None, None, None);
-        while let Some((key, value)) = map.next_entry::<Tensors, Tensors>()? {
-            match (key, value) {
-                (Tensors::Name(k), Tensors::Bytes(n)) if k == "bytes" => bytes = Some(n),
-                (Tensors::Name(k), Tensors::Ints(dims)) if k == "shape" => shape = Some(dims),
-                (Tensors::Name(k), value) if k == "dtype" => dtype = Some(value),
+        let mut entries = Vec::new();
+        while let Some((key, value)) = map.next_entry::<Value, Value>()? {
+            match (&key, &value) {
+                (Value::Name(k), Value::Bytes(n)) if k == "bytes" => bytes = Some(*n),
+                (Value::Name(k), Value::Ints(dims)) if k == "shape" => shape = Some(dims.clone()),
+                (Value::Name(k), Value::Name(name)) if k == "dtype" => dtype = Some(name.clone()),
+                (Value::Name(k), _) if k == "dtype" => dtype = Some(String::new()),
                 _ => {}
             }
+            entries.push((key, value));
         }
         let (Some(bytes), Some(shape), Some(dtype)) = (bytes, shape, dtype) else {
-            return Ok(Tensors::Other);
+            return Ok(Value::Map(entries));
         };
         // Kiln's records hold plain numbers only: no boolean or quantized tensors.
-        let size = match &dtype {
-            Tensors::Name(name) => match name.as_str() {
-                "F64" | "I64" | "U64" => Some(8),
-                "F32" | "Flex32" | "I32" | "U32" => Some(4),
-                "F16" | "BF16" | "I16" | "U16" => Some(2),
-                "I8" | "U8" => Some(1),
-                _ => None,
-            },
-            _ => None,
+        let size = match dtype.as_str() {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "Flex32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" => 1,
+            _ => {
+                return Err(A::Error::custom(format!(
+                    "a tensor of shape {shape:?} has a dtype Kiln does not read (expected a \
+                     float or integer type such as F32)"
+                )))
+            }
         };
-        let Some(size) = size else {
-            return Err(A::Error::custom(format!(
-                "a tensor of shape {shape:?} has a dtype Kiln does not read (expected a float or \
-                 integer type such as F32)"
-            )));
-        };
-        let needed = shape.iter().try_fold(size, |n: usize, &d| {
-            usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
-        });
-        if needed != Some(bytes) {
-            let needed = needed.map_or("more than memory holds".into(), |n| n.to_string());
-            return Err(A::Error::custom(format!(
-                "a tensor of shape {shape:?} needs {needed} bytes of data, the record has {bytes}"
-            )));
+        let dims: Option<Vec<usize>> = shape.iter().map(|&d| usize::try_from(d).ok()).collect();
+        let needed = dims
+            .as_ref()
+            .and_then(|dims| dims.iter().try_fold(size, |n: usize, &d| n.checked_mul(d)));
+        match (dims, needed) {
+            (Some(dims), Some(needed)) if needed == bytes => Ok(Value::Tensor(dims)),
+            (_, needed) => {
+                let needed = needed.map_or("more than memory holds".into(), |n| n.to_string());
+                Err(A::Error::custom(format!(
+                    "a tensor of shape {shape:?} needs {needed} bytes of data, the record has \
+                     {bytes}"
+                )))
+            }
         }
-        Ok(Tensors::Other)
     }
 }
 

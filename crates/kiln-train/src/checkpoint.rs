@@ -101,13 +101,17 @@ impl Checkpoint {
         })
     }
 
-    /// `optim` with the checkpoint's optimizer state (Adam's moments, SGD's momentum, ...).
+    /// `optim` with the checkpoint's optimizer state (Adam's moments, SGD's momentum, ...) for
+    /// `model`'s parameters (`model` as [`Checkpoint::load_model`] gave it back: the state is
+    /// kept by parameter id); refused where the state of a parameter is not of its shape.
     pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
         &self,
         optim: O,
+        model: &M,
         device: &B::Device,
     ) -> Result<O, ResumeError> {
-        let record = kiln_models::record::decode::<B, O::Record>(self.optimizer.clone(), device)
+        let bytes = self.optimizer.clone();
+        let record = kiln_models::record::decode_optimizer::<B, M, O::Record>(bytes, model, device)
             .map_err(|message| ResumeError::Record {
                 what: "optimizer",
                 message,

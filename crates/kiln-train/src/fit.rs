@@ -534,7 +534,7 @@ where
             Some(c) => {
                 c.state.check_matches(recipe, train.len())?;
                 model = c.load_model(model, self.device)?;
-                optim = c.load_optimizer(optim, self.device)?;
+                optim = c.load_optimizer(optim, &model, self.device)?;
                 c.state.clone()
             }
             None => CheckpointState::start(recipe, train.len()),
