@@ -13,18 +13,33 @@ pub trait ParamVisitor<B: Backend> {
     fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>);
 }
 
-/// Every float parameter's path (as [`visit_params`] gives it) and shape, in visiting order;
-/// a parameter not yet initialised gives the shape it will have, without being drawn.
-pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
-    struct Shapes(Vec<(String, Vec<usize>)>);
-    impl<B: Backend> ParamVisitor<B> for Shapes {
+/// A float parameter as [`params`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    /// Burn's parameter id, as records (an optimizer's too) key it.
+    pub id: String,
+    /// The dotted path [`visit_params`] gives it.
+    pub path: String,
+    /// Its shape, known before it is initialised.
+    pub shape: Vec<usize>,
+}
+
+/// Every float parameter of `module`, in visiting order; a parameter not yet initialised gives
+/// the shape it will have, without being drawn.
+pub fn params<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamInfo> {
+    struct List(Vec<ParamInfo>);
+    impl<B: Backend> ParamVisitor<B> for List {
         fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
-            self.0.push((path.to_string(), param.lazy_shape().to_vec()));
+            self.0.push(ParamInfo {
+                id: param.id.serialize(),
+                path: path.to_string(),
+                shape: param.lazy_shape().to_vec(),
+            });
         }
     }
-    let mut shapes = Shapes(Vec::new());
-    visit_params(module, &mut shapes);
-    shapes.0
+    let mut list = List(Vec::new());
+    visit_params(module, &mut list);
+    list.0
 }
 
 /// Visits every float parameter of `module`, in Burn's visiting order, with its path. The

@@ -14,12 +14,12 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder, RecorderError};
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
-use crate::params::{param_shapes, visit_params, ParamVisitor};
+use crate::params::{params, ParamInfo};
 
 /// Named MessagePack in full precision.
 pub type NamedMpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
@@ -64,23 +64,22 @@ pub fn decode_optimizer<B: Backend, M: Module<B>, R: Record<B>>(
     model: &M,
     device: &B::Device,
 ) -> Result<R, String> {
-    struct Ids(HashMap<String, (String, Vec<usize>)>);
-    impl<B: Backend> ParamVisitor<B> for Ids {
-        fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
-            let shape = param.lazy_shape().to_vec();
-            self.0
-                .insert(param.id.serialize(), (path.to_string(), shape));
-        }
-    }
-    let mut params = Ids(HashMap::new());
-    visit_params(model, &mut params);
+    let by_id: HashMap<String, ParamInfo> = params(model)
+        .into_iter()
+        .map(|param| (param.id.clone(), param))
+        .collect();
     // Burn's record: `{metadata, item}`, the item a map from parameter ids to their states.
     if let Some(Value::Map(states)) = Value::read(&bytes)?.get("item") {
         for (id, state) in states {
             let Value::Name(id) = id else {
                 return Err("a parameter id in it is not a string".into());
             };
-            let Some((path, expected)) = params.0.get(id) else {
+            let Some(ParamInfo {
+                path,
+                shape: expected,
+                ..
+            }) = by_id.get(id)
+            else {
                 return Err(format!(
                     "it keeps state for a parameter (id `{id}`) the model does not have"
                 ));
@@ -112,15 +111,15 @@ pub fn load_module<B: Backend, M: Module<B>>(
     bytes: Vec<u8>,
     device: &B::Device,
 ) -> Result<M, RecordError> {
-    let expected = param_shapes(&module);
+    let expected = params(&module);
     let record = decode::<B, M::Record>(bytes, device).map_err(RecordError::Decode)?;
     let loaded = module.load_record(record);
-    for ((path, expected), (_, found)) in expected.into_iter().zip(param_shapes(&loaded)) {
-        if expected != found {
+    for (expected, found) in expected.into_iter().zip(params(&loaded)) {
+        if expected.shape != found.shape {
             return Err(RecordError::Shape {
-                path,
-                expected,
-                found,
+                path: expected.path,
+                expected: expected.shape,
+                found: found.shape,
             });
         }
     }
