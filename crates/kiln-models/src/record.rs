@@ -130,7 +130,9 @@ pub fn load_module<B: Backend, M: Module<B>>(
 /// `shape` and `dtype`, as Burn writes a `TensorData`) is checked while reading, before Burn
 /// builds it, and kept as its shape only: the bytes must be exactly the shape's elements in the
 /// dtype. Burn's ndarray backend trusts that, and on a file that says otherwise builds an array
-/// over a shorter buffer and reads past it.
+/// over a shorter buffer and reads past it. Burn also reads a tensor from forms Kiln never
+/// writes (an array, fields found by index or by a byte string, bytes as a string): those are
+/// refused, so every tensor Burn could build is one checked here.
 enum Value {
     Bytes(usize),
     Name(String),
@@ -224,6 +226,17 @@ impl<'de> Visitor<'de> for ValueVisitor {
         while let Some(item) = seq.next_element::<Value>()? {
             items.push(item);
         }
+        // Burn reads a struct from an array too, and a tensor's bytes from a byte string, a
+        // string or an array of bytes: an array led by one of those could be a tensor that no
+        // check below sees. Kiln's records hold arrays of sizes and of modules only.
+        if let Some(Value::Bytes(_) | Value::Name(_) | Value::Ints(_) | Value::Seq(_)) =
+            items.first()
+        {
+            return Err(A::Error::custom(
+                "an array that could be read as a tensor (Kiln's records write tensors as maps \
+                 of `bytes`, `shape` and `dtype`)",
+            ));
+        }
         if items.iter().all(|item| matches!(item, Value::Int(_))) {
             let ints = items.into_iter().filter_map(|item| match item {
                 Value::Int(v) => Some(v),
@@ -237,17 +250,57 @@ impl<'de> Visitor<'de> for ValueVisitor {
         let (mut bytes, mut shape, mut dtype) = (None, None, None);
         let mut entries = Vec::new();
         while let Some((key, value)) = map.next_entry::<Value, Value>()? {
-            match (&key, &value) {
-                (Value::Name(k), Value::Bytes(n)) if k == "bytes" => bytes = Some(*n),
-                (Value::Name(k), Value::Ints(dims)) if k == "shape" => shape = Some(dims.clone()),
-                (Value::Name(k), Value::Name(name)) if k == "dtype" => dtype = Some(name.clone()),
-                (Value::Name(k), _) if k == "dtype" => dtype = Some(String::new()),
-                _ => {}
+            // Burn also finds a struct's fields by index or by a byte string; Kiln's records
+            // name every key, and only a named field can be checked.
+            let Value::Name(k) = &key else {
+                return Err(A::Error::custom(
+                    "a map key that is not a name (Kiln's records name every key)",
+                ));
+            };
+            let field = match k.as_str() {
+                "bytes" | "shape" | "dtype" => k.clone(),
+                _ => {
+                    entries.push((key, value));
+                    continue;
+                }
+            };
+            let duplicate = match (field.as_str(), &value) {
+                ("bytes", Value::Bytes(n)) => bytes.replace(*n).is_some(),
+                ("shape", Value::Ints(dims)) => shape.replace(dims.clone()).is_some(),
+                ("dtype", Value::Name(name)) => dtype.replace(name.clone()).is_some(),
+                ("dtype", _) => dtype.replace(String::new()).is_some(),
+                _ => {
+                    let expected = match field.as_str() {
+                        "bytes" => "a byte string",
+                        _ => "a list of sizes",
+                    };
+                    return Err(A::Error::custom(format!(
+                        "a tensor's `{field}` is not {expected}"
+                    )));
+                }
+            };
+            if duplicate {
+                return Err(A::Error::custom(format!(
+                    "a tensor has two `{field}` fields"
+                )));
             }
             entries.push((key, value));
         }
-        let (Some(bytes), Some(shape), Some(dtype)) = (bytes, shape, dtype) else {
-            return Ok(Value::Map(entries));
+        let (bytes, shape, dtype) = match (bytes, shape, dtype) {
+            (None, None, None) => return Ok(Value::Map(entries)),
+            (Some(bytes), Some(shape), Some(dtype)) => (bytes, shape, dtype),
+            (bytes, shape, _) => {
+                let missing = if bytes.is_none() {
+                    "bytes"
+                } else if shape.is_none() {
+                    "shape"
+                } else {
+                    "dtype"
+                };
+                return Err(A::Error::custom(format!(
+                    "a tensor without its `{missing}` field"
+                )));
+            }
         };
         // Kiln's records hold plain numbers only: no boolean or quantized tensors.
         let size = match dtype.as_str() {
@@ -338,6 +391,64 @@ mod tests {
     fn load(bytes: Vec<u8>) -> Result<crate::LeNet5<B>, RecordError> {
         let device = Default::default();
         load_module(LeNet5Config::new().init::<B>(&device), bytes, &device)
+    }
+
+    type Edit = dyn Fn(&[u8], &[u8], &[u8]) -> Vec<u8>;
+
+    /// LeNet-5's record with `conv1.weight`'s tensor (a map of `bytes`, `shape` and `dtype`,
+    /// in that order) given to `edit` as its map header, its 600 bytes of data with their
+    /// header, and what follows them (`shape` and `dtype`), to be written back as `edit` makes.
+    fn with_conv1_tensor(edit: &Edit) -> Vec<u8> {
+        let bytes = with_conv1_shape(b"\x94\x06\x01\x05\x05");
+        let tail: &[u8] = b"\xa5shape\x94\x06\x01\x05\x05\xa5dtype\xa3F32";
+        let at = bytes.windows(tail.len()).position(|w| w == tail).unwrap();
+        let data = at - 3 - 600;
+        let header = data - 6 - 1;
+        assert_eq!(&bytes[header..data], b"\x83\xa5bytes");
+        let mut patched = bytes[..header].to_vec();
+        patched.extend(edit(&bytes[header..header + 1], &bytes[data..at], tail));
+        patched.extend_from_slice(&bytes[at + tail.len()..]);
+        patched
+    }
+
+    #[test]
+    fn a_tensor_in_a_form_kiln_does_not_write_is_refused() {
+        let refused = |edit: &Edit| load(with_conv1_tensor(edit)).unwrap_err().to_string();
+        // As written: it loads.
+        assert!(load(with_conv1_tensor(
+            &|h, d, t| [h, b"\xa5bytes", d, t].concat()
+        ))
+        .is_ok());
+        // The same tensor as an array, which Burn reads as well; its shape is not checked there.
+        assert!(
+            refused(&|_, d, _| [b"\x93", d, b"\x94\x06\x01\x05\x05\xa3F32"].concat())
+                .contains("an array that could be read as a tensor")
+        );
+        // `shape` by its field index, which Burn reads as well.
+        assert!(
+            refused(&|h, d, t| [h, b"\xa5bytes", d, b"\x01", &t[6..]].concat())
+                .contains("a map key that is not a name")
+        );
+        // A shape as a byte string, which Burn reads as a list of sizes.
+        assert!(refused(&|h, d, t| {
+            [
+                h,
+                b"\xa5bytes",
+                d,
+                b"\xa5shape\xc4\x04\x06\x01\x05\x05",
+                &t[11..],
+            ]
+            .concat()
+        })
+        .contains("a tensor's `shape` is not a list of sizes"));
+        // No dtype.
+        assert!(refused(&|_, d, t| [b"\x82\xa5bytes", d, &t[..11]].concat())
+            .contains("a tensor without its `dtype` field"));
+        // Two shapes.
+        assert!(
+            refused(&|_, d, t| [b"\x84\xa5bytes", d, &t[..11], t].concat())
+                .contains("a tensor has two `shape` fields")
+        );
     }
 
     #[test]
