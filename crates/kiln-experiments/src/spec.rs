@@ -203,8 +203,20 @@ impl std::str::FromStr for Layout {
     }
 }
 
+impl Layout {
+    /// The word experiment files and `--layout` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Idx => "idx",
+            Layout::Binary => "binary",
+            Layout::Python => "python",
+            Layout::Folder => "folder",
+        }
+    }
+}
+
 impl DatasetName {
-    /// The name as an experiment file writes it (`fashion-mnist`).
+    /// The data set's name in messages and in the data cache (`fashion-mnist`, `cifar-10`).
     pub fn name(self) -> &'static str {
         match self {
             DatasetName::Mnist => "mnist",
@@ -231,12 +243,17 @@ impl DatasetName {
         }
     }
 
-    fn default_layout(self) -> Layout {
+    /// The layouts its files can come in, the default first.
+    fn layouts(self) -> &'static [Layout] {
         match self {
-            DatasetName::Mnist | DatasetName::FashionMnist => Layout::Idx,
-            DatasetName::Cifar10 => Layout::Binary,
-            DatasetName::Folder => Layout::Folder,
+            DatasetName::Mnist | DatasetName::FashionMnist => &[Layout::Idx, Layout::Folder],
+            DatasetName::Cifar10 => &[Layout::Binary, Layout::Python, Layout::Folder],
+            DatasetName::Folder => &[Layout::Folder],
         }
+    }
+
+    fn default_layout(self) -> Layout {
+        self.layouts()[0]
     }
 
     fn idx(self) -> Option<&'static IdxDataset> {
@@ -472,20 +489,14 @@ impl ExperimentSpec {
         if self.data.validation.is_some_and(|v| v.count == 0) {
             return Err("data.validation.count: expected at least 1, found 0".into());
         }
-        let layout_fits = match self.data.layout() {
-            Layout::Idx => self.data.dataset.idx().is_some(),
-            Layout::Binary | Layout::Python => self.data.dataset == DatasetName::Cifar10,
-            Layout::Folder => true,
-        };
-        if !layout_fits {
-            let expected = match self.data.dataset {
-                DatasetName::Folder => "folder".to_string(),
-                other => format!("{:?} or folder", other.default_layout()),
-            };
+        let fitting = self.data.dataset.layouts();
+        if !fitting.contains(&self.data.layout()) {
+            let expected: Vec<_> = fitting.iter().map(|l| format!("{:?}", l.name())).collect();
             return Err(format!(
-                "data.layout: {:?} does not fit {}; expected {expected}",
-                self.data.layout(),
+                "data.layout: {:?} does not fit {}; expected {}",
+                self.data.layout().name(),
                 self.data.dataset.name(),
+                expected.join(" or "),
             ));
         }
         self.validate_folder_keys()?;
@@ -716,6 +727,8 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
+        let names: Vec<_> = (0..257).map(|i| format!("\"c{i}\"")).collect();
+        let too_many_classes = format!("dataset = \"folder\"\nclasses = [{}]", names.join(", "));
         for (from, to, message) in [
             (
                 "batch_size = 256",
@@ -767,6 +780,21 @@ mod tests {
                 "name = \"lenet5-fashion-mnist\"",
                 "name = \"../x\"",
                 "name: expected letters",
+            ),
+            (
+                "[data]",
+                "[data]\nlayout = \"binary\"",
+                "data.layout: \"binary\" does not fit fashion-mnist; expected \"idx\" or \"folder\"",
+            ),
+            (
+                "[data]",
+                "[data]\npercent = 150.0",
+                "data.percent: expected a value in (0, 100], found 150",
+            ),
+            (
+                "dataset = \"fashion-mnist\"",
+                too_many_classes.as_str(),
+                "data.classes: expected at most 256 classes (labels are bytes), found 257",
             ),
         ] {
             let text = BUILTIN.replace(from, to);
