@@ -198,13 +198,17 @@ impl std::str::FromStr for Layout {
     /// The names the TOML files use, so `--layout` and `data.layout` accept the same words.
     fn from_str(s: &str) -> Result<Self, String> {
         use serde::de::value::{Error, StrDeserializer};
-        Self::deserialize(StrDeserializer::<Error>::new(s))
-            .map_err(|_| format!("expected one of idx, binary, python, folder; found {s:?}"))
+        Self::deserialize(StrDeserializer::<Error>::new(s)).map_err(|_| {
+            let names = Layout::ALL.map(Layout::name).join(", ");
+            format!("expected one of {names}; found {s:?}")
+        })
     }
 }
 
 impl Layout {
-    /// The word experiment files and `--layout` use.
+    const ALL: [Layout; 4] = [Layout::Idx, Layout::Binary, Layout::Python, Layout::Folder];
+
+    /// The word experiment files and `--layout` use (serde's name for it, which a test checks).
     pub fn name(self) -> &'static str {
         match self {
             Layout::Idx => "idx",
@@ -722,6 +726,13 @@ mod tests {
                 .to_string();
             assert!(err.starts_with("x.toml: "), "{err}");
             assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn layout_names_are_the_words_files_use() {
+        for layout in Layout::ALL {
+            assert_eq!(layout.name().parse::<Layout>(), Ok(layout));
         }
     }
 
