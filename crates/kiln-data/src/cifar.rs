@@ -347,8 +347,8 @@ pub fn read_python_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>), DataError> {
     drop(bytes);
     if !matches!(root, Value::Dict(_)) {
         return Err(fmt(format!(
-            "expected a pickled dict with 'data' and 'labels' entries, found a {}",
-            root.type_name()
+            "expected a pickled dict with 'data' and 'labels' entries, found {}",
+            root.a_type_name()
         )));
     }
     let entry = |key: &str| {
@@ -432,8 +432,8 @@ fn label_values(v: &Value) -> Result<Vec<i64>, String> {
         Value::Object(_) => return array_ints(&NdArray::from_value(v)?),
         other => {
             return Err(format!(
-                "expected a list of ints, found a {}",
-                other.type_name()
+                "expected a list of ints, found {}",
+                other.a_type_name()
             ))
         }
     };
@@ -442,7 +442,7 @@ fn label_values(v: &Value) -> Result<Vec<i64>, String> {
         .enumerate()
         .map(|(i, x)| {
             x.as_int()
-                .ok_or_else(|| format!("item {i} is a {}, expected an int", x.type_name()))
+                .ok_or_else(|| format!("item {i} is {}, expected an int", x.a_type_name()))
         })
         .collect()
 }

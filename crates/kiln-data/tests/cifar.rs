@@ -170,6 +170,17 @@ impl Py2 {
 
     /// A numpy array as numpy 1.x pickles it under Python 2.
     fn array(&mut self, descr: &str, shape: &[usize], raw: &[u8]) -> &mut Self {
+        let order = if descr.ends_with('1') { "|" } else { "<" };
+        self.array_with(|p| {
+            p.tuple_of_ints(shape)
+                .dtype(descr, order)
+                .op(&[0x89])
+                .str(raw, false);
+        })
+    }
+
+    /// `_reconstruct(ndarray, (0,), 'b')`: an array before BUILD gives it its state.
+    fn reconstruct(&mut self) -> &mut Self {
         self.global("numpy.core.multiarray", "_reconstruct");
         self.global("numpy", "ndarray");
         self.int(0)
@@ -177,8 +188,19 @@ impl Py2 {
             .str(b"b", false)
             .op(&[0x87])
             .op(b"R");
-        self.put();
-        self.op(b"(").int(1).tuple_of_ints(shape);
+        self.put()
+    }
+
+    /// An array whose state is `(1, <what state writes>)`: numpy writes the shape, the dtype,
+    /// the memory order (a bool: Fortran?) and the raw bytes.
+    fn array_with(&mut self, state: impl FnOnce(&mut Py2)) -> &mut Self {
+        self.reconstruct().op(b"(").int(1);
+        state(self);
+        self.op(b"tb")
+    }
+
+    /// `dtype(descr, 0, 1)` with its state; `byteorder` is `|`, `<` or `>`.
+    fn dtype(&mut self, descr: &str, byteorder: &str) -> &mut Self {
         self.global("numpy", "dtype");
         self.str(descr.as_bytes(), false)
             .int(0)
@@ -186,15 +208,20 @@ impl Py2 {
             .op(&[0x87])
             .op(b"R");
         self.put();
-        let order: &[u8] = if descr.ends_with('1') { b"|" } else { b"<" };
         self.op(b"(")
             .int(3)
-            .str(order, false)
+            .str(byteorder.as_bytes(), false)
             .op(b"NNN")
             .op(b"J\xff\xff\xff\xffJ\xff\xff\xff\xff")
             .int(0)
-            .op(b"tb");
-        self.op(&[0x89]).str(raw, false).op(b"tb")
+            .op(b"tb")
+    }
+
+    /// A Python 2 `unicode` (BINUNICODE): what Python 3 writes for a `str`.
+    fn unicode(&mut self, s: &str) -> &mut Self {
+        self.op(b"X")
+            .op(&u32::try_from(s.len()).unwrap().to_le_bytes())
+            .op(s.as_bytes())
     }
 
     /// `[items]` with cPickle's batching of APPENDS.
@@ -765,6 +792,347 @@ fn deeply_nested_pickle_is_refused() {
     let path = write_tmp(dir.path(), "cycle", &p.finish());
     let m = msg(&cifar::read_python_batch(&path).unwrap_err());
     assert!(m.contains("changed after it was placed"), "{m}");
+
+    // 64 tuples nested are a value; as the arguments of a call they would be 65 deep.
+    let nested = |p: &mut Py2| {
+        p.int(0);
+        for _ in 0..64 {
+            p.op(&[0x85]);
+        }
+    };
+    let mut p = Py2::new();
+    nested(&mut p);
+    let path = write_tmp(dir.path(), "tuples", &p.finish());
+    let m = msg(&cifar::read_python_batch(&path).unwrap_err());
+    assert!(m.contains("expected a pickled dict"), "{m}");
+    let mut p = Py2::new();
+    p.global("numpy", "dtype");
+    nested(&mut p);
+    p.op(b"R");
+    let path = write_tmp(dir.path(), "call", &p.finish());
+    let m = msg(&cifar::read_python_batch(&path).unwrap_err());
+    assert!(m.contains("nested more than 64 deep"), "{m}");
+}
+
+/// Reads a batch whose `'data'` value `data` writes (two labels): the error's message, after
+/// checking it is a format error naming the file.
+fn data_error(dir: &Path, name: &str, data: impl FnOnce(&mut Py2)) -> String {
+    let path = write_tmp(dir, name, &py2_batch_with(data, &[1, 2], "x"));
+    let err = cifar::read_python_batch(&path).unwrap_err();
+    assert!(matches!(err, DataError::Format { .. }), "{name}: {err:?}");
+    assert!(has_path(&err, &path), "{name}: {err}");
+    msg(&err)
+}
+
+#[test]
+fn numpy_arrays_in_a_form_numpy_does_not_write_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let raw = images(0, 2);
+    let shape = [2, IMAGE_BYTES];
+    let expect = |m: String, part: &str| assert!(m.contains(part), "expected {part:?} in: {m}");
+
+    expect(
+        data_error(dir, "no-build", |p| {
+            p.reconstruct();
+        }),
+        "'data': numpy array without its state (no BUILD tuple)",
+    );
+    expect(
+        data_error(dir, "order-none", |p| {
+            p.array_with(|p| {
+                p.tuple_of_ints(&shape)
+                    .dtype("u1", "|")
+                    .op(b"N")
+                    .str(&raw, false);
+            });
+        }),
+        "numpy array state: expected a bool for the memory order, found None",
+    );
+    expect(
+        data_error(dir, "raw-int", |p| {
+            p.array_with(|p| {
+                p.tuple_of_ints(&shape).dtype("u1", "|").op(&[0x89]).int(7);
+            });
+        }),
+        "numpy array state: expected the raw data as bytes, found an int",
+    );
+    expect(
+        data_error(dir, "dtype-text", |p| {
+            p.array_with(|p| {
+                p.tuple_of_ints(&shape)
+                    .str(b"u1", false)
+                    .op(&[0x89])
+                    .str(&raw, false);
+            });
+        }),
+        "expected a numpy dtype, found bytes",
+    );
+    expect(
+        data_error(dir, "dtype-array", |p| {
+            p.array_with(|p| {
+                p.tuple_of_ints(&shape)
+                    .array("u1", &[1], &[0])
+                    .op(&[0x89])
+                    .str(&raw, false);
+            });
+        }),
+        "expected a numpy dtype, found a numpy array",
+    );
+    // numpy pickles an array of Python objects with dtype 'O8' and a list as its data.
+    expect(
+        data_error(dir, "objects", |p| {
+            p.array_with(|p| {
+                p.tuple_of_ints(&[2])
+                    .dtype("O8", "|")
+                    .op(&[0x89])
+                    .list(2, |p, i| {
+                        p.int(i as i64);
+                    });
+            });
+        }),
+        "numpy dtype 'O8': only numbers of a fixed size are read",
+    );
+    expect(
+        data_error(dir, "bare-dtype", |p| {
+            p.dtype("u1", "|");
+        }),
+        "'data': expected a numpy array, found a numpy dtype",
+    );
+    expect(
+        data_error(dir, "frombuffer-int", |p| {
+            p.global("numpy.core.numeric", "_frombuffer");
+            p.op(b"(").int(7).dtype("u1", "|").tuple_of_ints(&shape);
+            p.str(b"C", false).op(b"tR");
+        }),
+        "numpy _frombuffer: expected the data as bytes, found an int",
+    );
+    expect(
+        data_error(dir, "one-dim", |p| {
+            p.array("u1", &[2 * IMAGE_BYTES], &raw);
+        }),
+        "found (6144,)",
+    );
+
+    // The memory order as an int (protocols 0 and 1 write False as `I00`): 0 is C order and
+    // reads; 1 is Fortran order, which a CIFAR batch never is.
+    let with_order = |order: i64| {
+        py2_batch_with(
+            |p| {
+                p.array_with(|p| {
+                    p.tuple_of_ints(&shape)
+                        .dtype("u1", "|")
+                        .int(order)
+                        .str(&raw, false);
+                });
+            },
+            &[1, 2],
+            "x",
+        )
+    };
+    let path = write_tmp(dir, "order-0", &with_order(0));
+    let (pixels, labels) = cifar::read_python_batch(&path).unwrap();
+    assert!(pixels == raw && labels == [1, 2]);
+    let path = write_tmp(dir, "order-1", &with_order(1));
+    let m = msg(&cifar::read_python_batch(&path).unwrap_err());
+    assert!(
+        m.contains("expected a C-order (row-major) array, found Fortran order"),
+        "{m}"
+    );
+}
+
+/// A batch `{'data': <2 images>, 'labels': <what labels writes>}`, read.
+fn read_with_labels(
+    dir: &Path,
+    name: &str,
+    labels: impl FnOnce(&mut Py2),
+) -> Result<Vec<u8>, DataError> {
+    let mut p = Py2::new();
+    p.op(b"}").put().op(b"(");
+    p.str(b"data", true)
+        .array("u1", &[2, IMAGE_BYTES], &images(0, 2));
+    p.str(b"labels", true);
+    labels(&mut p);
+    p.op(b"u");
+    let path = write_tmp(dir, name, &p.finish());
+    cifar::read_python_batch(&path).map(|(_, labels)| labels)
+}
+
+#[test]
+fn labels_as_numpy_arrays_of_any_integer_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let labels_array = |descr: &'static str,
+                        byteorder: &'static str,
+                        shape: &'static [usize],
+                        raw: &'static [u8]| {
+        move |p: &mut Py2| {
+            p.array_with(|p| {
+                p.tuple_of_ints(shape)
+                    .dtype(descr, byteorder)
+                    .op(&[0x89])
+                    .str(raw, false);
+            });
+        }
+    };
+    let read = |name, write| read_with_labels(dir, name, write);
+
+    // Big- and little-endian, signed and unsigned, as numpy writes them.
+    assert_eq!(
+        read(
+            "be-i4",
+            labels_array("i4", ">", &[2], &[0, 0, 0, 3, 0, 0, 0, 9])
+        )
+        .unwrap(),
+        [3, 9]
+    );
+    assert_eq!(
+        read("le-u2", labels_array("u2", "<", &[2], &[3, 0, 9, 0])).unwrap(),
+        [3, 9]
+    );
+    assert_eq!(
+        read("u1", labels_array("u1", "|", &[2], &[3, 9])).unwrap(),
+        [3, 9]
+    );
+    let m = msg(&read(
+        "be-i2-negative",
+        labels_array("i2", ">", &[2], &[0, 3, 0xff, 0xff]),
+    )
+    .unwrap_err());
+    assert!(m.contains("label -1 at index 1"), "{m}");
+
+    for (name, write, part) in [
+        (
+            "two-dim",
+            labels_array("u1", "|", &[1, 2], &[3, 9]),
+            "'labels': expected a list or a 1-D array, found an array of shape (1, 2)",
+        ),
+        (
+            "float",
+            labels_array("f4", "<", &[2], &[0; 8]),
+            "'labels': expected integers, found an array of dtype 'f4'",
+        ),
+        (
+            "three-byte",
+            labels_array("i3", "<", &[2], &[0; 6]),
+            "'labels': unsupported integer dtype 'i3'",
+        ),
+    ] {
+        let m = msg(&read(name, write).unwrap_err());
+        assert!(m.contains(part), "{name}: expected {part:?} in: {m}");
+    }
+    let m = msg(&read_with_labels(dir, "item-none", |p| {
+        p.op(b"(").int(3).op(b"Nt");
+    })
+    .unwrap_err());
+    assert!(
+        m.contains("'labels': item 1 is None, expected an int"),
+        "{m}"
+    );
+    let m = msg(&read_with_labels(dir, "labels-none", |p| {
+        p.op(b"N");
+    })
+    .unwrap_err());
+    assert!(
+        m.contains("'labels': expected a list of ints, found None"),
+        "{m}"
+    );
+}
+
+/// The byte strings Python 3 writes in protocol 2: `_codecs.encode(text, 'latin1')` and
+/// `bytes`/`bytearray` calls; anything else they are given is refused by name.
+#[test]
+fn byte_string_calls_read_what_python_writes_and_refuse_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // The key 'data' written by `call`.
+    let batch_keyed = |call: &dyn Fn(&mut Py2)| {
+        let mut p = Py2::new();
+        p.op(b"}").put().op(b"(");
+        call(&mut p);
+        p.array("u1", &[1, IMAGE_BYTES], &images(0, 1));
+        p.str(b"labels", true).list(1, |p, _| {
+            p.int(4);
+        });
+        p.op(b"u");
+        p.finish()
+    };
+    // `module.func(args)`, each argument `u:text` (a str) or `b:text` (bytes).
+    let read = |name: &str, module: &str, func: &str, args: &[&str]| {
+        let call = |p: &mut Py2| {
+            p.global(module, func).op(b"(");
+            for a in args {
+                match a.split_once(':').unwrap() {
+                    ("u", text) => p.unicode(text),
+                    (_, text) => p.str(text.as_bytes(), false),
+                };
+            }
+            p.op(b"tR");
+        };
+        let path = write_tmp(dir, name, &batch_keyed(&call));
+        cifar::read_python_batch(&path).map(|(_, labels)| labels)
+    };
+
+    for (name, module, func, args) in [
+        ("codecs", "_codecs", "encode", &["u:data", "u:latin1"][..]),
+        ("bytes-of-bytes", "__builtin__", "bytes", &["b:data"][..]),
+        (
+            "bytearray-latin-1",
+            "builtins",
+            "bytearray",
+            &["u:data", "u:latin-1"][..],
+        ),
+    ] {
+        assert_eq!(
+            read(name, module, func, args).unwrap_or_else(|e| panic!("{name}: {e}")),
+            [4]
+        );
+    }
+
+    for (name, module, func, args, part) in [
+        (
+            "codecs-utf8",
+            "_codecs",
+            "encode",
+            &["u:data", "u:utf8"][..],
+            "_codecs.encode: expected (str, 'latin1')",
+        ),
+        (
+            "codecs-of-bytes",
+            "_codecs",
+            "encode",
+            &["b:data", "u:latin1"][..],
+            "_codecs.encode: expected (str, 'latin1')",
+        ),
+        (
+            "bytes-utf8",
+            "__builtin__",
+            "bytes",
+            &["u:data", "u:utf8"][..],
+            "__builtin__.bytes: unsupported arguments",
+        ),
+        (
+            "bytes-wide",
+            "builtins",
+            "bytes",
+            &["u:\u{0100}", "u:latin1"][..],
+            "latin-1 text holds a character above U+00FF",
+        ),
+        (
+            "codecs-wide",
+            "_codecs",
+            "encode",
+            &["u:\u{0100}", "u:latin1"][..],
+            "latin-1 text holds a character above U+00FF",
+        ),
+    ] {
+        let err = read(name, module, func, args).unwrap_err();
+        assert!(matches!(err, DataError::Format { .. }), "{name}: {err:?}");
+        assert!(
+            msg(&err).contains(part),
+            "{name}: expected {part:?} in: {err}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

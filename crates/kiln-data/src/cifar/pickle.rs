@@ -142,6 +142,15 @@ impl Value {
         }
     }
 
+    /// The type as "found ..." in messages reads it: `an int`, `a list`, `bytes`, `None`.
+    pub fn a_type_name(&self) -> String {
+        match self.type_name() {
+            name @ ("None" | "bytes") => name.into(),
+            name if name.starts_with(['a', 'e', 'i', 'o', 'u']) => format!("an {name}"),
+            name => format!("a {name}"),
+        }
+    }
+
     /// The text of a `str`, or of a byte string that is valid UTF-8.
     pub fn as_text(&self) -> Option<&str> {
         match self {
@@ -231,7 +240,7 @@ impl NdArray {
     /// `_frombuffer`).
     pub fn from_value(v: &Value) -> Result<NdArray, String> {
         let Value::Object(o) = v else {
-            return Err(format!("expected a numpy array, found a {}", v.type_name()));
+            return Err(format!("expected a numpy array, found {}", v.a_type_name()));
         };
         match o.kind {
             ObjectKind::Reconstruct => {
@@ -267,26 +276,17 @@ impl NdArray {
                     Value::Int(i) => *i != 0,
                     other => {
                         return Err(format!(
-                            "numpy array state: expected a bool for the memory order, found a {}",
-                            other.type_name()
+                            "numpy array state: expected a bool for the memory order, found {}",
+                            other.a_type_name()
                         ))
                     }
                 };
                 let data = match &s[3] {
                     Value::Bytes(b) => b.clone(),
-                    // Python 3 pickles of Python 2 data read with encoding='latin1' hold a str.
-                    Value::Str(text) => Rc::new(latin1(text)?),
-                    Value::List(_) => {
-                        return Err(format!(
-                            "numpy array of Python objects (dtype {}): only arrays of numbers \
-                             are read",
-                            dtype.str()
-                        ))
-                    }
                     other => {
                         return Err(format!(
-                            "numpy array state: expected the raw data as bytes, found a {}",
-                            other.type_name()
+                            "numpy array state: expected the raw data as bytes, found {}",
+                            other.a_type_name()
                         ))
                     }
                 };
@@ -301,8 +301,8 @@ impl NdArray {
                 };
                 let Value::Bytes(data) = buf else {
                     return Err(format!(
-                        "numpy _frombuffer: expected the data as bytes, found a {}",
-                        buf.type_name()
+                        "numpy _frombuffer: expected the data as bytes, found {}",
+                        buf.a_type_name()
                     ));
                 };
                 let fortran_order = match order.as_text() {
@@ -366,8 +366,8 @@ pub fn shape_str(shape: &[usize]) -> String {
 fn shape_of(v: &Value) -> Result<Vec<usize>, String> {
     let Value::Tuple(t) = v else {
         return Err(format!(
-            "numpy array: expected a tuple for the shape, found a {}",
-            v.type_name()
+            "numpy array: expected a tuple for the shape, found {}",
+            v.a_type_name()
         ));
     };
     t.items
@@ -382,12 +382,10 @@ fn shape_of(v: &Value) -> Result<Vec<usize>, String> {
 
 impl Dtype {
     fn from_value(v: &Value) -> Result<Dtype, String> {
-        let Value::Object(o) = v else {
-            return Err(format!("expected a numpy dtype, found a {}", v.type_name()));
+        let o = match v {
+            Value::Object(o) if o.kind == ObjectKind::Dtype => o,
+            _ => return Err(format!("expected a numpy dtype, found {}", v.a_type_name())),
         };
-        if o.kind != ObjectKind::Dtype {
-            return Err(format!("expected a numpy dtype, found a {}", v.type_name()));
-        }
         let descr = o
             .args
             .first()
@@ -901,7 +899,7 @@ impl<'a> Machine<'a> {
 
     fn extend_list(&self, list: &Value, items: Vec<Value>) -> Res<()> {
         let Value::List(l) = list else {
-            return self.err(format!("APPEND to a {}, expected a list", list.type_name()));
+            return self.err(format!("APPEND to {}, expected a list", list.a_type_name()));
         };
         let mut depth = l.depth.get();
         for i in &items {
@@ -918,8 +916,8 @@ impl<'a> Machine<'a> {
     fn set_items(&self, dict: &Value, items: Vec<Value>) -> Res<()> {
         let Value::Dict(d) = dict else {
             return self.err(format!(
-                "SETITEM on a {}, expected a dict",
-                dict.type_name()
+                "SETITEM on {}, expected a dict",
+                dict.a_type_name()
             ));
         };
         if !items.len().is_multiple_of(2) {
@@ -969,16 +967,16 @@ impl<'a> Machine<'a> {
     fn reduce(&self, func: Value, args: Value) -> Res<Value> {
         let Value::Global(g) = &func else {
             return self.err(format!(
-                "REDUCE on a {}, expected a global",
-                func.type_name()
+                "REDUCE on {}, expected a global",
+                func.a_type_name()
             ));
         };
         let Value::Tuple(args) = args else {
             return self.err(format!(
-                "REDUCE of {}.{} with {} arguments, expected a tuple",
+                "REDUCE of {}.{} on {}, expected a tuple of arguments",
                 g.0,
                 g.1,
-                args.type_name()
+                args.a_type_name()
             ));
         };
         let (module, name) = (g.0.as_str(), g.1.as_str());
@@ -1041,8 +1039,8 @@ impl<'a> Machine<'a> {
     fn build(&self, obj: &Value, state: Value) -> Res<()> {
         let Value::Object(o) = obj else {
             return self.err(format!(
-                "BUILD on a {}, expected a numpy object",
-                obj.type_name()
+                "BUILD on {}, expected a numpy object",
+                obj.a_type_name()
             ));
         };
         // Adopt first, so that an object given itself as state is refused too.
