@@ -220,7 +220,27 @@ impl Layout {
 }
 
 impl DatasetName {
-    /// The data set's name in messages and in the data cache (`fashion-mnist`, `cifar-10`).
+    #[cfg(test)]
+    const ALL: [DatasetName; 4] = [
+        DatasetName::Mnist,
+        DatasetName::FashionMnist,
+        DatasetName::Cifar10,
+        DatasetName::Folder,
+    ];
+
+    /// The word experiment files use (`dataset = "cifar10"`; serde's name for it, which a test
+    /// checks), for messages about the experiment file.
+    pub fn word(self) -> &'static str {
+        match self {
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+            DatasetName::Cifar10 => "cifar10",
+            DatasetName::Folder => "folder",
+        }
+    }
+
+    /// The data set's name in the data cache and in progress output (`cifar-10`, as its
+    /// publishers write it).
     pub fn name(self) -> &'static str {
         match self {
             DatasetName::Mnist => "mnist",
@@ -497,9 +517,9 @@ impl ExperimentSpec {
         if !fitting.contains(&self.data.layout()) {
             let expected: Vec<_> = fitting.iter().map(|l| format!("{:?}", l.name())).collect();
             return Err(format!(
-                "data.layout: {:?} does not fit {}; expected {}",
+                "data.layout: {:?} does not fit dataset = {:?}; expected {}",
                 self.data.layout().name(),
-                self.data.dataset.name(),
+                self.data.dataset.word(),
                 expected.join(" or "),
             ));
         }
@@ -536,9 +556,9 @@ impl ExperimentSpec {
             ] {
                 if given {
                     return Err(format!(
-                        "data.{key}: only for dataset = \"folder\" ({} has its own; `grayscale` \
-                         and `resize` change them)",
-                        data.dataset.name()
+                        "data.{key}: only for dataset = \"folder\" (dataset = {:?} has its own; \
+                         `grayscale` and `resize` change them)",
+                        data.dataset.word()
                     ));
                 }
             }
@@ -730,9 +750,14 @@ mod tests {
     }
 
     #[test]
-    fn layout_names_are_the_words_files_use() {
+    fn layout_and_dataset_names_are_the_words_files_use() {
         for layout in Layout::ALL {
             assert_eq!(layout.name().parse::<Layout>(), Ok(layout));
+        }
+        use serde::de::value::{Error, StrDeserializer};
+        for dataset in DatasetName::ALL {
+            let word = StrDeserializer::<Error>::new(dataset.word());
+            assert_eq!(DatasetName::deserialize(word), Ok(dataset));
         }
     }
 
@@ -795,7 +820,12 @@ mod tests {
             (
                 "[data]",
                 "[data]\nlayout = \"binary\"",
-                "data.layout: \"binary\" does not fit fashion-mnist; expected \"idx\" or \"folder\"",
+                "data.layout: \"binary\" does not fit dataset = \"fashion-mnist\"; expected \"idx\" or \"folder\"",
+            ),
+            (
+                "dataset = \"fashion-mnist\"",
+                "dataset = \"cifar10\"\nchannels = 3",
+                "data.channels: only for dataset = \"folder\" (dataset = \"cifar10\" has its own;",
             ),
             (
                 "[data]",
