@@ -1045,92 +1045,65 @@ fn labels_as_numpy_arrays_of_any_integer_form() {
 fn byte_string_calls_read_what_python_writes_and_refuse_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    // The key 'data' written by `call`.
-    let batch_keyed = |call: &dyn Fn(&mut Py2)| {
+    // A batch whose key 'data' is the result of `call`: `module func arg..`, each argument
+    // `u:text` (a str) or `b:text` (bytes).
+    let read = |call: &str| {
+        let [module, func, args @ ..] = &call.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("{call}: expected a module, a function and arguments");
+        };
         let mut p = Py2::new();
         p.op(b"}").put().op(b"(");
-        call(&mut p);
+        p.global(module, func).op(b"(");
+        for a in args {
+            match a.split_once(':').unwrap() {
+                ("u", text) => p.unicode(text),
+                (_, text) => p.str(text.as_bytes(), false),
+            };
+        }
+        p.op(b"tR");
         p.array("u1", &[1, IMAGE_BYTES], &images(0, 1));
         p.str(b"labels", true).list(1, |p, _| {
             p.int(4);
         });
         p.op(b"u");
-        p.finish()
-    };
-    // `module.func(args)`, each argument `u:text` (a str) or `b:text` (bytes).
-    let read = |name: &str, module: &str, func: &str, args: &[&str]| {
-        let call = |p: &mut Py2| {
-            p.global(module, func).op(b"(");
-            for a in args {
-                match a.split_once(':').unwrap() {
-                    ("u", text) => p.unicode(text),
-                    (_, text) => p.str(text.as_bytes(), false),
-                };
-            }
-            p.op(b"tR");
-        };
-        let path = write_tmp(dir, name, &batch_keyed(&call));
+        let path = write_tmp(dir, "call", &p.finish());
         cifar::read_python_batch(&path).map(|(_, labels)| labels)
     };
 
-    for (name, module, func, args) in [
-        ("codecs", "_codecs", "encode", &["u:data", "u:latin1"][..]),
-        ("bytes-of-bytes", "__builtin__", "bytes", &["b:data"][..]),
-        (
-            "bytearray-latin-1",
-            "builtins",
-            "bytearray",
-            &["u:data", "u:latin-1"][..],
-        ),
+    for call in [
+        "_codecs encode u:data u:latin1",
+        "__builtin__ bytes b:data",
+        "builtins bytearray u:data u:latin-1",
     ] {
-        assert_eq!(
-            read(name, module, func, args).unwrap_or_else(|e| panic!("{name}: {e}")),
-            [4]
-        );
+        assert_eq!(read(call).unwrap_or_else(|e| panic!("{call}: {e}")), [4]);
     }
-
-    for (name, module, func, args, part) in [
+    for (call, part) in [
         (
-            "codecs-utf8",
-            "_codecs",
-            "encode",
-            &["u:data", "u:utf8"][..],
+            "_codecs encode u:data u:utf8",
             "_codecs.encode: expected (str, 'latin1')",
         ),
         (
-            "codecs-of-bytes",
-            "_codecs",
-            "encode",
-            &["b:data", "u:latin1"][..],
+            "_codecs encode b:data u:latin1",
             "_codecs.encode: expected (str, 'latin1')",
         ),
         (
-            "bytes-utf8",
-            "__builtin__",
-            "bytes",
-            &["u:data", "u:utf8"][..],
+            "__builtin__ bytes u:data u:utf8",
             "__builtin__.bytes: unsupported arguments",
         ),
         (
-            "bytes-wide",
-            "builtins",
-            "bytes",
-            &["u:\u{0100}", "u:latin1"][..],
+            "builtins bytes u:\u{0100} u:latin1",
             "latin-1 text holds a character above U+00FF",
         ),
         (
-            "codecs-wide",
-            "_codecs",
-            "encode",
-            &["u:\u{0100}", "u:latin1"][..],
+            "_codecs encode u:\u{0100} u:latin1",
             "latin-1 text holds a character above U+00FF",
         ),
     ] {
-        let err = read(name, module, func, args).unwrap_err();
-        assert!(matches!(err, DataError::Format { .. }), "{name}: {err:?}");
+        let err = read(call).unwrap_err();
+        assert!(matches!(err, DataError::Format { .. }), "{call}: {err:?}");
         assert!(
             msg(&err).contains(part),
-            "{name}: expected {part:?} in: {err}"
+            "{call}: expected {part:?} in: {err}"
         );
     }
 }
