@@ -772,6 +772,16 @@ mod tests {
                 "recipe.batch_size: expected at least 1, found 0",
             ),
             (
+                "batch_size = 256",
+                "batch_size = 256\nmax_steps = 0",
+                "recipe.max_steps: expected at least 1, found 0",
+            ),
+            (
+                "batch_size = 256",
+                "batch_size = 256\nvalidate_every = 0",
+                "recipe.validate_every: expected at least 1, found 0",
+            ),
+            (
                 "lr = 0.01",
                 "lr = -1.0",
                 "recipe.optimizer.lr: expected a positive number, found -1",
