@@ -168,12 +168,23 @@ impl Py2 {
         }
     }
 
-    /// A numpy array as numpy 1.x pickles it under Python 2.
+    /// A numpy array as numpy 1.x pickles it under Python 2, little-endian.
     fn array(&mut self, descr: &str, shape: &[usize], raw: &[u8]) -> &mut Self {
-        let order = if descr.ends_with('1') { "|" } else { "<" };
+        let byteorder = if descr.ends_with('1') { "|" } else { "<" };
+        self.array_ordered(descr, byteorder, shape, raw)
+    }
+
+    /// The same with its byte order given: `|` (single bytes), `<` or `>`.
+    fn array_ordered(
+        &mut self,
+        descr: &str,
+        byteorder: &str,
+        shape: &[usize],
+        raw: &[u8],
+    ) -> &mut Self {
         self.array_with(|p| {
             p.tuple_of_ints(shape)
-                .dtype(descr, order)
+                .dtype(descr, byteorder)
                 .op(&[0x89])
                 .str(raw, false);
         })
@@ -967,12 +978,7 @@ fn labels_as_numpy_arrays_of_any_integer_form() {
                         shape: &'static [usize],
                         raw: &'static [u8]| {
         move |p: &mut Py2| {
-            p.array_with(|p| {
-                p.tuple_of_ints(shape)
-                    .dtype(descr, byteorder)
-                    .op(&[0x89])
-                    .str(raw, false);
-            });
+            p.array_ordered(descr, byteorder, shape, raw);
         }
     };
     let read = |name, write| read_with_labels(dir, name, write);

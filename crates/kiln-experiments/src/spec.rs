@@ -199,7 +199,7 @@ impl std::str::FromStr for Layout {
     fn from_str(s: &str) -> Result<Self, String> {
         use serde::de::value::{Error, StrDeserializer};
         Self::deserialize(StrDeserializer::<Error>::new(s)).map_err(|_| {
-            let names = Layout::ALL.map(Layout::name).join(", ");
+            let names = Layout::ALL.map(Layout::word).join(", ");
             format!("expected one of {names}; found {s:?}")
         })
     }
@@ -209,7 +209,7 @@ impl Layout {
     const ALL: [Layout; 4] = [Layout::Idx, Layout::Binary, Layout::Python, Layout::Folder];
 
     /// The word experiment files and `--layout` use (serde's name for it, which a test checks).
-    pub fn name(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             Layout::Idx => "idx",
             Layout::Binary => "binary",
@@ -515,10 +515,10 @@ impl ExperimentSpec {
         }
         let fitting = self.data.dataset.layouts();
         if !fitting.contains(&self.data.layout()) {
-            let expected: Vec<_> = fitting.iter().map(|l| format!("{:?}", l.name())).collect();
+            let expected: Vec<_> = fitting.iter().map(|l| format!("{:?}", l.word())).collect();
             return Err(format!(
                 "data.layout: {:?} does not fit dataset = {:?}; expected {}",
-                self.data.layout().name(),
+                self.data.layout().word(),
                 self.data.dataset.word(),
                 expected.join(" or "),
             ));
@@ -752,7 +752,7 @@ mod tests {
     #[test]
     fn layout_and_dataset_names_are_the_words_files_use() {
         for layout in Layout::ALL {
-            assert_eq!(layout.name().parse::<Layout>(), Ok(layout));
+            assert_eq!(layout.word().parse::<Layout>(), Ok(layout));
         }
         use serde::de::value::{Error, StrDeserializer};
         for dataset in DatasetName::ALL {
