@@ -6,6 +6,11 @@
 //! per pair and no two measurements share the cores. Results: bench.md and bench.json under
 //! `runs/bench/<timestamp>/`. `--check FILE` compares the ratios with those recorded in FILE
 //! and fails when one falls more than a quarter below its record (CI's short benchmark).
+//!
+//! `--rounds N` measures every pair N times, PyTorch and the backends alternating within each
+//! round, and reports each figure's median over the rounds: one process that happens to run
+//! fast or slow (a thread placed badly, another tenant, a clock change) then moves no ratio.
+//! A single PyTorch process at 1.4x its usual speed once took LeNet-5's ratio below CI's floor.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,8 @@ struct Options {
     warmup: String,
     steps: String,
     check: Option<PathBuf>,
+    /// Measurements of each pair, alternated; figures are their medians.
+    rounds: usize,
     /// Forwarded to `kiln bench` for the MNIST-format experiments.
     data_dir: Option<String>,
     /// CIFAR-10 as image folders (`DIR/{train,test}/<class>/`), for the CIFAR experiments.
@@ -52,6 +59,7 @@ fn parse(args: &[String]) -> Result<Options> {
     let (check, rest) = take_option(&rest, "--check")?;
     let (data_dir, rest) = take_option(&rest, "--data-dir")?;
     let (cifar_folder, rest) = take_option(&rest, "--cifar-folder")?;
+    let (rounds, rest) = take_option(&rest, "--rounds")?;
     if let Some(unknown) = rest.first() {
         bail!("bench: unexpected argument {unknown:?}\n\n{}", crate::USAGE);
     }
@@ -68,8 +76,16 @@ fn parse(args: &[String]) -> Result<Options> {
             );
         }
     }
+    let rounds = match rounds {
+        None => 1,
+        Some(r) => match r.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => bail!("bench: --rounds expects a whole number of at least 1, found {r:?}"),
+        },
+    };
     Ok(Options {
         experiments,
+        rounds,
         backends: list(backends, &["cpu", "flex", "tch"]),
         warmup: warmup.unwrap_or_else(|| "3".into()),
         steps: steps.unwrap_or_else(|| "10".into()),
@@ -92,32 +108,22 @@ pub fn bench(args: &[String]) -> Result<()> {
 
     let mut rows = Vec::new();
     for experiment in &opts.experiments {
-        let reference = pytorch(experiment, threads, &opts)?;
-        let mut kiln_rows = Vec::new();
-        for backend in &opts.backends {
-            let mut cmd = kiln(&features, &env);
-            cmd.args(["--quiet", "bench", experiment, "--backend", backend])
-                .args([
-                    "--warmup",
-                    &opts.warmup,
-                    "--steps",
-                    &opts.steps,
-                    "--offline",
-                ]);
-            match (&opts.cifar_folder, &opts.data_dir) {
-                (Some(dir), _) if experiment.contains("cifar10") => {
-                    cmd.args(["--layout", "folder", "--data-dir", dir]);
-                }
-                (_, Some(dir)) => {
-                    cmd.args(["--data-dir", dir]);
-                }
-                _ => {}
+        let mut references = Vec::new();
+        let mut kiln_runs = vec![Vec::new(); opts.backends.len()];
+        for round in 1..=opts.rounds {
+            if opts.rounds > 1 {
+                eprintln!("bench: {experiment}, round {round} of {}", opts.rounds);
             }
-            let report = last_json_line(&output(cmd)?)
-                .with_context(|| format!("kiln bench {experiment} --backend {backend}"))?;
-            kiln_rows.push(report);
+            references.push(pytorch(experiment, threads, &opts)?);
+            for (backend, runs) in opts.backends.iter().zip(&mut kiln_runs) {
+                runs.push(kiln_bench(experiment, backend, &features, &env, &opts)?);
+            }
         }
-        rows.push(json!({ "experiment": experiment, "pytorch": reference, "kiln": kiln_rows }));
+        let kiln_rows: Vec<Value> = kiln_runs.into_iter().map(medians).collect();
+        rows.push(
+            json!({ "experiment": experiment, "pytorch": medians(references),
+            "kiln": kiln_rows }),
+        );
     }
 
     let md = markdown(&rows, threads, &opts);
@@ -125,7 +131,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let ratios = ratios(&rows);
     let json = json!({ "threads": threads, "warmup": opts.warmup, "steps": opts.steps,
-        "results": rows, "ratios": ratios });
+        "rounds": opts.rounds, "results": rows, "ratios": ratios });
     std::fs::write(dir.join("bench.md"), &md)?;
     std::fs::write(dir.join("bench.json"), serde_json::to_vec_pretty(&json)?)?;
     println!("{md}\nwritten to {}", dir.join("bench.md").display());
@@ -133,6 +139,89 @@ pub fn bench(args: &[String]) -> Result<()> {
         check(file, &ratios)?;
     }
     Ok(())
+}
+
+fn kiln_bench(
+    experiment: &str,
+    backend: &str,
+    features: &str,
+    env: &[(String, String)],
+    opts: &Options,
+) -> Result<Value> {
+    let mut cmd = kiln(features, env);
+    cmd.args(["--quiet", "bench", experiment, "--backend", backend])
+        .args([
+            "--warmup",
+            &opts.warmup,
+            "--steps",
+            &opts.steps,
+            "--offline",
+        ]);
+    match (&opts.cifar_folder, &opts.data_dir) {
+        (Some(dir), _) if experiment.contains("cifar10") => {
+            cmd.args(["--layout", "folder", "--data-dir", dir]);
+        }
+        (_, Some(dir)) => {
+            cmd.args(["--data-dir", dir]);
+        }
+        _ => {}
+    }
+    last_json_line(&output(cmd)?)
+        .with_context(|| format!("kiln bench {experiment} --backend {backend}"))
+}
+
+/// The figures a report's ratios and table are made of.
+const FIGURES: &[&str] = &[
+    "train_images_per_sec",
+    "eval_images_per_sec",
+    "peak_rss_mib",
+    "pipeline_images_per_sec",
+    "decode_images_per_sec",
+];
+
+/// One report from several rounds of the same measurement: each of [`FIGURES`] is its median
+/// over the rounds, the step times are every round's, and `rounds` keeps each round's figures
+/// so that the spread stays visible in bench.json.
+fn medians(reports: Vec<Value>) -> Value {
+    let mut out = reports.first().cloned().unwrap_or(Value::Null);
+    if reports.len() < 2 {
+        return out;
+    }
+    for figure in FIGURES {
+        let mut values: Vec<f64> = reports.iter().filter_map(|r| r[figure].as_f64()).collect();
+        // A figure some round lacks is left as the first round has it (absent or null).
+        if values.len() != reports.len() {
+            continue;
+        }
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        let median = if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        };
+        out[figure] = json!(median);
+    }
+    for steps in ["train_step_ms", "eval_step_ms"] {
+        if out.get(steps).is_some() {
+            let all: Vec<Value> = reports
+                .iter()
+                .flat_map(|r| r[steps].as_array().cloned().unwrap_or_default())
+                .collect();
+            out[steps] = Value::Array(all);
+        }
+    }
+    let each: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            FIGURES
+                .iter()
+                .filter_map(|f| Some((f.to_string(), r.get(f)?.clone())))
+                .collect()
+        })
+        .collect();
+    out["rounds"] = Value::Array(each);
+    out
 }
 
 fn pytorch(experiment: &str, threads: usize, opts: &Options) -> Result<Value> {
@@ -185,8 +274,8 @@ fn ratios(rows: &[Value]) -> BTreeMap<String, Value> {
 fn markdown(rows: &[Value], threads: usize, opts: &Options) -> String {
     let mut md = format!(
         "# Kiln vs PyTorch eager, {threads} threads\n\n\
-         `cargo xtask bench --warmup {} --steps {}`: medians of {} timed steps after {} warm-up \
-         steps, at each recipe's batch size; PyTorch {} on the same model, optimiser, batch and \
+         `cargo xtask bench --warmup {} --steps {} --rounds {}`: medians of {} timed steps after \
+         {} warm-up steps{}, at each recipe's batch size; PyTorch {} on the same model, optimiser, batch and \
          threads, measured in the same run. Ratios are Kiln / PyTorch (speed: above 1 is \
          faster; memory: below 1 is smaller). Data pipeline: images/s preparing training \
          batches (augment, resize, normalise) on one thread, and loading + decoding the files.\n\n\
@@ -194,8 +283,17 @@ fn markdown(rows: &[Value], threads: usize, opts: &Options) -> String {
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         opts.warmup,
         opts.steps,
+        opts.rounds,
         opts.steps,
         opts.warmup,
+        if opts.rounds > 1 {
+            format!(
+                ", each figure the median of {} rounds with PyTorch and Kiln alternating",
+                opts.rounds
+            )
+        } else {
+            String::new()
+        },
         rows.first()
             .and_then(|r| r["pytorch"]["torch"].as_str())
             .unwrap_or("?"),
@@ -329,10 +427,46 @@ mod tests {
     }
 
     #[test]
+    fn rounds_report_the_median_of_each_figure_and_keep_every_step() {
+        let round = |train: f64, steps: &[f64]| {
+            json!({ "backend": "pytorch", "batch": 256, "train_images_per_sec": train,
+                    "eval_images_per_sec": 2.0 * train, "peak_rss_mib": 600.0,
+                    "train_step_ms": steps })
+        };
+        // The middle round is the outlier a single measurement could have drawn.
+        let one = medians(vec![
+            round(13_900.0, &[1.0]),
+            round(19_300.0, &[2.0]),
+            round(13_400.0, &[3.0]),
+        ]);
+        assert_eq!(one["train_images_per_sec"], json!(13_900.0));
+        assert_eq!(one["eval_images_per_sec"], json!(27_800.0));
+        assert_eq!(one["batch"], json!(256));
+        assert_eq!(one["train_step_ms"], json!([1.0, 2.0, 3.0]));
+        assert_eq!(one["rounds"].as_array().unwrap().len(), 3);
+        assert_eq!(one["rounds"][1]["train_images_per_sec"], json!(19_300.0));
+        assert!(one["rounds"][1].get("decode_images_per_sec").is_none());
+        // Kiln's reports have pipeline figures PyTorch's lack: absent stays absent.
+        assert!(one.get("pipeline_images_per_sec").is_none());
+
+        let even = medians(vec![round(10.0, &[]), round(20.0, &[])]);
+        assert_eq!(even["train_images_per_sec"], json!(15.0));
+        let single = round(5.0, &[]);
+        assert_eq!(medians(vec![single.clone()]), single);
+    }
+
+    #[test]
     fn options_default_to_every_experiment_on_the_pure_rust_backends_and_tch() {
         let o = parse(&[]).unwrap();
         assert_eq!(o.experiments.len(), 7);
         assert_eq!(o.backends, ["cpu", "flex", "tch"]);
+        assert_eq!(o.rounds, 1);
+        let err = parse(&["--rounds".into(), "0".into()]).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("--rounds expects a whole number of at least 1, found \"0\""),
+            "{err}"
+        );
         let err = parse(&["--experiments".into(), "mnist".into()])
             .err()
             .unwrap();

@@ -55,11 +55,12 @@ commands:
   compare-backends <experiment> --backends A,B,... [options passed to `kiln compare`]
       train on each backend from the same initial weights and report the differences;
       e.g. cargo xtask compare-backends lenet5-fashion-mnist --backends ndarray,tch --steps 50
-  bench [--experiments A,B,...] [--backends A,B,...] [--warmup N] [--steps N] [--check FILE]
-        [--data-dir DIR] [--cifar-folder DIR]
+  bench [--experiments A,B,...] [--backends A,B,...] [--warmup N] [--steps N] [--rounds N]
+        [--check FILE] [--data-dir DIR] [--cifar-folder DIR]
       each experiment (default: all seven) on each backend (default cpu,flex,tch): training,
       evaluation and data-pipeline images/s and peak memory, as ratios to PyTorch eager on the
-      same model, batch and threads measured in the same run; --check fails when a ratio falls
+      same model, batch and threads measured in the same run; --rounds N measures each N
+      times, alternating, and reports medians; --check fails when a ratio falls
       more than 25% below its record in FILE (e.g. xtask/bench/recorded.json); --data-dir
       goes to kiln for the MNIST-format data sets, --cifar-folder DIR reads CIFAR-10 as
       DIR/{train,test}/<class>/ image folders
