@@ -839,6 +839,11 @@ mod tests {
             ),
             (
                 "[data]",
+                "[data]\nlimit_test = 0",
+                "data.limit_test: expected at least 1, found 0",
+            ),
+            (
+                "[data]",
                 "[data]\npercent = 150.0",
                 "data.percent: expected a value in (0, 100], found 150",
             ),
@@ -868,6 +873,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown variant `imagenet`"), "{err}");
+    }
+
+    #[test]
+    fn a_simple_cnn_too_small_for_its_convolution_and_pooling_is_refused() {
+        let text = include_str!("../../../fuzz/seeds/experiment_toml/simple-cnn-too-small.toml");
+        let err = ValidSpec::from_toml(text, "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("x.toml: model.image_size: expected at least 4, found 3"),
+            "{err}"
+        );
     }
 
     #[test]
