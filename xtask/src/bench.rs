@@ -193,6 +193,8 @@ fn medians(reports: Vec<Value>) -> Value {
         if values.len() != reports.len() {
             continue;
         }
+        // kiln_train::bench::median's rule, written again: xtask builds before Burn's crates
+        // and must not depend on them.
         values.sort_by(f64::total_cmp);
         let mid = values.len() / 2;
         let median = if values.len() % 2 == 1 {
@@ -275,8 +277,8 @@ fn markdown(rows: &[Value], threads: usize, opts: &Options) -> String {
     let mut md = format!(
         "# Kiln vs PyTorch eager, {threads} threads\n\n\
          `cargo xtask bench --warmup {} --steps {} --rounds {}`: medians of {} timed steps after \
-         {} warm-up steps{}, at each recipe's batch size; PyTorch {} on the same model, optimiser, batch and \
-         threads, measured in the same run. Ratios are Kiln / PyTorch (speed: above 1 is \
+         {} warm-up steps{}, at each recipe's batch size; PyTorch {} on the same model, \
+         optimiser, batch and threads, measured in the same run. Ratios are Kiln / PyTorch (speed: above 1 is \
          faster; memory: below 1 is smaller). Data pipeline: images/s preparing training \
          batches (augment, resize, normalise) on one thread, and loading + decoding the files.\n\n\
          | experiment (batch) | backend | train img/s | vs PyTorch | eval img/s | vs PyTorch | peak MiB | vs PyTorch | pipeline img/s | pipeline / step | decode img/s |\n\
