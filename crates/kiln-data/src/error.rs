@@ -23,18 +23,21 @@ pub enum DataError {
 
     /// The file does not start with the magic number of the expected format.
     #[error(
-        "{}: not {} file: expected magic number 0x{expected:08x}, found 0x{found:08x}{}",
-        .path.display(),
-        magic_kind(*.expected),
-        found_hint(*.found)
+        "{}: not {expected_kind} file: expected magic number 0x{expected:08x}, found \
+         0x{found:08x}{found_kind}",
+        .path.display()
     )]
     BadMagic {
         /// The file.
         path: PathBuf,
         /// The magic number of the format asked for.
         expected: u32,
+        /// What that format is, as the message names it ("an IDX image").
+        expected_kind: &'static str,
         /// The first four bytes of the file, big-endian.
         found: u32,
+        /// What they are where the reader knows (" (an IDX label file)"), else "".
+        found_kind: &'static str,
     },
 
     /// The file is shorter than its header says.
@@ -148,26 +151,5 @@ impl DataError {
             path: path.into(),
             message: message.into(),
         }
-    }
-}
-
-/// The file kind a magic number stands for, for [`DataError::BadMagic`] messages.
-fn magic_kind(magic: u32) -> &'static str {
-    match magic {
-        crate::idx::IMAGES_MAGIC => "an IDX image",
-        crate::idx::LABELS_MAGIC => "an IDX label",
-        _ => "the expected kind of",
-    }
-}
-
-/// A hint naming what the found magic number is, when it is a known one: the usual mistake is
-/// swapping an images file and a labels file.
-fn found_hint(found: u32) -> &'static str {
-    match found {
-        crate::idx::IMAGES_MAGIC => " (an IDX image file)",
-        crate::idx::LABELS_MAGIC => " (an IDX label file)",
-        // The gzip magic bytes: only seen if something reads a gzip file without inflating it.
-        f if f >> 16 == 0x1f8b => " (a gzip stream)",
-        _ => "",
     }
 }

@@ -269,7 +269,9 @@ fn read_idx(
             return Err(DataError::BadMagic {
                 path: path.to_path_buf(),
                 expected: magic,
+                expected_kind: magic_kind(magic),
                 found,
+                found_kind: found_hint(found),
             });
         }
     }
@@ -367,4 +369,25 @@ fn trailing_error(path: &Path, expected_total: u64, found: Option<u64>) -> DataE
              {found}"
         ),
     )
+}
+
+/// The file kind a magic number stands for, for [`DataError::BadMagic`].
+fn magic_kind(magic: u32) -> &'static str {
+    match magic {
+        IMAGES_MAGIC => "an IDX image",
+        LABELS_MAGIC => "an IDX label",
+        _ => "the expected kind of",
+    }
+}
+
+/// A hint naming what the found magic number is, when it is a known one: the usual mistake is
+/// swapping an images file and a labels file.
+fn found_hint(found: u32) -> &'static str {
+    match found {
+        IMAGES_MAGIC => " (an IDX image file)",
+        LABELS_MAGIC => " (an IDX label file)",
+        // The gzip magic bytes: only seen if something reads a gzip file without inflating it.
+        f if f >> 16 == 0x1f8b => " (a gzip stream)",
+        _ => "",
+    }
 }
