@@ -7,16 +7,16 @@
 
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use kiln_data::HostBatch;
 use kiln_models::ImageClassifier;
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{batch_loss, training_loss, with_optimizer, OptimizerTask};
-use crate::Recipe;
+use crate::eval::{batch_loss, training_loss};
+use crate::optimizer::RecipeOptimizer;
+use crate::{Recipe, Trainable};
 
 /// Seconds per timed training step and per timed evaluation pass, in the order they ran.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,78 +40,43 @@ pub fn median(seconds: &[f64]) -> f64 {
 
 /// Runs `warmup` untimed and then `steps` timed training steps of `model` by `recipe` on
 /// `batch`, then the same counts of evaluation passes (no autodiff) of the trained model.
-pub fn time_steps<B, M>(
+pub fn time_steps<B: AutodiffBackend, M: Trainable<B>>(
     model: M,
     recipe: &Recipe,
     batch: &HostBatch,
     warmup: usize,
     steps: usize,
     device: &B::Device,
-) -> StepTimes
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + ImageClassifier<B>,
-    M::InnerModule: ImageClassifier<B::InnerBackend>,
-{
-    let task = TimeSteps {
-        model,
-        recipe,
-        batch,
-        warmup,
-        steps,
-        device,
-    };
-    with_optimizer(&recipe.optimizer, task)
-}
-
-struct TimeSteps<'a, B: AutodiffBackend, M> {
-    model: M,
-    recipe: &'a Recipe,
-    batch: &'a HostBatch,
-    warmup: usize,
-    steps: usize,
-    device: &'a B::Device,
-}
-
-impl<B, M> OptimizerTask<B, M> for TimeSteps<'_, B, M>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + ImageClassifier<B>,
-    M::InnerModule: ImageClassifier<B::InnerBackend>,
-{
-    type Output = StepTimes;
-
-    fn run<O: Optimizer<M, B>>(self, mut optim: O) -> StepTimes {
-        let device = self.device;
-        let loss_fn = training_loss(self.recipe, device);
-        let lr = self.recipe.optimizer.lr();
-        let mut model = self.model;
-        let mut times = StepTimes::default();
-        for i in 0..self.warmup + self.steps {
-            let batch = self.batch.clone().to_device::<B>(device);
-            let started = Instant::now();
-            let (loss, _) = batch_loss(&model, &loss_fn, batch);
-            let _: f64 = loss.clone().into_scalar().elem();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-            // GPU backends queue work: wait for the step to finish before stopping the clock.
-            let _ = B::sync(device);
-            if i >= self.warmup {
-                times.train.push(started.elapsed().as_secs_f64());
-            }
+) -> StepTimes {
+    let mut optim = RecipeOptimizer::new(&recipe.optimizer);
+    let loss_fn = training_loss(recipe, device);
+    let lr = recipe.optimizer.lr();
+    let mut model = model;
+    let mut times = StepTimes::default();
+    for i in 0..warmup + steps {
+        let batch = batch.clone().to_device::<B>(device);
+        let started = Instant::now();
+        let (loss, _) = batch_loss(&model, &loss_fn, batch);
+        let _: f64 = loss.clone().into_scalar().elem();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        // GPU backends queue work: wait for the step to finish before stopping the clock.
+        let _ = B::sync(device);
+        if i >= warmup {
+            times.train.push(started.elapsed().as_secs_f64());
         }
-        let model = model.valid();
-        for i in 0..self.warmup + self.steps {
-            let batch = self.batch.clone().to_device::<B::InnerBackend>(device);
-            let started = Instant::now();
-            let predicted = model.logits(batch.images).argmax(1);
-            let _: i64 = predicted.sum().into_scalar().elem();
-            if i >= self.warmup {
-                times.eval.push(started.elapsed().as_secs_f64());
-            }
-        }
-        times
     }
+    let model = model.valid();
+    for i in 0..warmup + steps {
+        let batch = batch.clone().to_device::<B::InnerBackend>(device);
+        let started = Instant::now();
+        let predicted = model.logits(batch.images).argmax(1);
+        let _: i64 = predicted.sum().into_scalar().elem();
+        if i >= warmup {
+            times.eval.push(started.elapsed().as_secs_f64());
+        }
+    }
+    times
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::fit::Tally;
+use crate::eval::Tally;
 use crate::{EpochMetrics, Recipe};
 
 /// A fit's whole state at a step boundary: its position and metrics (plain data, JSON) and the

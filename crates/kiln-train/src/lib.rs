@@ -34,14 +34,18 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod denormals;
+pub mod eval;
 pub mod events;
 pub mod fit;
+mod optimizer;
 pub mod recipe;
+mod schedule;
 
 pub use checkpoint::{Checkpoint, CheckpointSink, CheckpointState, ResumeError};
+pub use eval::{evaluate, predict, probabilities, ClassificationLoss, Metrics};
 pub use events::{EpochMetrics, Event, StepMetrics};
 pub use fit::{
-    evaluate, fit, fit_with_loss, predict, probabilities, ClassificationLoss, FitData, FitError,
-    FitOptions, FitSummary, Metrics, Prepared, TrainBatcher,
+    fit, fit_with_loss, FitData, FitError, FitOptions, FitSummary, Prepared, TrainBatcher,
+    Trainable,
 };
 pub use recipe::{OptimizerSpec, Recipe, SchedulerSpec};

@@ -90,7 +90,7 @@ impl<B: Backend> Batcher<B, Pattern, ImageBatch<B>> for PatternBatcher {
 }
 
 /// No augmentation: the training batches are the evaluation ones.
-impl<B: Backend> TrainBatcher<B, Pattern> for PatternBatcher {}
+impl<B: AutodiffBackend> TrainBatcher<B, Pattern> for PatternBatcher {}
 
 /// conv 3x3 (8 channels) -> ReLU -> max pool 4x4 -> linear to the three classes.
 #[derive(Module, Debug)]

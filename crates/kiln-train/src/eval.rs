@@ -1,0 +1,156 @@
+//! Evaluation and prediction, and what the training loop shares with them: the loss and
+//! accuracy of a batch and their running sums.
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::prelude::*;
+use kiln_data::ImageBatch;
+use kiln_models::ImageClassifier;
+use serde::{Deserialize, Serialize};
+
+use crate::Recipe;
+
+/// Mean loss and accuracy over a set of images.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Mean cross-entropy per image.
+    pub loss: f64,
+    /// Fraction of images whose top-1 prediction is their label.
+    pub accuracy: f64,
+}
+
+/// Sums of loss (weighted by batch size), correct predictions and images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Tally {
+    pub(crate) loss: f64,
+    pub(crate) correct: u64,
+    pub(crate) images: u64,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, mean_loss: f64, correct: u64, images: usize) {
+        self.loss += mean_loss * images as f64;
+        self.correct += correct;
+        self.images += images as u64;
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        let n = self.images.max(1) as f64;
+        Metrics {
+            loss: self.loss / n,
+            accuracy: self.correct as f64 / n,
+        }
+    }
+}
+
+/// What a fit minimises: the mean loss of a batch from its logits `[batch, classes]` and class
+/// targets `[batch]`. [`fit`] uses cross-entropy with the recipe's label smoothing.
+pub trait ClassificationLoss<B: Backend> {
+    /// The mean loss of the batch, a one-element tensor.
+    fn loss(&self, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1>;
+}
+
+impl<B: Backend> ClassificationLoss<B> for CrossEntropyLoss<B> {
+    fn loss(&self, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        self.forward(logits, targets)
+    }
+}
+
+/// The training loss of `recipe`: cross-entropy, with its label smoothing.
+pub(crate) fn training_loss<B: Backend>(
+    recipe: &Recipe,
+    device: &B::Device,
+) -> CrossEntropyLoss<B> {
+    let smoothing = (recipe.label_smoothing > 0.0).then_some(recipe.label_smoothing);
+    CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(device)
+}
+
+/// Item `index` of a set, which must have it (the loop asks only below `set.len()`).
+pub(crate) fn item<I, D: Dataset<I> + ?Sized>(set: &D, index: usize) -> I {
+    set.get(index).unwrap_or_else(|| {
+        panic!(
+            "the data set has {} items but returned none at index {index}",
+            set.len()
+        )
+    })
+}
+
+/// The mean loss of a batch and the number of correct top-1 predictions.
+pub(crate) fn batch_loss<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    loss_fn: &impl ClassificationLoss<B>,
+    batch: ImageBatch<B>,
+) -> (Tensor<B, 1>, u64) {
+    let n = batch.targets.dims()[0];
+    let logits = model.logits(batch.images);
+    let predicted = logits.clone().argmax(1).reshape([n]);
+    let correct: i64 = predicted
+        .equal(batch.targets.clone())
+        .int()
+        .sum()
+        .into_scalar()
+        .elem();
+    (loss_fn.loss(logits, batch.targets), correct as u64)
+}
+
+/// Mean cross-entropy and accuracy of `model` over all of `set`.
+pub fn evaluate<B, M, I>(
+    model: &M,
+    set: &(impl Dataset<I> + ?Sized),
+    batcher: &impl Batcher<B, I, ImageBatch<B>>,
+    batch_size: usize,
+    device: &B::Device,
+) -> Metrics
+where
+    B: Backend,
+    M: ImageClassifier<B>,
+{
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut tally = Tally::default();
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = batcher.batch(chunk.iter().map(|&i| item(set, i)).collect(), device);
+        let (loss, correct) = batch_loss(model, &loss_fn, batch);
+        tally.add(loss.into_scalar().elem(), correct, chunk.len());
+    }
+    tally.metrics()
+}
+
+/// Softmax probabilities of every class for each image of the batch, one row per image.
+pub fn probabilities<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    images: Tensor<B, 4>,
+) -> Vec<Vec<f32>> {
+    let logits = model.logits(images);
+    let [_, classes] = logits.dims();
+    let values: Vec<f32> = burn::tensor::activation::softmax(logits, 1)
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("converted to f32");
+    values.chunks(classes).map(<[f32]>::to_vec).collect()
+}
+
+/// [`probabilities`] for every image of `set`, in order, in batches of `batch_size`.
+pub fn predict<B, M, I>(
+    model: &M,
+    set: &(impl Dataset<I> + ?Sized),
+    batcher: &impl Batcher<B, I, ImageBatch<B>>,
+    batch_size: usize,
+    device: &B::Device,
+) -> Vec<Vec<f32>>
+where
+    B: Backend,
+    M: ImageClassifier<B>,
+{
+    let indices: Vec<usize> = (0..set.len()).collect();
+    let mut rows = Vec::with_capacity(set.len());
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = batcher.batch(chunk.iter().map(|&i| item(set, i)).collect(), device);
+        rows.extend(probabilities(model, batch.images));
+    }
+    rows
+}
