@@ -15,7 +15,8 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::runner::{load_splits, peak_rss_mib, RunError};
+use crate::error::RunError;
+use crate::runner::{load_splits, peak_rss_mib};
 use crate::ValidSpec;
 
 /// What to time.

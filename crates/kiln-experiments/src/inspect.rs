@@ -8,25 +8,12 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
-use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Normalize};
+use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet};
 use kiln_models::{first_conv_kernels, ImageClassifier, Maps};
 
+use crate::error::RunError;
 use crate::run_dir::RunFolder;
-use crate::runner::{load_weights, RunError};
-use crate::ExperimentSpec;
-
-pub(crate) fn inference_batcher(
-    spec: &ExperimentSpec,
-    shape: [usize; 3],
-    normalize: Normalize,
-) -> ImageBatcher {
-    ImageBatcher {
-        shape,
-        resize: spec.data.resize.map(|side| [side, side]),
-        augment: Default::default(),
-        normalize,
-    }
-}
+use crate::weights::load_weights;
 
 /// What to compute with a model.
 pub struct Request<'a> {

@@ -11,24 +11,25 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+mod error;
 pub mod inspect;
 pub mod models;
 pub mod registry;
 pub mod run_dir;
 pub mod runner;
 pub mod spec;
-pub mod torch_weights;
+pub mod weights;
 
+pub use error::RunError;
 pub use inspect::Looked;
 pub use models::ModelSpec;
 pub use registry::{builtin, load};
 pub use run_dir::{FixedBatchLogits, RunFolder, RunStart, RunSummary};
 pub use runner::{
-    load_splits, load_test_split, load_weights, resume, run, save_weights, DrawRun, Finished,
-    RunError, RunOptions, RunOutcome, Splits,
+    load_splits, load_test_split, resume, run, DrawRun, Finished, RunOptions, RunOutcome, Splits,
 };
 pub use spec::{
     DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, SpecError, Statistics,
     TorchNaming, ValidSpec, ValidationSplit,
 };
-pub use torch_weights::{export_safetensors, import_pytorch};
+pub use weights::{export_safetensors, import_pytorch, load_weights, save_weights};

@@ -28,7 +28,7 @@ use kiln_data::{DataError, ImageBatcher, Normalize};
 use kiln_train::{Checkpoint, CheckpointState, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::runner::RunError;
+use crate::error::RunError;
 use crate::ValidSpec;
 
 /// `run.json`: what a run was started with that its `config.toml` does not say, written before
@@ -482,11 +482,9 @@ impl RunFolder {
 
     /// The evaluation batcher of the run: its resize and its resolved normalisation.
     pub fn batcher(&self) -> ImageBatcher {
-        crate::inspect::inference_batcher(
-            &self.spec,
-            self.image_shape(),
-            self.summary.normalize.clone(),
-        )
+        self.spec
+            .data
+            .eval_batcher(self.image_shape(), self.summary.normalize.clone())
     }
 
     /// The folder pictures are written to (`plots/` in the run folder).

@@ -9,13 +9,15 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Split};
+use kiln_data::{ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Split};
 use kiln_models::{Classifier, ImageClassifier};
-use kiln_train::{Checkpoint, Event, FitData, FitOptions, FitSummary};
+use kiln_train::{Checkpoint, Event, FitData, FitOptions};
 
+use crate::error::{io_error, RunError};
 use crate::run_dir::{self, write_atomic, FixedBatchLogits, RunStart, RunSummary};
 use crate::spec::{DatasetName, MAX_SIDE, MIN_SIDE};
-use crate::{ExperimentSpec, SpecError, ValidSpec};
+use crate::weights::{load_weights, save_weights};
+use crate::{ExperimentSpec, ValidSpec};
 
 /// Where and how to run. Only `init_weights` changes the numbers a run produces, and the
 /// summary records it.
@@ -62,62 +64,6 @@ pub struct Finished<'a> {
 
 /// Draws a finished run's pictures and returns the files written.
 pub type DrawRun = fn(&Finished<'_>) -> Result<Vec<PathBuf>, RunError>;
-
-/// Why a run could not start or did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The spec or the command line is invalid; the message says which key and why.
-    #[error("{0}")]
-    Spec(String),
-    /// A value of the experiment is refused.
-    #[error(transparent)]
-    Invalid(#[from] SpecError),
-    /// The data set could not be found, fetched or read.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// A file of the run folder could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-    /// Training stopped early: diverged, interrupted or unable to save a checkpoint. The run
-    /// folder keeps its metrics and its last good checkpoint.
-    #[error("{error}{}", stopped_hint(error, dir))]
-    Fit {
-        /// The run folder, named in the hint on how to resume.
-        dir: PathBuf,
-        /// (Not a `source`: the message says it, with what to do.)
-        error: kiln_train::FitError,
-    },
-}
-
-fn stopped_hint(error: &kiln_train::FitError, dir: &Path) -> String {
-    match error {
-        kiln_train::FitError::Resume(_) => format!(" ({})", dir.display()),
-        kiln_train::FitError::Checkpoint { step: 0, .. } => format!(
-            "; nothing was trained: make room, or train under another --runs-dir than {}",
-            dir.parent().and_then(Path::parent).unwrap_or(dir).display()
-        ),
-        kiln_train::FitError::Diverged { .. } => format!(
-            " (the metrics up to then are in {}/metrics.jsonl)",
-            dir.display()
-        ),
-        _ => format!(
-            "; the run folder keeps its last checkpoint: go on with `kiln run --resume {}`",
-            dir.display()
-        ),
-    }
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// Why a run's epochs all have test metrics.
 const TESTED: &str = "a run evaluates its test split every epoch";
@@ -359,22 +305,104 @@ fn train_in<B: AutodiffBackend>(
     let (train, valid, test) = (&splits.train, splits.valid.as_ref(), &splits.test);
     B::seed(device, spec.recipe.seed);
     let batcher = spec.data.batcher(train);
-    let task = TrainAndSave::<B> {
-        spec,
-        options,
-        train,
-        valid,
-        test,
-        batcher: &batcher,
-        dir: &dir,
-        resume_from,
-        earlier,
-        device,
-    };
+    let batcher = &batcher;
     let model = spec
         .model
         .build::<B>(batcher.output_shape(), train.classes.len(), device);
-    let fitted = task.run(model)?;
+    tracing::info!(
+        parameters = kiln_models::probe::trainable_params(&model),
+        model = ?spec.model,
+        "model"
+    );
+    let model = match &options.init_weights {
+        Some(path) => load_weights(model, path, device)?,
+        None => model,
+    };
+    let fixed_batch = options.logits_of.map(|n| {
+        let n = n.min(test.len());
+        batcher.batch((0..n).map(|i| test.item(i)).collect(), device)
+    });
+    let initial_logits = fixed_batch
+        .as_ref()
+        .map(|b: &ImageBatch<B::InnerBackend>| logits_of(&model.valid(), b));
+    let metrics_path = dir.join(run_dir::METRICS);
+    // A resumed run appends to the lines its checkpoint had seen.
+    let file = OpenOptions::new()
+        .create_new(resume_from.is_none())
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(io_error(&metrics_path))?;
+    let mut log = EventLog {
+        out: BufWriter::new(file),
+        error: None,
+        events: earlier,
+    };
+    let save = |checkpoint: &Checkpoint| {
+        let at = run_dir::save_checkpoint(&dir, checkpoint)?;
+        tracing::debug!(checkpoint = %at.display(), "saved");
+        Ok(())
+    };
+    let fit_options = FitOptions {
+        progress: options.progress,
+        save_checkpoint: Some(&save),
+        resume_from,
+        stop: options.stop,
+    };
+    let data = FitData {
+        train,
+        valid: valid.map(|v| v as &dyn Dataset<ImageItem>),
+        test: Some(test),
+        batcher,
+    };
+    let fitted = kiln_train::fit(
+        model,
+        data,
+        &spec.recipe,
+        device,
+        &fit_options,
+        &mut |event| log.write(event),
+    );
+    if let Some(source) = log.error {
+        return Err(RunError::Io {
+            path: metrics_path,
+            source,
+        });
+    }
+    // metrics.jsonl keeps every finished step and epoch; no weights or summary are written
+    // for a diverged run.
+    let (model, fitted) = fitted.map_err(|error| RunError::Fit {
+        dir: dir.clone(),
+        error,
+    })?;
+
+    if let (Some(batch), Some(initial)) = (&fixed_batch, initial_logits) {
+        let logits = FixedBatchLogits {
+            images: batch.targets.dims()[0],
+            initial,
+            r#final: logits_of(&model.valid(), batch),
+        };
+        let path = dir.join(run_dir::LOGITS);
+        let json = serde_json::to_vec(&logits).expect("logits always serialise");
+        write_atomic(&path, &json).map_err(io_error(&path))?;
+    }
+
+    save_weights(model.valid(), &dir.join(run_dir::MODEL))?;
+
+    // Pictures come last: the weights and metrics are safe whatever happens here.
+    if let Some(draw) = options.draw {
+        let model = model.valid();
+        draw_pictures::<B::InnerBackend>(
+            draw,
+            spec,
+            &model,
+            batcher,
+            test,
+            &dir,
+            &log.events,
+            device,
+        );
+    }
 
     let best = fitted
         .best()
@@ -526,140 +554,38 @@ fn limit_test(spec: &ExperimentSpec, test: ImageSet) -> ImageSet {
     }
 }
 
-/// Trains, streaming events to `metrics.jsonl`, then saves the final weights.
-struct TrainAndSave<'a, B: AutodiffBackend> {
-    spec: &'a ExperimentSpec,
-    options: &'a RunOptions,
-    train: &'a ImageSet,
-    valid: Option<&'a ImageSet>,
-    test: &'a ImageSet,
-    batcher: &'a ImageBatcher,
-    dir: &'a Path,
-    resume_from: Option<&'a Checkpoint>,
-    /// The events of `metrics.jsonl` before `resume_from`.
-    earlier: Vec<Event>,
-    device: &'a B::Device,
-}
-
-impl<B: AutodiffBackend> TrainAndSave<'_, B> {
-    fn run(self, model: Classifier<B>) -> Result<FitSummary, RunError> {
-        let TrainAndSave {
-            spec,
-            options,
-            train,
-            valid,
-            test,
-            batcher,
-            dir,
-            resume_from,
-            earlier,
-            device,
-        } = self;
-        tracing::info!(
-            parameters = kiln_models::probe::trainable_params(&model),
-            model = ?spec.model,
-            "model"
-        );
-        let model = match &options.init_weights {
-            Some(path) => load_weights(model, path, device)?,
-            None => model,
-        };
-        let fixed_batch = options.logits_of.map(|n| {
-            let n = n.min(test.len());
-            batcher.batch((0..n).map(|i| test.item(i)).collect(), device)
-        });
-        let initial_logits = fixed_batch
-            .as_ref()
-            .map(|b: &ImageBatch<B::InnerBackend>| logits_of(&model.valid(), b));
-        let metrics_path = dir.join(run_dir::METRICS);
-        // A resumed run appends to the lines its checkpoint had seen.
-        let file = OpenOptions::new()
-            .create_new(resume_from.is_none())
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(io_error(&metrics_path))?;
-        let mut log = EventLog {
-            out: BufWriter::new(file),
-            error: None,
-            events: earlier,
-        };
-        let save = |checkpoint: &Checkpoint| {
-            let at = run_dir::save_checkpoint(dir, checkpoint)?;
-            tracing::debug!(checkpoint = %at.display(), "saved");
-            Ok(())
-        };
-        let fit_options = FitOptions {
-            progress: options.progress,
-            save_checkpoint: Some(&save),
-            resume_from,
-            stop: options.stop,
-        };
-        let data = FitData {
-            train,
-            valid: valid.map(|v| v as &dyn Dataset<ImageItem>),
-            test: Some(test),
-            batcher,
-        };
-        let fitted = kiln_train::fit(
-            model,
-            data,
-            &spec.recipe,
-            device,
-            &fit_options,
-            &mut |event| log.write(event),
-        );
-        if let Some(source) = log.error {
-            return Err(RunError::Io {
-                path: metrics_path,
-                source,
-            });
-        }
-        // metrics.jsonl keeps every finished step and epoch; no weights or summary are written
-        // for a diverged run.
-        let (model, fitted) = fitted.map_err(|error| RunError::Fit {
-            dir: dir.to_path_buf(),
-            error,
-        })?;
-
-        if let (Some(batch), Some(initial)) = (&fixed_batch, initial_logits) {
-            let logits = FixedBatchLogits {
-                images: batch.targets.dims()[0],
-                initial,
-                r#final: logits_of(&model.valid(), batch),
-            };
-            let path = dir.join(run_dir::LOGITS);
-            let json = serde_json::to_vec(&logits).expect("logits always serialise");
-            write_atomic(&path, &json).map_err(io_error(&path))?;
-        }
-
-        save_weights(model.valid(), &dir.join(run_dir::MODEL))?;
-
-        // Pictures come last: the weights and metrics are safe whatever happens here.
-        if let Some(draw) = options.draw {
-            tracing::info!("drawing the run's pictures");
-            let test0 = (!test.is_empty()).then(|| test.image(0));
-            let request = crate::inspect::Request {
-                batcher,
-                test: Some(test),
-                maps_of: test0,
-                images: &[],
-                batch_size: spec.recipe.batch_size.max(64),
-            };
-            let looked = crate::inspect::look(&model.valid(), &request, device);
-            let finished = Finished {
-                plots: &dir.join(run_dir::PLOTS),
-                experiment: &spec.name,
-                events: &log.events,
-                test,
-                looked: &looked,
-            };
-            match draw(&finished) {
-                Ok(files) => tracing::info!(pictures = files.len(), "plots written"),
-                Err(e) => tracing::warn!("the run is saved, but its pictures failed: {e}"),
-            }
-        }
-        Ok(fitted)
+/// Hands a trained run to `draw`; its failure is a warning, since the run is saved.
+#[allow(clippy::too_many_arguments)] // the parts of one finished run, each used once
+fn draw_pictures<B: Backend>(
+    draw: DrawRun,
+    spec: &ExperimentSpec,
+    model: &Classifier<B>,
+    batcher: &ImageBatcher,
+    test: &ImageSet,
+    dir: &Path,
+    events: &[Event],
+    device: &B::Device,
+) {
+    tracing::info!("drawing the run's pictures");
+    let test0 = (!test.is_empty()).then(|| test.image(0));
+    let request = crate::inspect::Request {
+        batcher,
+        test: Some(test),
+        maps_of: test0,
+        images: &[],
+        batch_size: spec.recipe.batch_size.max(64),
+    };
+    let looked = crate::inspect::look(model, &request, device);
+    let finished = Finished {
+        plots: &dir.join(run_dir::PLOTS),
+        experiment: &spec.name,
+        events,
+        test,
+        looked: &looked,
+    };
+    match draw(&finished) {
+        Ok(files) => tracing::info!(pictures = files.len(), "plots written"),
+        Err(e) => tracing::warn!("the run is saved, but its pictures failed: {e}"),
     }
 }
 
@@ -673,29 +599,6 @@ fn logits_of<B: burn::tensor::backend::Backend, M: ImageClassifier<B>>(
         .convert::<f32>()
         .into_vec()
         .expect("converted to f32")
-}
-
-/// Loads weights written by [`save_weights`] (a run's `model.mpk`, `kiln import`'s output)
-/// into `model`, which must be the same network.
-pub fn load_weights<B: Backend>(
-    model: Classifier<B>,
-    path: &Path,
-    device: &B::Device,
-) -> Result<Classifier<B>, RunError> {
-    let bytes = std::fs::read(path).map_err(io_error(path))?;
-    model.load_mpk(bytes, device).map_err(|e| {
-        RunError::Spec(format!(
-            "{}: cannot load it as this experiment's weights: {e}",
-            path.display()
-        ))
-    })
-}
-
-/// Writes `model`'s weights to `path` in full precision, atomically: what [`load_weights`]
-/// reads. Pass an inference module (`model.valid()`) of a trained model: it carries the
-/// up-to-date batch-norm statistics.
-pub fn save_weights<B: Backend>(model: Classifier<B>, path: &Path) -> Result<(), RunError> {
-    write_atomic(path, &model.into_mpk()).map_err(io_error(path))
 }
 
 /// The process's peak resident set in MiB, where the OS reports it (Linux).

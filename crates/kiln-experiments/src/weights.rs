@@ -1,13 +1,38 @@
-//! `kiln import` and `kiln export`: an experiment's network with PyTorch's weights, under the
-//! module names of the experiment's PyTorch code (`torch_names` in its TOML).
+//! Weights in and out: Kiln's own (a run's `model.mpk`, full precision) and PyTorch's
+//! (`kiln import` and `kiln export`, under the module names of the experiment's PyTorch code,
+//! `torch_names` in its TOML).
 
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use kiln_models::ImportReport;
+use kiln_models::{Classifier, ImportReport};
 
-use crate::runner::{load_weights, save_weights, RunError};
+use crate::error::{io_error, RunError};
+use crate::run_dir::write_atomic;
 use crate::ValidSpec;
+
+/// Loads weights written by [`save_weights`] (a run's `model.mpk`, `kiln import`'s output)
+/// into `model`, which must be the same network.
+pub fn load_weights<B: Backend>(
+    model: Classifier<B>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<Classifier<B>, RunError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    model.load_mpk(bytes, device).map_err(|e| {
+        RunError::Spec(format!(
+            "{}: cannot load it as this experiment's weights: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Writes `model`'s weights to `path` in full precision, atomically: what [`load_weights`]
+/// reads. Pass an inference module (`model.valid()`) of a trained model: it carries the
+/// up-to-date batch-norm statistics.
+pub fn save_weights<B: Backend>(model: Classifier<B>, path: &Path) -> Result<(), RunError> {
+    write_atomic(path, &model.into_mpk()).map_err(io_error(path))
+}
 
 fn weights_error(e: kiln_models::WeightsError) -> RunError {
     RunError::Spec(e.to_string())
