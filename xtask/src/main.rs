@@ -17,25 +17,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// `--backend` name, the `kiln-cli` cargo features it needs, and what it needs at run time.
-const BACKENDS: &[(&str, &str, Runtime)] = &[
-    ("cpu", "cpu", Runtime::Nothing),
-    ("ndarray", "ndarray", Runtime::Nothing),
-    ("flex", "flex", Runtime::Nothing),
-    ("wgpu", "wgpu", Runtime::Vulkan),
-    ("tch", "tch", Runtime::Torch),
-    ("tch-cuda", "tch-cuda", Runtime::Torch),
-    ("cuda", "cuda", Runtime::Nothing),
-];
+// The backends table `kiln` itself uses: one list for both, and xtask stays free of Burn.
+#[path = "../../crates/kiln-cli/src/backend_table.rs"]
+mod backend_table;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Runtime {
-    Nothing,
-    /// A Vulkan driver: the GPU's, or Mesa's software one.
-    Vulkan,
-    /// libtorch 2.9, from `LIBTORCH` or a Python with torch 2.9.0.
-    Torch,
-}
+use backend_table::{Runtime, BACKENDS};
 
 const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 const FASHION_MNIST_PACKAGE: &str = "dataset-fashion-mnist";
@@ -174,15 +160,14 @@ fn kiln(features: &str, env: &[(String, String)]) -> Command {
 fn features_of(backends: &[&str]) -> Result<String> {
     let mut features = Vec::new();
     for name in backends {
-        let Some((_, feature, _)) = BACKENDS.iter().find(|(n, ..)| n == name) else {
-            let names: Vec<&str> = BACKENDS.iter().map(|(n, ..)| *n).collect();
+        let Some(backend) = backend_table::find(name) else {
             bail!(
                 "unknown backend {name:?}; expected one of: {}",
-                names.join(", ")
+                backend_table::names().join(", ")
             );
         };
-        if !features.contains(feature) {
-            features.push(*feature);
+        if !features.contains(&backend.feature) {
+            features.push(backend.feature);
         }
     }
     Ok(features.join(","))
@@ -210,11 +195,14 @@ fn take_option(args: &[String], name: &str) -> Result<(Option<String>, Vec<Strin
     Ok((value, rest))
 }
 
+/// The backends the tests build in (`kiln-integration-tests/parity`): every one a machine
+/// without an NVIDIA GPU can run.
+const TESTED_BACKENDS: [&str; 5] = ["cpu", "ndarray", "flex", "wgpu", "tch"];
+
 fn test(args: &[String]) -> Result<()> {
     ensure_fashion_mnist()?;
     ensure_chromium()?;
-    let all: Vec<&str> = ["cpu", "ndarray", "flex", "wgpu", "tch"].into();
-    let env = runtime_env(&all, Install::Yes)?;
+    let env = runtime_env(&TESTED_BACKENDS, Install::Yes)?;
     let mut cmd = cargo();
     // `parity` builds the wgpu, tch and flex backends into kiln and the tests, once, in the
     // release profile the CLI uses too.
@@ -234,8 +222,7 @@ fn test(args: &[String]) -> Result<()> {
 /// arm), so it needs libtorch's location as a build does (kiln-tch is a member); a broken link
 /// or a missing doc fails it.
 fn doc(args: &[String]) -> Result<()> {
-    let all: Vec<&str> = ["cpu", "ndarray", "flex", "wgpu", "tch"].into();
-    let mut env = runtime_env(&all, Install::No)?;
+    let mut env = runtime_env(&TESTED_BACKENDS, Install::No)?;
     env.push(("RUSTDOCFLAGS".into(), "-D warnings".into()));
     let mut cmd = cargo();
     cmd.args(["doc", "--release", "--no-deps", "--workspace"])
@@ -258,7 +245,7 @@ fn runtime_env(backends: &[&str], install: Install) -> Result<Vec<(String, Strin
     let needs = |r: Runtime| {
         BACKENDS
             .iter()
-            .any(|(n, _, runtime)| *runtime == r && backends.contains(n))
+            .any(|b| b.runtime == r && backends.contains(&b.name))
     };
     let mut env = Vec::new();
     if needs(Runtime::Vulkan) {

@@ -25,7 +25,8 @@ use kiln_experiments::{ExperimentSpec, FixedBatchLogits, RunSummary};
 use kiln_train::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::{dispatch, BackendTask, DataArgs, OverrideArgs};
+use crate::args::{DataArgs, OverrideArgs};
+use crate::backends::with_backend;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -106,7 +107,7 @@ pub struct Agreement {
 }
 
 pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
-    let spec = args.overrides.resolve(&args.experiment)?;
+    let spec = crate::load_valid(&args.experiment, &args.overrides.overrides())?;
     for (i, name) in args.backends.iter().enumerate() {
         if args.backends[..i].contains(name) {
             bail!("--backends: {name:?} is listed twice");
@@ -126,14 +127,9 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     write_atomic(&spec_path, spec.to_toml().as_bytes())
         .with_context(|| spec_path.display().to_string())?;
     let init = dir.join("init.mpk");
-    dispatch(
-        &args.backends[0],
-        None,
-        InitTask {
-            spec: &spec,
-            path: &init,
-        },
-    )??;
+    with_backend!(&args.backends[0], None, |B, device| {
+        save_initial_weights::<B>(&spec, &init, device)
+    })??;
 
     let mut rows = Vec::new();
     for backend in &args.backends {
@@ -378,20 +374,16 @@ fn sci(x: f64) -> String {
     }
 }
 
-/// Draws the experiment's initial weights (seeded, as a run would) and saves them.
-struct InitTask<'a> {
-    spec: &'a ExperimentSpec,
-    path: &'a Path,
-}
-
-impl BackendTask for InitTask<'_> {
-    type Output = Result<()>;
-    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
-        let input = self.spec.data.input_shape().map_err(anyhow::Error::msg)?;
-        let classes = self.spec.data.classes().map_err(anyhow::Error::msg)?.len();
-        B::seed(device, self.spec.recipe.seed);
-        let model = self.spec.model.build::<B>(input, classes, device);
-        kiln_experiments::save_weights(model.valid(), self.path)
-            .with_context(|| format!("saving the initial weights to {}", self.path.display()))
-    }
+/// Draws the experiment's initial weights (seeded, as a run would) and saves them to `path`.
+fn save_initial_weights<B: AutodiffBackend>(
+    spec: &ExperimentSpec,
+    path: &Path,
+    device: &B::Device,
+) -> Result<()> {
+    let input = spec.data.input_shape().map_err(anyhow::Error::msg)?;
+    let classes = spec.data.classes().map_err(anyhow::Error::msg)?.len();
+    B::seed(device, spec.recipe.seed);
+    let model = spec.model.build::<B>(input, classes, device);
+    kiln_experiments::save_weights(model.valid(), path)
+        .with_context(|| format!("saving the initial weights to {}", path.display()))
 }

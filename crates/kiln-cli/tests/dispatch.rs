@@ -2,7 +2,7 @@
 //! a unit-test build would compile the whole crate, every backend's dispatch included, twice.)
 
 use burn::tensor::backend::AutodiffBackend;
-use kiln_cli::{backend_failure, backend_name, dispatch, BackendTask};
+use kiln_cli::{backend_failure, backend_name, backend_table, dispatch, is_built, BackendTask};
 
 /// Returns the backend's name: enough to see which arm ran.
 struct Name;
@@ -79,4 +79,28 @@ fn a_panicking_backend_becomes_an_error_naming_it_and_the_remedy() {
         backend_failure("tch", "out of memory").to_string(),
         "backend tch failed: out of memory"
     );
+}
+
+/// The table (`backend_table.rs`), the cargo features and `dispatch`'s arms name the same
+/// backends: a row without an arm, or an arm its feature does not turn on, fails here.
+#[test]
+fn every_backend_of_the_table_has_its_feature_and_its_arm() {
+    let features = [
+        ("cpu", cfg!(feature = "cpu")),
+        ("ndarray", cfg!(feature = "ndarray")),
+        ("flex", cfg!(feature = "flex")),
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("tch", cfg!(feature = "tch")),
+        ("tch-cuda", cfg!(feature = "tch-cuda")),
+        ("cuda", cfg!(feature = "cuda")),
+    ];
+    assert_eq!(
+        backend_table::names(),
+        features.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+    );
+    for (name, on) in features {
+        assert_eq!(is_built(name), on, "{name}");
+        assert_eq!(backend_table::find(name).unwrap().feature, name);
+    }
+    assert!(!is_built("tpu-v5"));
 }

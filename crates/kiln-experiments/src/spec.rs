@@ -354,6 +354,17 @@ impl DataSpec {
         }
     }
 
+    /// The batcher that evaluates a trained network on images of `shape` (`[channels, height,
+    /// width]` as read): this spec's resize, no augmentation, the run's resolved `normalize`.
+    pub fn eval_batcher(&self, shape: [usize; 3], normalize: Normalize) -> ImageBatcher {
+        ImageBatcher {
+            shape,
+            resize: self.resize.map(|side| [side, side]),
+            augment: Default::default(),
+            normalize,
+        }
+    }
+
     /// Finds (or fetches) the files and loads one split.
     pub fn load(&self, locator: &Locator, split: Split) -> Result<ImageSet, DataError> {
         let dataset = self.dataset;
@@ -395,44 +406,32 @@ impl DataSpec {
     }
 }
 
-/// Command-line changes to a spec; the result is validated and saved as the run's config.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    /// Train this many epochs (`recipe.epochs`).
-    pub epochs: Option<usize>,
-    /// Seed everything random with this (`recipe.seed`).
-    pub seed: Option<u64>,
-    /// Use only the first N training images (`data.limit_train`).
-    pub limit_train: Option<usize>,
-    /// Use only the first N test images (`data.limit_test`).
-    pub limit_test: Option<usize>,
-    /// Read the data set from another layout than the experiment's (e.g. the JPEG folder copy
-    /// of CIFAR-10 instead of the binary batches).
-    pub layout: Option<Layout>,
-    /// Stop after this many optimiser steps (`recipe.max_steps`).
-    pub max_steps: Option<usize>,
-    /// Log the training loss every this many steps (`recipe.log_every`); 1 gives the whole curve.
-    pub log_every: Option<usize>,
-    /// Also checkpoint every this many steps (`recipe.checkpoint_every`).
-    pub checkpoint_every: Option<usize>,
-}
+/// Changes to a spec's values by their TOML keys (`recipe.epochs`, `data.limit_train`, ...), as
+/// `kiln run`'s flags give them: one list, applied in one place ([`ExperimentSpec::apply`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides(Vec<(&'static str, toml::Value)>);
 
 impl Overrides {
-    /// The keys of the spec that the set overrides change, as [`SpecError::key`] names them.
+    /// Adds `key = value` where `value` is set.
+    ///
+    /// # Panics
+    /// If `value` has no TOML form: the caller's types are the spec's own, so this is a bug.
+    pub fn set<T: Serialize>(mut self, key: &'static str, value: Option<T>) -> Self {
+        if let Some(v) = value {
+            let v = toml::Value::try_from(v).expect("an override's value has a TOML form");
+            self.0.push((key, v));
+        }
+        self
+    }
+
+    /// The keys the overrides change, as [`SpecError::key`] names them.
     pub fn keys(&self) -> Vec<&'static str> {
-        [
-            (self.epochs.is_some(), "recipe.epochs"),
-            (self.seed.is_some(), "recipe.seed"),
-            (self.limit_train.is_some(), "data.limit_train"),
-            (self.limit_test.is_some(), "data.limit_test"),
-            (self.layout.is_some(), "data.layout"),
-            (self.max_steps.is_some(), "recipe.max_steps"),
-            (self.log_every.is_some(), "recipe.log_every"),
-            (self.checkpoint_every.is_some(), "recipe.checkpoint_every"),
-        ]
-        .into_iter()
-        .filter_map(|(set, key)| set.then_some(key))
-        .collect()
+        self.0.iter().map(|(key, _)| *key).collect()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -453,33 +452,33 @@ impl ExperimentSpec {
         toml::to_string_pretty(self).expect("a spec always serialises")
     }
 
-    /// Applies the overrides that are set; [`ExperimentSpec::validate`] checks the result
-    /// ([`Overrides::keys`] says whether a refused key came from them).
-    pub fn apply(&mut self, o: &Overrides) {
-        if let Some(epochs) = o.epochs {
-            self.recipe.epochs = epochs;
+    /// Applies the overrides; [`ExperimentSpec::validate`] checks the result
+    /// ([`Overrides::keys`] says whether a refused key came from them). An error names a key
+    /// the spec does not have or a value of the wrong type.
+    pub fn apply(&mut self, overrides: &Overrides) -> Result<(), SpecError> {
+        let mut doc = toml::Value::try_from(&*self).expect("a spec always serialises");
+        for (key, value) in &overrides.0 {
+            let mut table = &mut doc;
+            let mut parts = key.split('.').peekable();
+            while let Some(part) = parts.next() {
+                let toml::Value::Table(t) = table else {
+                    break; // not a table: the parse below names the key
+                };
+                if parts.peek().is_none() {
+                    t.insert(part.to_string(), value.clone());
+                    break;
+                }
+                table = t
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+            }
         }
-        if let Some(seed) = o.seed {
-            self.recipe.seed = seed;
-        }
-        if o.limit_train.is_some() {
-            self.data.limit_train = o.limit_train;
-        }
-        if o.limit_test.is_some() {
-            self.data.limit_test = o.limit_test;
-        }
-        if o.layout.is_some() {
-            self.data.layout = o.layout;
-        }
-        if o.max_steps.is_some() {
-            self.recipe.max_steps = o.max_steps;
-        }
-        if let Some(n) = o.log_every {
-            self.recipe.log_every = n;
-        }
-        if o.checkpoint_every.is_some() {
-            self.recipe.checkpoint_every = o.checkpoint_every;
-        }
+        *self = doc.try_into().map_err(|e: toml::de::Error| SpecError {
+            origin: None,
+            key: overrides.keys().join(", "),
+            problem: e.to_string().trim_end().to_string(),
+        })?;
+        Ok(())
     }
 
     /// Checks every value: the spec as the runner and the benchmark take it.
@@ -686,13 +685,37 @@ mod tests {
     const BUILTIN: &str = include_str!("../../../experiments/lenet5-fashion-mnist.toml");
 
     #[test]
+    fn overrides_set_their_keys_and_a_wrong_key_or_type_is_named() {
+        let mut spec = ExperimentSpec::from_toml(BUILTIN, "lenet5").unwrap();
+        let overrides = Overrides::default()
+            .set("recipe.epochs", Some(3usize))
+            .set("data.limit_train", Some(100usize))
+            .set("recipe.seed", None::<u64>);
+        assert_eq!(overrides.keys(), ["recipe.epochs", "data.limit_train"]);
+        let seed = spec.recipe.seed;
+        spec.apply(&overrides).unwrap();
+        assert_eq!(
+            (spec.recipe.epochs, spec.data.limit_train, spec.recipe.seed),
+            (3, Some(100), seed)
+        );
+        let err = spec
+            .apply(&Overrides::default().set("recipe.epoch", Some(3usize)))
+            .unwrap_err();
+        assert_eq!(err.key, "recipe.epoch");
+        assert!(err.problem.contains("epoch"), "{}", err.problem);
+        let err = spec
+            .apply(&Overrides::default().set("recipe.epochs", Some("three")))
+            .unwrap_err();
+        assert!(err.problem.contains("three"), "{}", err.problem);
+        assert_eq!(spec.recipe.epochs, 3, "a refused override changes nothing");
+    }
+
+    #[test]
     fn layout_override_uses_the_toml_names() {
         let mut spec = ExperimentSpec::from_toml(BUILTIN, "lenet5").unwrap();
         let folder: Layout = "folder".parse().unwrap();
-        spec.apply(&Overrides {
-            layout: Some(folder),
-            ..Overrides::default()
-        });
+        spec.apply(&Overrides::default().set("data.layout", Some(folder)))
+            .unwrap();
         assert_eq!(spec.data.layout(), Layout::Folder);
         let err = "jpeg".parse::<Layout>().unwrap_err();
         assert!(

@@ -1,0 +1,313 @@
+//! The command line: every command, flag and default, apart from what the commands do
+//! (`lib.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kiln_data::Locator;
+use kiln_experiments::{Layout, Overrides};
+
+use crate::compare::CompareArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Train classic CNNs on any Burn backend"
+)]
+pub struct Cli {
+    /// Only warnings and errors; no progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Log lines as text for people or JSON for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Compute with denormal floats instead of flushing them to zero. Flushing (the default)
+    /// keeps late epochs as fast as early ones on the CPU and changes nothing a float32
+    /// network resolves; each run's summary.json records which was used.
+    #[arg(long, global = true)]
+    pub keep_denormals: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train an experiment and write its run folder.
+    Run(RunArgs),
+    /// List the built-in experiments.
+    List,
+    /// Print an experiment's network layer by layer: output shape and parameters for the
+    /// experiment's input size, and any layer that size does not fit.
+    Summary(SummaryArgs),
+    /// Train one experiment on several backends from the same initial weights and batch order,
+    /// and report speed, memory, accuracy and how far each backend's numbers are from the
+    /// first's (runs/compare/<experiment>-<timestamp>/report.md and report.json).
+    Compare(CompareArgs),
+    /// List the backends and whether this binary was built with each.
+    Backends,
+    /// Time an experiment on one backend: the data pipeline, the training step (forward,
+    /// loss, backward, optimiser at the recipe's batch) and the evaluation pass, as medians
+    /// after a warm-up, with the peak memory of the step phase. Prints one JSON object on
+    /// stdout; `cargo xtask bench` runs it for every experiment and backend beside PyTorch.
+    Bench(BenchArgs),
+    /// Redraw a finished run's pictures into RUN/plots/ (curves, confusion matrix, prediction
+    /// grid, kernels, feature maps); runs draw them when they finish, so this is for older
+    /// runs or after deleting them. Evaluates the saved model on the test split again.
+    Plots(PlotsArgs),
+    /// Draw the first convolution's kernels and every convolution's feature maps for one
+    /// image (a test image or a file) into RUN/plots/features-*/.
+    Features(FeaturesArgs),
+    /// Classify image files with a run's saved model: the top classes and their softmax
+    /// probabilities. Files that cannot be read are reported; the others are still predicted.
+    Predict(PredictArgs),
+    /// Write RUN/index.html for each run (summary, layers, metrics, pictures), and with several
+    /// runs a page comparing them; open them in a browser, no server needed.
+    Report(ReportArgs),
+    /// Load a PyTorch state dict (`torch.save(net.state_dict(), "weights.pt")`, saved by the
+    /// experiment's own PyTorch code) into the experiment's network and save it as Kiln weights
+    /// for `kiln run --init-weights`. Every tensor must fit; the error lists each that does not.
+    Import(ImportArgs),
+    /// Write a run's weights as safetensors under the experiment's PyTorch module names, for
+    /// `net.load_state_dict(safetensors.torch.load_file(FILE))`.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    /// The `.pt` file.
+    pub weights: PathBuf,
+    /// Where the Kiln weights go.
+    #[arg(long, value_name = "FILE", default_value = "model.mpk")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// The formats `kiln export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Safetensors,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run folder.
+    pub run: PathBuf,
+    #[arg(long, value_enum, default_value = "safetensors")]
+    pub format: ExportFormat,
+    /// Where the file goes (default RUN/model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotsArgs {
+    /// Run folders (runs/<experiment>/<backend>-<timestamp>).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FeaturesArgs {
+    /// A run folder.
+    pub run: PathBuf,
+    /// A PNG or JPEG file of the run's image size.
+    #[arg(long, value_name = "FILE", conflicts_with = "index")]
+    pub image: Option<PathBuf>,
+    /// The Nth image of the run's test split (default: the first).
+    #[arg(long, value_name = "N")]
+    pub index: Option<usize>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run folder.
+    pub run: PathBuf,
+    /// PNG or JPEG files of the run's image size.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run folders.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where the comparison page of several runs goes (default runs/reports/<timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    /// Backend to build the model on (the table is the same on every backend).
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Which backend, and which of its devices.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    #[arg(long, help = crate::backends::help())]
+    pub backend: Option<String>,
+    /// Device number, for backends with several (wgpu: the Nth discrete GPU; tch-cuda and cuda:
+    /// the CUDA device). Default: the backend's default device.
+    #[arg(long, value_name = "N")]
+    pub device: Option<usize>,
+}
+
+impl BackendArgs {
+    /// `--backend`, else `preferred` where this binary has it, else the first it has.
+    pub fn name(&self, preferred: Option<&str>) -> String {
+        crate::backends::backend_name(self.backend.as_deref(), preferred)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Read the data set in this layout instead of the experiment's: idx, binary, python or
+    /// folder.
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<Layout>,
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed steps (training and evaluation each); the figures are their medians.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    #[arg(required_unless_present = "resume")]
+    pub experiment: Option<String>,
+    /// Go on with a stopped run (killed, Ctrl-C, out of power) from its newest checkpoint, in
+    /// its own folder, with its own config.toml and the --data-dir it started with (unless
+    /// given another); it ends as if it had never stopped.
+    #[arg(
+        long,
+        value_name = "RUN_FOLDER",
+        conflicts_with_all = ["experiment", "init_weights", "logits_of", "runs_dir", "run_folder"]
+    )]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run folders are created under DIR/<experiment>/.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Write the run into exactly DIR (created; it must not exist or be empty) instead of a
+    /// new folder under --runs-dir; if the run fails, DIR/error.txt says why. For tools that
+    /// start kiln and read its results (`kiln compare` does).
+    #[arg(long, value_name = "DIR", conflicts_with = "runs_dir")]
+    pub run_folder: Option<PathBuf>,
+    /// Start from these weights (a model.mpk of the same network, e.g. a comparison's
+    /// init.mpk) instead of the seeded initialisation.
+    #[arg(long, value_name = "FILE")]
+    pub init_weights: Option<PathBuf>,
+    /// Also write logits.json: the logits of the first N test images before and after training.
+    #[arg(long, value_name = "N")]
+    pub logits_of: Option<usize>,
+}
+
+/// Changes to the experiment's recipe and data, recorded in the run's config.toml.
+#[derive(Debug, Clone, Args)]
+pub struct OverrideArgs {
+    /// Override the recipe's number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after N optimiser steps in all (the schedule still spans every epoch).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+    /// Train on the first N training images only.
+    #[arg(long, value_name = "N")]
+    pub limit_train: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_name = "N")]
+    pub limit_test: Option<usize>,
+    /// Override the recipe's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Log the training loss every N steps (1: every step).
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<usize>,
+    /// Also save a checkpoint every N steps (one is always saved after each epoch).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+    /// Read the data set in this layout instead of the experiment's: idx, binary, python or
+    /// folder (`DIR/{train,test}/<class>/*.jpg|png` under --data-dir).
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<Layout>,
+}
+
+impl OverrideArgs {
+    /// The one list of override flags: each flag's value under the spec key it sets. A new
+    /// flag is its field above and its line here.
+    pub fn overrides(&self) -> Overrides {
+        Overrides::default()
+            .set("recipe.epochs", self.epochs)
+            .set("recipe.max_steps", self.steps)
+            .set("data.limit_train", self.limit_train)
+            .set("data.limit_test", self.limit_test)
+            .set("recipe.seed", self.seed)
+            .set("recipe.log_every", self.log_every)
+            .set("recipe.checkpoint_every", self.checkpoint_every)
+            .set("data.layout", self.layout)
+    }
+}
+
+/// Where the data set's files are.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Look for the data set's files here first (then $KILN_DATA_DIR, the user cache and the
+    /// system folders); downloads go here too.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Never download; if the files are missing, say which files to place where.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+impl DataArgs {
+    pub fn locator(&self, progress: bool) -> Locator {
+        let mut locator = Locator::from_env(self.data_dir.clone(), self.offline);
+        locator.progress = progress;
+        locator
+    }
+}
