@@ -20,7 +20,7 @@ use burn_backend::quantization::QuantScheme;
 use burn_backend::tensor::Device;
 use burn_backend::tensor::*;
 use burn_backend::*;
-use burn_flex::{Flex, FlexDevice, FlexQTensor, FlexTensor, Layout};
+use burn_flex::{Flex, FlexTensor, Layout};
 
 use crate::activation;
 use crate::conv::{self, Conv2dGeometry};
@@ -45,25 +45,6 @@ use crate::strided::{self, BinaryOp};
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KilnCpu;
-
-impl BackendTypes for KilnCpu {
-    type Device = FlexDevice;
-    type FloatTensorPrimitive = FlexTensor;
-    type FloatElem = f32;
-    type IntTensorPrimitive = FlexTensor;
-    type IntElem = i32;
-    type BoolTensorPrimitive = FlexTensor;
-    type BoolElem = bool;
-    type QuantizedTensorPrimitive = FlexQTensor;
-}
-
-impl Backend for KilnCpu {
-    fn name(_device: &Self::Device) -> String {
-        "kiln-cpu".into()
-    }
-
-    kiln_forward::backend_methods!(Flex);
-}
 
 /// The tensor's `f32` elements in row-major order, or `None` when it holds another type.
 fn f32_data(tensor: &FlexTensor) -> Option<FlexTensor> {
@@ -153,273 +134,254 @@ fn pool_geometry(
     })
 }
 
-impl FloatTensorOps<KilnCpu> for KilnCpu {
-    kiln_forward::float_tensor_ops!(KilnCpu);
+kiln_forward::decorator! {
+    KilnCpu over Flex, named |_device| "kiln-cpu".into();
+    FloatTensorOps {
+        fn float_reshape(tensor: FloatTensor<KilnCpu>, shape: Shape) -> FloatTensor<KilnCpu> {
+            // A view that cannot be reshaped in place is copied first, by Kiln's run-wise copy
+            // rather than burn-flex's element-wise one.
+            if tensor.layout().reshape(shape.clone()).is_some() {
+                Flex::float_reshape(tensor, shape)
+            } else {
+                Flex::float_reshape(strided::contiguous(tensor), shape)
+            }
+        }
 
-    fn float_reshape(tensor: FloatTensor<KilnCpu>, shape: Shape) -> FloatTensor<KilnCpu> {
-        // A view that cannot be reshaped in place is copied first, by Kiln's run-wise copy
-        // rather than burn-flex's element-wise one.
-        if tensor.layout().reshape(shape.clone()).is_some() {
-            Flex::float_reshape(tensor, shape)
-        } else {
-            Flex::float_reshape(strided::contiguous(tensor), shape)
+        fn float_add(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+            strided::binary(&lhs, &rhs, BinaryOp::Add).unwrap_or_else(|| Flex::float_add(lhs, rhs))
+        }
+
+        fn float_sub(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+            strided::binary(&lhs, &rhs, BinaryOp::Sub).unwrap_or_else(|| Flex::float_sub(lhs, rhs))
+        }
+
+        fn float_mul(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+            strided::binary(&lhs, &rhs, BinaryOp::Mul).unwrap_or_else(|| Flex::float_mul(lhs, rhs))
+        }
+
+        fn float_div(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+            strided::binary(&lhs, &rhs, BinaryOp::Div).unwrap_or_else(|| Flex::float_div(lhs, rhs))
         }
     }
-
-    fn float_add(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
-        strided::binary(&lhs, &rhs, BinaryOp::Add).unwrap_or_else(|| Flex::float_add(lhs, rhs))
-    }
-
-    fn float_sub(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
-        strided::binary(&lhs, &rhs, BinaryOp::Sub).unwrap_or_else(|| Flex::float_sub(lhs, rhs))
-    }
-
-    fn float_mul(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
-        strided::binary(&lhs, &rhs, BinaryOp::Mul).unwrap_or_else(|| Flex::float_mul(lhs, rhs))
-    }
-
-    fn float_div(lhs: FloatTensor<KilnCpu>, rhs: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
-        strided::binary(&lhs, &rhs, BinaryOp::Div).unwrap_or_else(|| Flex::float_div(lhs, rhs))
-    }
-}
-
-impl IntTensorOps<KilnCpu> for KilnCpu {
-    kiln_forward::int_tensor_ops!(KilnCpu);
-}
-
-impl BoolTensorOps<KilnCpu> for KilnCpu {
-    kiln_forward::bool_tensor_ops!(KilnCpu);
-}
-
-impl ActivationOps<KilnCpu> for KilnCpu {
-    kiln_forward::activation_ops!(KilnCpu);
-
-    fn sigmoid(tensor: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
-        if tensor.dtype() != DType::F32 {
-            return Flex::sigmoid(tensor);
+    IntTensorOps {}
+    BoolTensorOps {}
+    ActivationOps {
+        fn sigmoid(tensor: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+            if tensor.dtype() != DType::F32 {
+                return Flex::sigmoid(tensor);
+            }
+            let mut out = owned_f32(tensor).expect("an f32 tensor");
+            activation::sigmoid_in_place(owned_slice(&mut out));
+            out
         }
-        let mut out = owned_f32(tensor).expect("an f32 tensor");
-        activation::sigmoid_in_place(owned_slice(&mut out));
-        out
+
+        fn sigmoid_backward(
+            output: FloatTensor<KilnCpu>,
+            grad: FloatTensor<KilnCpu>,
+        ) -> FloatTensor<KilnCpu> {
+            let (Some(s), true) = (f32_data(&output), grad.dtype() == DType::F32) else {
+                return Flex::sigmoid_backward(output, grad);
+            };
+            let mut grad = owned_f32(grad).expect("an f32 gradient");
+            activation::sigmoid_backward_in_place(f32_slice(&s), owned_slice(&mut grad));
+            grad
+        }
     }
-
-    fn sigmoid_backward(
-        output: FloatTensor<KilnCpu>,
-        grad: FloatTensor<KilnCpu>,
-    ) -> FloatTensor<KilnCpu> {
-        let (Some(s), true) = (f32_data(&output), grad.dtype() == DType::F32) else {
-            return Flex::sigmoid_backward(output, grad);
-        };
-        let mut grad = owned_f32(grad).expect("an f32 gradient");
-        activation::sigmoid_backward_in_place(f32_slice(&s), owned_slice(&mut grad));
-        grad
-    }
-}
-
-impl TransactionOps<KilnCpu> for KilnCpu {
-    kiln_forward::transaction_ops!(KilnCpu);
-}
-
-impl QTensorOps<KilnCpu> for KilnCpu {
-    kiln_forward::q_tensor_ops!(KilnCpu);
-    kiln_forward::quantize!(KilnCpu, Flex);
-}
-
-impl ModuleOps<KilnCpu> for KilnCpu {
-    kiln_forward::module_ops!(KilnCpu);
-    kiln_forward::deform_conv2d_backward!(KilnCpu, Flex);
-
-    fn conv2d(
-        x: FloatTensor<KilnCpu>,
-        weight: FloatTensor<KilnCpu>,
-        bias: Option<FloatTensor<KilnCpu>>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<KilnCpu> {
-        let bias_is_f32 = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
-        let Some(geo) = conv_geometry(&x, &weight, &options).filter(|_| bias_is_f32) else {
-            return Flex::conv2d(x, weight, bias, options);
-        };
-        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let bias = bias.map(|b| b.to_contiguous());
-        let out = conv::conv2d_forward(
-            &geo,
-            f32_slice(&x),
-            f32_slice(&weight),
-            bias.as_ref().map(f32_slice),
-        );
-        let [oh, ow] = geo.out_size();
-        tensor_f32(out, [geo.batch, geo.out_channels, oh, ow])
-    }
-
-    fn conv2d_x_backward(
-        x: FloatTensor<KilnCpu>,
-        weight: FloatTensor<KilnCpu>,
-        output_grad: FloatTensor<KilnCpu>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<KilnCpu> {
-        let (Some(geo), Some(grad)) =
-            (conv_geometry(&x, &weight, &options), f32_data(&output_grad))
-        else {
-            return Flex::conv2d_x_backward(x, weight, output_grad, options);
-        };
-        let weight = weight.to_contiguous();
-        let out = conv::conv2d_input_grad(&geo, f32_slice(&weight), f32_slice(&grad));
-        tensor_f32(out, x.shape())
-    }
-
-    fn conv2d_weight_backward(
-        x: FloatTensor<KilnCpu>,
-        weight: FloatTensor<KilnCpu>,
-        output_grad: FloatTensor<KilnCpu>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<KilnCpu> {
-        let (Some(geo), Some(grad)) =
-            (conv_geometry(&x, &weight, &options), f32_data(&output_grad))
-        else {
-            return Flex::conv2d_weight_backward(x, weight, output_grad, options);
-        };
-        let x = x.to_contiguous();
-        let out = conv::conv2d_weight_grad(&geo, f32_slice(&x), f32_slice(&grad));
-        tensor_f32(out, weight.shape())
-    }
-
-    fn conv2d_bias_backward(
-        x: FloatTensor<KilnCpu>,
-        bias: FloatTensor<KilnCpu>,
-        output_grad: FloatTensor<KilnCpu>,
-    ) -> FloatTensor<KilnCpu> {
-        let Some(grad) = f32_data(&output_grad).filter(|_| bias.dtype() == DType::F32) else {
-            return Flex::conv2d_bias_backward(x, bias, output_grad);
-        };
-        let [batch, out_channels, ..] = dims4(&grad);
-        tensor_f32(
-            conv::conv2d_bias_grad(batch, out_channels, f32_slice(&grad)),
-            bias.shape(),
-        )
-    }
-
-    fn avg_pool2d(
-        x: FloatTensor<KilnCpu>,
-        kernel_size: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        count_include_pad: bool,
-        ceil_mode: bool,
-    ) -> FloatTensor<KilnCpu> {
-        let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, [1, 1], ceil_mode) else {
-            return Flex::avg_pool2d(
-                x,
-                kernel_size,
-                stride,
-                padding,
-                count_include_pad,
-                ceil_mode,
+    TransactionOps {}
+    QTensorOps {}
+    ModuleOps {
+        fn conv2d(
+            x: FloatTensor<KilnCpu>,
+            weight: FloatTensor<KilnCpu>,
+            bias: Option<FloatTensor<KilnCpu>>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<KilnCpu> {
+            let bias_is_f32 = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+            let Some(geo) = conv_geometry(&x, &weight, &options).filter(|_| bias_is_f32) else {
+                return Flex::conv2d(x, weight, bias, options);
+            };
+            let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+            let bias = bias.map(|b| b.to_contiguous());
+            let out = conv::conv2d_forward(
+                &geo,
+                f32_slice(&x),
+                f32_slice(&weight),
+                bias.as_ref().map(f32_slice),
             );
-        };
-        let [n, c, ..] = dims4(&x);
-        let x = x.to_contiguous();
-        let [oh, ow] = geo.out_size();
-        let out = pool::avg_pool2d(&geo, f32_slice(&x), count_include_pad);
-        tensor_f32(out, [n, c, oh, ow])
-    }
+            let [oh, ow] = geo.out_size();
+            tensor_f32(out, [geo.batch, geo.out_channels, oh, ow])
+        }
 
-    fn avg_pool2d_backward(
-        x: FloatTensor<KilnCpu>,
-        grad: FloatTensor<KilnCpu>,
-        kernel_size: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        count_include_pad: bool,
-        ceil_mode: bool,
-    ) -> FloatTensor<KilnCpu> {
-        let geo = pool_geometry(&x, kernel_size, stride, padding, [1, 1], ceil_mode);
-        let (Some(geo), Some(g)) = (geo, f32_data(&grad)) else {
-            return Flex::avg_pool2d_backward(
-                x,
-                grad,
-                kernel_size,
-                stride,
-                padding,
-                count_include_pad,
-                ceil_mode,
+        fn conv2d_x_backward(
+            x: FloatTensor<KilnCpu>,
+            weight: FloatTensor<KilnCpu>,
+            output_grad: FloatTensor<KilnCpu>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<KilnCpu> {
+            let (Some(geo), Some(grad)) =
+                (conv_geometry(&x, &weight, &options), f32_data(&output_grad))
+            else {
+                return Flex::conv2d_x_backward(x, weight, output_grad, options);
+            };
+            let weight = weight.to_contiguous();
+            let out = conv::conv2d_input_grad(&geo, f32_slice(&weight), f32_slice(&grad));
+            tensor_f32(out, x.shape())
+        }
+
+        fn conv2d_weight_backward(
+            x: FloatTensor<KilnCpu>,
+            weight: FloatTensor<KilnCpu>,
+            output_grad: FloatTensor<KilnCpu>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<KilnCpu> {
+            let (Some(geo), Some(grad)) =
+                (conv_geometry(&x, &weight, &options), f32_data(&output_grad))
+            else {
+                return Flex::conv2d_weight_backward(x, weight, output_grad, options);
+            };
+            let x = x.to_contiguous();
+            let out = conv::conv2d_weight_grad(&geo, f32_slice(&x), f32_slice(&grad));
+            tensor_f32(out, weight.shape())
+        }
+
+        fn conv2d_bias_backward(
+            x: FloatTensor<KilnCpu>,
+            bias: FloatTensor<KilnCpu>,
+            output_grad: FloatTensor<KilnCpu>,
+        ) -> FloatTensor<KilnCpu> {
+            let Some(grad) = f32_data(&output_grad).filter(|_| bias.dtype() == DType::F32) else {
+                return Flex::conv2d_bias_backward(x, bias, output_grad);
+            };
+            let [batch, out_channels, ..] = dims4(&grad);
+            tensor_f32(
+                conv::conv2d_bias_grad(batch, out_channels, f32_slice(&grad)),
+                bias.shape(),
+            )
+        }
+
+        fn avg_pool2d(
+            x: FloatTensor<KilnCpu>,
+            kernel_size: [usize; 2],
+            stride: [usize; 2],
+            padding: [usize; 2],
+            count_include_pad: bool,
+            ceil_mode: bool,
+        ) -> FloatTensor<KilnCpu> {
+            let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, [1, 1], ceil_mode) else {
+                return Flex::avg_pool2d(
+                    x,
+                    kernel_size,
+                    stride,
+                    padding,
+                    count_include_pad,
+                    ceil_mode,
+                );
+            };
+            let [n, c, ..] = dims4(&x);
+            let x = x.to_contiguous();
+            let [oh, ow] = geo.out_size();
+            let out = pool::avg_pool2d(&geo, f32_slice(&x), count_include_pad);
+            tensor_f32(out, [n, c, oh, ow])
+        }
+
+        fn avg_pool2d_backward(
+            x: FloatTensor<KilnCpu>,
+            grad: FloatTensor<KilnCpu>,
+            kernel_size: [usize; 2],
+            stride: [usize; 2],
+            padding: [usize; 2],
+            count_include_pad: bool,
+            ceil_mode: bool,
+        ) -> FloatTensor<KilnCpu> {
+            let geo = pool_geometry(&x, kernel_size, stride, padding, [1, 1], ceil_mode);
+            let (Some(geo), Some(g)) = (geo, f32_data(&grad)) else {
+                return Flex::avg_pool2d_backward(
+                    x,
+                    grad,
+                    kernel_size,
+                    stride,
+                    padding,
+                    count_include_pad,
+                    ceil_mode,
+                );
+            };
+            let out = pool::avg_pool2d_backward(&geo, f32_slice(&g), count_include_pad);
+            tensor_f32(out, x.shape())
+        }
+
+        fn max_pool2d(
+            x: FloatTensor<KilnCpu>,
+            kernel_size: [usize; 2],
+            stride: [usize; 2],
+            padding: [usize; 2],
+            dilation: [usize; 2],
+            ceil_mode: bool,
+        ) -> FloatTensor<KilnCpu> {
+            let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode) else {
+                return Flex::max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode);
+            };
+            let [n, c, ..] = dims4(&x);
+            let x = x.to_contiguous();
+            let [oh, ow] = geo.out_size();
+            tensor_f32(pool::max_pool2d(&geo, f32_slice(&x)), [n, c, oh, ow])
+        }
+
+        fn max_pool2d_with_indices(
+            x: FloatTensor<KilnCpu>,
+            kernel_size: [usize; 2],
+            stride: [usize; 2],
+            padding: [usize; 2],
+            dilation: [usize; 2],
+            ceil_mode: bool,
+        ) -> MaxPool2dWithIndices<KilnCpu> {
+            let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode) else {
+                let out =
+                    Flex::max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode);
+                return MaxPool2dWithIndices::new(out.output, out.indices);
+            };
+            let [n, c, ..] = dims4(&x);
+            let x = x.to_contiguous();
+            let (out, idx) = pool::max_pool2d_with_indices(&geo, f32_slice(&x));
+            let [oh, ow] = geo.out_size();
+            let indices = FlexTensor::new(
+                Bytes::from_elems(idx),
+                Layout::contiguous(Shape::from([n, c, oh, ow])),
+                DType::I64,
             );
-        };
-        let out = pool::avg_pool2d_backward(&geo, f32_slice(&g), count_include_pad);
-        tensor_f32(out, x.shape())
-    }
+            MaxPool2dWithIndices::new(tensor_f32(out, [n, c, oh, ow]), indices)
+        }
 
-    fn max_pool2d(
-        x: FloatTensor<KilnCpu>,
-        kernel_size: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-        ceil_mode: bool,
-    ) -> FloatTensor<KilnCpu> {
-        let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode) else {
-            return Flex::max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode);
-        };
-        let [n, c, ..] = dims4(&x);
-        let x = x.to_contiguous();
-        let [oh, ow] = geo.out_size();
-        tensor_f32(pool::max_pool2d(&geo, f32_slice(&x)), [n, c, oh, ow])
-    }
-
-    fn max_pool2d_with_indices(
-        x: FloatTensor<KilnCpu>,
-        kernel_size: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-        ceil_mode: bool,
-    ) -> MaxPool2dWithIndices<KilnCpu> {
-        let Some(geo) = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode) else {
-            let out =
-                Flex::max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode);
-            return MaxPool2dWithIndices::new(out.output, out.indices);
-        };
-        let [n, c, ..] = dims4(&x);
-        let x = x.to_contiguous();
-        let (out, idx) = pool::max_pool2d_with_indices(&geo, f32_slice(&x));
-        let [oh, ow] = geo.out_size();
-        let indices = FlexTensor::new(
-            Bytes::from_elems(idx),
-            Layout::contiguous(Shape::from([n, c, oh, ow])),
-            DType::I64,
-        );
-        MaxPool2dWithIndices::new(tensor_f32(out, [n, c, oh, ow]), indices)
-    }
-
-    fn max_pool2d_with_indices_backward(
-        x: FloatTensor<KilnCpu>,
-        kernel_size: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-        ceil_mode: bool,
-        output_grad: FloatTensor<KilnCpu>,
-        indices: IntTensor<KilnCpu>,
-    ) -> MaxPool2dBackward<KilnCpu> {
-        let geo = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode);
-        let (Some(geo), Some(grad), DType::I64) = (geo, f32_data(&output_grad), indices.dtype())
-        else {
-            let out = Flex::max_pool2d_with_indices_backward(
-                x,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                ceil_mode,
-                output_grad,
-                indices,
-            );
-            return MaxPool2dBackward::new(out.x_grad);
-        };
-        let indices = indices.to_contiguous();
-        let idx = indices.as_slice::<i64>().expect("contiguous i64 indices");
-        MaxPool2dBackward::new(tensor_f32(
-            pool::max_pool2d_backward(&geo, f32_slice(&grad), idx),
-            x.shape(),
-        ))
+        fn max_pool2d_with_indices_backward(
+            x: FloatTensor<KilnCpu>,
+            kernel_size: [usize; 2],
+            stride: [usize; 2],
+            padding: [usize; 2],
+            dilation: [usize; 2],
+            ceil_mode: bool,
+            output_grad: FloatTensor<KilnCpu>,
+            indices: IntTensor<KilnCpu>,
+        ) -> MaxPool2dBackward<KilnCpu> {
+            let geo = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode);
+            let (Some(geo), Some(grad), DType::I64) = (geo, f32_data(&output_grad), indices.dtype())
+            else {
+                let out = Flex::max_pool2d_with_indices_backward(
+                    x,
+                    kernel_size,
+                    stride,
+                    padding,
+                    dilation,
+                    ceil_mode,
+                    output_grad,
+                    indices,
+                );
+                return MaxPool2dBackward::new(out.x_grad);
+            };
+            let indices = indices.to_contiguous();
+            let idx = indices.as_slice::<i64>().expect("contiguous i64 indices");
+            MaxPool2dBackward::new(tensor_f32(
+                pool::max_pool2d_backward(&geo, f32_slice(&grad), idx),
+                x.shape(),
+            ))
+        }
     }
 }

@@ -40,6 +40,97 @@
 
 mod ops;
 
+/// A whole decorator backend: `$b` (a unit struct the crate declares) is `$inner`'s tensors,
+/// devices and element types, named by `$name`, with every op forwarded to `$inner` except the
+/// items written in its trait's braces (and named in the crate's `forward_op!`). Every op
+/// trait is listed, in this order, so a decorator reads as what it changes:
+///
+/// ```ignore
+/// kiln_forward::decorator! {
+///     KilnCpu over Flex, named |_device| "kiln-cpu".into();
+///     FloatTensorOps { fn float_add(..) -> FloatTensor<KilnCpu> { .. } }
+///     IntTensorOps {}
+///     BoolTensorOps {}
+///     ActivationOps {}
+///     TransactionOps {}
+///     QTensorOps {}
+///     ModuleOps { fn conv2d(..) -> FloatTensor<KilnCpu> { .. } }
+/// }
+/// ```
+///
+/// `QTensorOps` gets [`quantize!`] and `ModuleOps` [`deform_conv2d_backward!`], which every
+/// decorator needs; the max-pool conversions are the crate's to add where it forwards them.
+#[macro_export]
+macro_rules! decorator {
+    (
+        $b:ident over $inner:ty, named |$device:ident| $name:expr;
+        FloatTensorOps { $($float:item)* }
+        IntTensorOps { $($int:item)* }
+        BoolTensorOps { $($bool:item)* }
+        ActivationOps { $($activation:item)* }
+        TransactionOps { $($transaction:item)* }
+        QTensorOps { $($q:item)* }
+        ModuleOps { $($module:item)* }
+    ) => {
+        impl burn_backend::BackendTypes for $b {
+            type Device = <$inner as burn_backend::BackendTypes>::Device;
+            type FloatTensorPrimitive = <$inner as burn_backend::BackendTypes>::FloatTensorPrimitive;
+            type FloatElem = <$inner as burn_backend::BackendTypes>::FloatElem;
+            type IntTensorPrimitive = <$inner as burn_backend::BackendTypes>::IntTensorPrimitive;
+            type IntElem = <$inner as burn_backend::BackendTypes>::IntElem;
+            type BoolTensorPrimitive = <$inner as burn_backend::BackendTypes>::BoolTensorPrimitive;
+            type BoolElem = <$inner as burn_backend::BackendTypes>::BoolElem;
+            type QuantizedTensorPrimitive =
+                <$inner as burn_backend::BackendTypes>::QuantizedTensorPrimitive;
+        }
+
+        impl burn_backend::Backend for $b {
+            fn name($device: &Self::Device) -> String {
+                $name
+            }
+
+            $crate::backend_methods!($inner);
+        }
+
+        impl FloatTensorOps<$b> for $b {
+            $crate::float_tensor_ops!($b);
+            $($float)*
+        }
+
+        impl IntTensorOps<$b> for $b {
+            $crate::int_tensor_ops!($b);
+            $($int)*
+        }
+
+        impl BoolTensorOps<$b> for $b {
+            $crate::bool_tensor_ops!($b);
+            $($bool)*
+        }
+
+        impl ActivationOps<$b> for $b {
+            $crate::activation_ops!($b);
+            $($activation)*
+        }
+
+        impl TransactionOps<$b> for $b {
+            $crate::transaction_ops!($b);
+            $($transaction)*
+        }
+
+        impl QTensorOps<$b> for $b {
+            $crate::q_tensor_ops!($b);
+            $crate::quantize!($b, $inner);
+            $($q)*
+        }
+
+        impl ModuleOps<$b> for $b {
+            $crate::module_ops!($b);
+            $crate::deform_conv2d_backward!($b, $inner);
+            $($module)*
+        }
+    };
+}
+
 /// The `Backend` methods a decorator takes from the backend it wraps, all but
 /// `name`: `seed`, `ad_enabled`, `sync`, `dtype_usage`, `device_count`.
 #[macro_export]

@@ -71,7 +71,7 @@ def main():
         print("/// decorator type.")
         print("#[macro_export]")
         print("macro_rules! %s {" % macro)
-        print("    ($b:ident) => {")
+        lines = []
         for sig, has_default in signatures(src, trait):
             op = re.match(r"fn (\w+)", sig).group(1)
             if WRAPPED.search(sig):
@@ -81,8 +81,14 @@ def main():
                 continue
             sig = re.sub(r"\bB\b", "$b", sig).replace("crate::", "burn_backend::")
             sig = sig.replace("( ", "(").replace(", )", ")")
-            print("        forward_op! { %s; }" % sig)
-        print("    };")
+            lines.append("        forward_op! { %s; }" % sig)
+        # As rustfmt leaves it, so that `cargo fmt` and the generator agree.
+        if lines:
+            print("    ($b:ident) => {")
+            print("\n".join(lines))
+            print("    };")
+        else:
+            print("    ($b:ident) => {};")
         print("}")
 
 

@@ -8,7 +8,7 @@ use burn_backend::quantization::QuantScheme;
 use burn_backend::tensor::Device;
 use burn_backend::tensor::*;
 use burn_backend::*;
-use burn_tch::{LibTorch, LibTorchDevice, TchTensor};
+use burn_tch::{LibTorch, TchTensor};
 
 use crate::ffi::{self, Grad};
 use crate::forward_op;
@@ -32,50 +32,6 @@ type Torch = LibTorch<f32>;
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KilnTch;
-
-impl BackendTypes for KilnTch {
-    type Device = LibTorchDevice;
-    type FloatTensorPrimitive = TchTensor;
-    type FloatElem = f32;
-    type IntTensorPrimitive = TchTensor;
-    type IntElem = i64;
-    type BoolTensorPrimitive = TchTensor;
-    type BoolElem = bool;
-    type QuantizedTensorPrimitive = TchTensor;
-}
-
-impl Backend for KilnTch {
-    fn name(device: &Self::Device) -> String {
-        format!("kiln-{}", Torch::name(device))
-    }
-
-    kiln_forward::backend_methods!(Torch);
-}
-
-impl FloatTensorOps<KilnTch> for KilnTch {
-    kiln_forward::float_tensor_ops!(KilnTch);
-}
-
-impl IntTensorOps<KilnTch> for KilnTch {
-    kiln_forward::int_tensor_ops!(KilnTch);
-}
-
-impl BoolTensorOps<KilnTch> for KilnTch {
-    kiln_forward::bool_tensor_ops!(KilnTch);
-}
-
-impl ActivationOps<KilnTch> for KilnTch {
-    kiln_forward::activation_ops!(KilnTch);
-}
-
-impl TransactionOps<KilnTch> for KilnTch {
-    kiln_forward::transaction_ops!(KilnTch);
-}
-
-impl QTensorOps<KilnTch> for KilnTch {
-    kiln_forward::q_tensor_ops!(KilnTch);
-    kiln_forward::quantize!(KilnTch, Torch);
-}
 
 /// One gradient of `conv2d(x, weight)` by libtorch's `convolution_backward`.
 fn conv2d_grad(
@@ -101,40 +57,47 @@ fn conv2d_grad(
     ))
 }
 
-impl ModuleOps<KilnTch> for KilnTch {
-    kiln_forward::module_ops!(KilnTch);
-    kiln_forward::deform_conv2d_backward!(KilnTch, Torch);
-    kiln_forward::max_pool2d_with_indices!(KilnTch, Torch);
-    kiln_forward::max_pool2d_with_indices_backward!(KilnTch, Torch);
+kiln_forward::decorator! {
+    KilnTch over Torch, named |device| format!("kiln-{}", Torch::name(device));
+    FloatTensorOps {}
+    IntTensorOps {}
+    BoolTensorOps {}
+    ActivationOps {}
+    TransactionOps {}
+    QTensorOps {}
+    ModuleOps {
+        kiln_forward::max_pool2d_with_indices!(KilnTch, Torch);
+        kiln_forward::max_pool2d_with_indices_backward!(KilnTch, Torch);
 
-    fn conv2d_x_backward(
-        x: FloatTensor<KilnTch>,
-        weight: FloatTensor<KilnTch>,
-        output_grad: FloatTensor<KilnTch>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<KilnTch> {
-        conv2d_grad(&x, &weight, &output_grad, &options, Grad::Input)
-    }
+        fn conv2d_x_backward(
+            x: FloatTensor<KilnTch>,
+            weight: FloatTensor<KilnTch>,
+            output_grad: FloatTensor<KilnTch>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<KilnTch> {
+            conv2d_grad(&x, &weight, &output_grad, &options, Grad::Input)
+        }
 
-    fn conv2d_weight_backward(
-        x: FloatTensor<KilnTch>,
-        weight: FloatTensor<KilnTch>,
-        output_grad: FloatTensor<KilnTch>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<KilnTch> {
-        conv2d_grad(&x, &weight, &output_grad, &options, Grad::Weight)
-    }
+        fn conv2d_weight_backward(
+            x: FloatTensor<KilnTch>,
+            weight: FloatTensor<KilnTch>,
+            output_grad: FloatTensor<KilnTch>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<KilnTch> {
+            conv2d_grad(&x, &weight, &output_grad, &options, Grad::Weight)
+        }
 
-    fn conv2d_bias_backward(
-        _x: FloatTensor<KilnTch>,
-        _bias: FloatTensor<KilnTch>,
-        output_grad: FloatTensor<KilnTch>,
-    ) -> FloatTensor<KilnTch> {
-        // One reduction over batch and space, as PyTorch's autograd does it.
-        TchTensor::new(output_grad.tensor.sum_dim_intlist(
-            &[0i64, 2, 3][..],
-            false,
-            None::<tch::Kind>,
-        ))
+        fn conv2d_bias_backward(
+            _x: FloatTensor<KilnTch>,
+            _bias: FloatTensor<KilnTch>,
+            output_grad: FloatTensor<KilnTch>,
+        ) -> FloatTensor<KilnTch> {
+            // One reduction over batch and space, as PyTorch's autograd does it.
+            TchTensor::new(output_grad.tensor.sum_dim_intlist(
+                &[0i64, 2, 3][..],
+                false,
+                None::<tch::Kind>,
+            ))
+        }
     }
 }
