@@ -69,8 +69,12 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
         "step losses: {:?}",
         steps.iter().map(|s| f(s, "loss")).collect::<Vec<_>>()
     );
-    assert!(f(&steps[3], "loss") < f(&steps[0], "loss"));
-    assert!(f(&epochs[2], "train_loss") < f(&epochs[0], "train_loss"));
+    // Measured on 2026-12-05 (ndarray): step losses 2.215 -> 0.365 by step 20, epoch training
+    // losses 1.130, 0.125, 0.034, test accuracy 100%. The bounds leave room for another
+    // processor's rounding, not for a loop that learns markedly worse.
+    assert!(f(&steps[3], "loss") < 0.3 * f(&steps[0], "loss"));
+    assert!(f(&epochs[0], "train_loss") < 1.5);
+    assert!(f(&epochs[2], "train_loss") < 0.1);
     for e in &epochs {
         for key in [
             "lr",
@@ -92,10 +96,18 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
         (summary.epochs, summary.train_images, summary.test_images),
         (3, 640, 200)
     );
+    println!(
+        "epoch train losses {:?}, final test accuracy {}",
+        epochs
+            .iter()
+            .map(|e| f(e, "train_loss"))
+            .collect::<Vec<_>>(),
+        summary.final_test_accuracy
+    );
     assert_eq!(summary.final_test_accuracy, f(&epochs[2], "test_accuracy"));
     assert!(summary.best_test_accuracy >= summary.final_test_accuracy);
     assert!(
-        summary.final_test_accuracy > 0.5,
+        summary.final_test_accuracy >= 0.95,
         "the synthetic classes are easy: {summary:?}"
     );
 

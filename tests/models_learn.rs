@@ -60,7 +60,11 @@ fn learn(model: Classifier<B>, set: &ImageSet) -> Vec<f64> {
     summary.epochs.iter().map(|e| e.train_loss).collect()
 }
 
-fn assert_learns(model_toml: &str, channels: usize, size: usize) {
+/// Trains the `[model]` of `model_toml` for 8 epochs and asks that the last epoch's training
+/// loss be below `at_most` times the first's. Each bound sits near what the network reached on
+/// 2026-12-05 (ndarray, `cargo xtask test -- --nocapture models_learn` prints it), so a network
+/// that learns markedly worse fails.
+fn assert_learns(model_toml: &str, channels: usize, size: usize, at_most: f64) {
     let spec: ModelSpec = toml::from_str(model_toml).unwrap();
     spec.validate().unwrap();
     let set = noise_images(channels, size);
@@ -71,20 +75,23 @@ fn assert_learns(model_toml: &str, channels: usize, size: usize) {
         model_toml.lines().next().unwrap()
     );
     assert!(
-        losses[7] < 0.95 * losses[0],
-        "loss did not fall: {losses:?}"
+        losses[7] < at_most * losses[0],
+        "the loss fell to {:.3} of its first epoch's, expected below {at_most}: {losses:?}",
+        losses[7] / losses[0]
     );
 }
 
 #[test]
 fn convnet_learns() {
-    assert_learns("name = \"convnet\"", 1, 28);
+    // 1.496 -> 1.138: 0.76.
+    assert_learns("name = \"convnet\"", 1, 28, 0.85);
 }
 
 #[test]
 fn simple_cnn_and_cnn_dropout_learn() {
-    assert_learns("name = \"simple-cnn\"", 3, 32);
-    assert_learns("name = \"cnn-dropout\"", 3, 32);
+    // 3.246 -> 0.290: 0.089; 3.019 -> 1.308: 0.43.
+    assert_learns("name = \"simple-cnn\"", 3, 32, 0.2);
+    assert_learns("name = \"cnn-dropout\"", 3, 32, 0.55);
 }
 
 #[test]
@@ -93,5 +100,7 @@ fn resnets_learn() {
         "name = \"resnet\"\nblocks = [1, 1]\nwidths = [8, 16]\nstem = \"cifar\"\nhead_pool = \"global\"",
         3,
         32,
+        // 1.416 -> 1.290: 0.91.
+        0.95,
     );
 }

@@ -194,8 +194,11 @@ fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
     spec
 }
 
-/// See `parity_spec`.
+/// resnet18-cifar10-fast's weights: a seed whose first batches put no ReLU input within
+/// rounding of 0 on one backend and not on another, as seed 42 does (see `parity_spec`).
 const RESNET18_SEED: u64 = 7;
+/// resnet-cifar10's: of seeds 0 to 39, the one whose ReLU inputs lie furthest from 0 (see
+/// `parity_spec`).
 const RESNET_TUTORIAL_SEED: u64 = 17;
 
 /// Set in the child process that computes the f64 reference: the folder holding the weights

@@ -49,6 +49,71 @@ fn assert_picture(path: &Path, min: (u32, u32)) -> (u32, u32) {
     (w, h)
 }
 
+/// The points of the first polyline stroked in `colour` (`#RRGGBB`): in plotters' SVG, a curve's
+/// line (its legend sample, drawn later, has the same colour).
+fn polyline(svg: &str, colour: &str) -> Vec<(f64, f64)> {
+    let element = svg
+        .split("<polyline")
+        .skip(1)
+        .map(|e| &e[..e.find("/>").unwrap()])
+        .find(|e| e.contains(&format!("stroke=\"{colour}\"")))
+        .unwrap_or_else(|| panic!("no line in {colour}"));
+    let points = element.split("points=\"").nth(1).unwrap();
+    points[..points.find('"').unwrap()]
+        .split_whitespace()
+        .map(|xy| {
+            let (x, y) = xy.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+/// loss.svg draws metrics.jsonl's epochs: one point per epoch for the training and the test
+/// loss, at the same x for the same epoch, and heights that are one linear map of the losses
+/// (to plotters' whole pixels).
+fn assert_loss_curves_draw_the_metrics(run: &Path) {
+    let events = kiln_experiments::run_dir::read_events(&run.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            kiln_train::Event::Epoch(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    let svg = fs::read_to_string(run.join("plots/loss.svg")).unwrap();
+    // The first two series colours: training, then test (this run has no validation split).
+    let train = polyline(&svg, "#1F77B4");
+    let test = polyline(&svg, "#D62728");
+    assert_eq!((train.len(), test.len()), (epochs.len(), epochs.len()));
+    let mut drawn = Vec::new();
+    for (k, m) in epochs.iter().enumerate() {
+        assert_eq!(train[k].0, test[k].0, "epoch {} at one x", m.epoch);
+        if k > 0 {
+            assert!(train[k].0 > train[k - 1].0, "epochs left to right");
+        }
+        drawn.push((m.train_loss, train[k].1));
+        drawn.push((m.test_loss.unwrap(), test[k].1));
+    }
+    // The map from the lowest and the highest loss; every other point must lie on it.
+    let lo = drawn
+        .iter()
+        .copied()
+        .fold((f64::INFINITY, 0.0), |a, p| if p.0 < a.0 { p } else { a });
+    let hi = drawn.iter().copied().fold(
+        (f64::NEG_INFINITY, 0.0),
+        |a, p| if p.0 > a.0 { p } else { a },
+    );
+    assert!(hi.1 < lo.1, "a higher loss is drawn higher up: {drawn:?}");
+    let y = |loss: f64| lo.1 + (loss - lo.0) / (hi.0 - lo.0) * (hi.1 - lo.1);
+    for (loss, py) in drawn {
+        assert!(
+            (y(loss) - py).abs() <= 1.5,
+            "loss {loss} at y {py}, expected {}",
+            y(loss)
+        );
+    }
+}
+
 /// The synthetic data set's image of class `label` (its bright square), as a 28x28 PNG.
 fn write_class_image(path: &Path, label: usize, size: u32) {
     let (top, left) = (2 + 12 * (label / 5), 1 + 5 * (label % 5));
@@ -82,6 +147,7 @@ fn a_run_leaves_every_picture_and_predict_and_features_work_on_its_checkpoint() 
     assert_picture(&maps.join("maps-02-conv2.png"), (500, 150));
     let svg = fs::read_to_string(maps.join("maps-02-conv2.svg")).unwrap();
     assert!(svg.contains("16 feature maps of 10x10"), "conv2's title");
+    assert_loss_curves_draw_the_metrics(&run);
 
     // predict: a known image of each of two classes gets its class; bad files get errors that
     // name them, and do not stop the others.

@@ -190,3 +190,26 @@ pub fn headless(args: &[&str], page: &Path) -> std::process::Output {
     );
     output
 }
+
+/// `cargo metadata --format-version 1 --offline` of the workspace, with `extra` arguments
+/// (`--no-deps` for Kiln's own packages only), as JSON.
+pub fn cargo_metadata(extra: &[&str]) -> serde_json::Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(extra)
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The repository's root folder.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}

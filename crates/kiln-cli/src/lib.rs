@@ -110,15 +110,15 @@ fn execute(cli: &Cli) -> Result<()> {
 /// key that a flag set is blamed on the flags, any other on the file.
 fn load_valid(name_or_path: &str, overrides: &Overrides) -> Result<ValidSpec> {
     let mut spec = kiln_experiments::load(name_or_path).map_err(anyhow::Error::msg)?;
-    let blame = |e: kiln_experiments::SpecError| {
-        if overrides.keys().contains(&e.key.as_str()) || e.origin.is_none() {
-            anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}")
+    let on_flags = |e| anyhow::anyhow!("{name_or_path} (after command-line overrides): {e}");
+    spec.apply(overrides).map_err(on_flags)?;
+    spec.validate().map_err(|e| {
+        if overrides.keys().contains(&e.key.as_str()) {
+            on_flags(e)
         } else {
             e.in_file(name_or_path).into()
         }
-    };
-    spec.apply(overrides).map_err(blame)?;
-    spec.validate().map_err(blame)
+    })
 }
 
 fn open_run(dir: &Path) -> Result<RunFolder> {

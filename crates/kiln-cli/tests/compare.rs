@@ -145,9 +145,27 @@ fn every_backend_starts_from_the_same_weights() {
             relative <= 1e-4,
             "{backend}: logits differ by {relative:e} of their scale"
         );
-        // 20 Adam steps on 2,560 images lift LeNet-5 well above chance (10%) on any backend.
+        // After 20 steps. flex draws dropout masks as ndarray does (measured 2026-12-05: final
+        // logits 4.9e-6 apart, loss curves 2.4e-7): only rounding differs. wgpu and tch draw
+        // their own masks, so their curves part by what dropout changes (0.27 and 0.16, final
+        // logits 5.9 and 9.7 apart), and the bounds are twice that.
+        let (final_logits, curve) = (
+            a["final_logits"].as_f64().unwrap(),
+            a["loss_curve"].as_f64().unwrap(),
+        );
+        let (logits_bound, curve_bound) = match backend {
+            "ndarray" => (0.0, 0.0),
+            "flex" => (1e-4, 1e-5),
+            _ => (20.0, 0.5),
+        };
+        assert!(
+            final_logits <= logits_bound && curve <= curve_bound,
+            "{backend}: final logits {final_logits:e} apart (at most {logits_bound:e}), loss \
+             curve {curve:e} (at most {curve_bound:e})"
+        );
+        // 20 Adam steps on 2,560 images lift LeNet-5 from chance (10%) to 64.6-68.9%.
         let accuracy = row["test_accuracy"].as_f64().unwrap();
-        assert!(accuracy > 0.4, "{backend}: test accuracy {accuracy}");
+        assert!(accuracy > 0.55, "{backend}: test accuracy {accuracy}");
         assert!(row["train_images_per_sec"].as_f64().unwrap() > 0.0);
     }
 }

@@ -674,8 +674,10 @@ mod tests {
             series: vec![],
             rising: false,
         };
-        let [png, _] = save(&curves, &dir.path().join("empty")).unwrap();
+        let [png, svg] = save(&curves, &dir.path().join("empty")).unwrap();
         assert!(decoded(&png).1 > 2);
+        let svg = std::fs::read_to_string(svg).unwrap();
+        assert!(svg.contains("error: no data"), "{svg}");
     }
 
     #[test]

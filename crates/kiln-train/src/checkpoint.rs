@@ -196,8 +196,8 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_of_another_network_is_refused() {
-        use kiln_models::LeNet5Config;
+    fn a_checkpoint_loads_into_its_network_and_another_network_is_refused() {
+        use kiln_models::{ImageClassifier, LeNet5Config};
         type B = burn_ndarray::NdArray;
         let device = Default::default();
         let ten = LeNet5Config::new().init::<B>(&device);
@@ -213,7 +213,25 @@ mod tests {
             "the checkpoint's model record does not load: `fc3.weight` has shape [84, 10] in \
              the record, the module expects [84, 3]"
         );
-        let ten = LeNet5Config::new().init::<B>(&device);
-        assert!(checkpoint.load_model(ten, &device).is_ok());
+        // The same network, initialised from another seed, takes the saved weights: its
+        // logits become the saved network's, bit for bit. (Burn draws a parameter at its first
+        // use, so the saved network's logits are taken before its record.)
+        let images = Tensor::<B, 4>::ones([2, 1, 28, 28], &device);
+        let logits = |m: &kiln_models::LeNet5<B>| m.logits(images.clone()).into_data();
+        let saved = LeNet5Config::new().init::<B>(&device);
+        let expected = logits(&saved);
+        let checkpoint = Checkpoint {
+            model: kiln_models::record::encode::<B, _>(saved.into_record()),
+            ..checkpoint
+        };
+        B::seed(&device, 7);
+        let other = LeNet5Config::new().init::<B>(&device);
+        assert_ne!(
+            logits(&other),
+            expected,
+            "the seeds give different networks"
+        );
+        let loaded = checkpoint.load_model(other, &device).unwrap();
+        assert_eq!(logits(&loaded), expected);
     }
 }

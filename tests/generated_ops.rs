@@ -1,25 +1,16 @@
-//! `src/ops.rs` is what `tools/gen_ops.py` writes from the burn-backend this workspace builds
+//! kiln-forward's `src/ops.rs` is what `tools/gen_ops.py` writes from the burn-backend this workspace builds
 //! with: a Burn upgrade, or a hand edit of the generated file, fails here until the file is
 //! generated again (the command is in the script's docstring).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+use common::{cargo_metadata, workspace_root};
+
 /// The folder of the burn-backend source cargo resolved for this workspace.
-fn burn_backend_source(crate_dir: &Path) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .current_dir(crate_dir)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let manifest = metadata["packages"]
+fn burn_backend_source() -> PathBuf {
+    let manifest = cargo_metadata(&[])["packages"]
         .as_array()
         .unwrap()
         .iter()
@@ -33,8 +24,8 @@ fn burn_backend_source(crate_dir: &Path) -> PathBuf {
 
 #[test]
 fn ops_rs_is_what_its_generator_writes_from_this_burn() {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let source = burn_backend_source(crate_dir);
+    let crate_dir = workspace_root().join("crates/kiln-forward");
+    let source = burn_backend_source();
     let out = Command::new("python3")
         .arg(crate_dir.join("tools/gen_ops.py"))
         .arg(&source)
