@@ -126,17 +126,22 @@ pub fn bench(args: &[String]) -> Result<()> {
         );
     }
 
-    let md = markdown(&rows, threads, &opts);
+    // Ratios to PyTorch differ between processors of one machine kind: every figure names its.
+    let processor = rows
+        .iter()
+        .flat_map(|r| r["kiln"].as_array().cloned().unwrap_or_default())
+        .find_map(|k| k["processor"].as_str().map(String::from));
+    let md = markdown(&rows, threads, processor.as_deref(), &opts);
     let dir = project_root().join("runs/bench").join(crate::timestamp());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let ratios = ratios(&rows);
-    let json = json!({ "threads": threads, "warmup": opts.warmup, "steps": opts.steps,
-        "rounds": opts.rounds, "results": rows, "ratios": ratios });
+    let json = json!({ "threads": threads, "processor": processor, "warmup": opts.warmup,
+        "steps": opts.steps, "rounds": opts.rounds, "results": rows, "ratios": ratios });
     std::fs::write(dir.join("bench.md"), &md)?;
     std::fs::write(dir.join("bench.json"), serde_json::to_vec_pretty(&json)?)?;
     println!("{md}\nwritten to {}", dir.join("bench.md").display());
     if let Some(file) = &opts.check {
-        check(file, &ratios)?;
+        check(file, processor.as_deref(), &ratios)?;
     }
     Ok(())
 }
@@ -273,9 +278,9 @@ fn ratios(rows: &[Value]) -> BTreeMap<String, Value> {
     out
 }
 
-fn markdown(rows: &[Value], threads: usize, opts: &Options) -> String {
+fn markdown(rows: &[Value], threads: usize, processor: Option<&str>, opts: &Options) -> String {
     let mut md = format!(
-        "# Kiln vs PyTorch eager, {threads} threads\n\n\
+        "# Kiln vs PyTorch eager, {threads} threads, {}\n\n\
          `cargo xtask bench --warmup {} --steps {} --rounds {}`: medians of {} timed steps after \
          {} warm-up steps{}, at each recipe's batch size; PyTorch {} on the same model, \
          optimiser, batch and threads, measured in the same run. Ratios are Kiln / PyTorch (speed: above 1 is \
@@ -283,6 +288,7 @@ fn markdown(rows: &[Value], threads: usize, opts: &Options) -> String {
          batches (augment, resize, normalise) on one thread, and loading + decoding the files.\n\n\
          | experiment (batch) | backend | train img/s | vs PyTorch | eval img/s | vs PyTorch | peak MiB | vs PyTorch | pipeline img/s | pipeline / step | decode img/s |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        processor.unwrap_or("processor unknown"),
         opts.warmup,
         opts.steps,
         opts.rounds,
@@ -336,16 +342,23 @@ fn markdown(rows: &[Value], threads: usize, opts: &Options) -> String {
 
 /// Fails when a speed ratio fell more than [`CHECK_TOLERANCE`] below its record in `file`
 /// (`{"<experiment>/<backend>": {"train": r, "eval": r}}`); pairs not measured now are
-/// skipped, pairs measured but not recorded are listed so they can be added.
-fn check(file: &Path, measured: &BTreeMap<String, Value>) -> Result<()> {
+/// skipped, pairs measured but not recorded are listed so they can be added. Where the file
+/// has records of this `processor` (`"by_processor": {"<processor>": {pairs}}`, the name
+/// `kiln bench` reports), they replace the general ones, which hold for any other processor.
+fn check(file: &Path, processor: Option<&str>, measured: &BTreeMap<String, Value>) -> Result<()> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the recorded ratios {}", file.display()))?;
-    let recorded: BTreeMap<String, Value> = serde_json::from_str(&text).with_context(|| {
+    let mut recorded: BTreeMap<String, Value> = serde_json::from_str(&text).with_context(|| {
         format!(
             "{}: expected a JSON object of \"<experiment>/<backend>\": {{\"train\": ratio, \"eval\": ratio}}",
             file.display()
         )
     })?;
+    let own = records_for(&mut recorded, processor);
+    println!(
+        "bench check: {own} records of this processor ({}), the general ones for the rest",
+        processor.unwrap_or("unknown")
+    );
     let failures = regressions(&recorded, measured);
     for key in measured.keys().filter(|k| !recorded.contains_key(*k)) {
         println!(
@@ -368,6 +381,17 @@ fn check(file: &Path, measured: &BTreeMap<String, Value>) -> Result<()> {
         file.display()
     );
     Ok(())
+}
+
+/// Replaces `recorded`'s general records by those of `processor` where it has some; returns
+/// how many there were.
+fn records_for(recorded: &mut BTreeMap<String, Value>, processor: Option<&str>) -> usize {
+    let own = processor
+        .and_then(|p| recorded.get("by_processor")?.get(p)?.as_object().cloned())
+        .unwrap_or_default();
+    let n = own.len();
+    recorded.extend(own);
+    n
 }
 
 fn regressions(
@@ -416,6 +440,37 @@ mod tests {
             failures,
             vec!["  lenet5/cpu eval: 1.400 (recorded 2.000)".to_string()]
         );
+    }
+
+    #[test]
+    fn a_processor_with_records_of_its_own_is_checked_against_them() {
+        let mut recorded = map(&[("convnet/cpu", 0.85, 1.0), ("lenet5/cpu", 0.8, 0.9)]);
+        recorded.insert(
+            "by_processor".into(),
+            json!({ "Xeon (family 6 model 207, AVX-512)": { "convnet/cpu": { "train": 0.6, "eval": 0.9 } } }),
+        );
+        let mut general = recorded.clone();
+        assert_eq!(
+            records_for(&mut general, Some("AMD EPYC (family 25 model 1, AVX2)")),
+            0
+        );
+        assert_eq!(general["convnet/cpu"]["train"], 0.85);
+        let mut xeon = recorded;
+        assert_eq!(
+            records_for(&mut xeon, Some("Xeon (family 6 model 207, AVX-512)")),
+            1
+        );
+        assert_eq!(xeon["convnet/cpu"]["train"], 0.6);
+        assert_eq!(
+            xeon["lenet5/cpu"]["train"], 0.8,
+            "the general record where it has none"
+        );
+        let measured = map(&[("convnet/cpu", 0.5, 1.0)]);
+        assert!(
+            regressions(&xeon, &measured).is_empty(),
+            "0.5 is within 25% of 0.6"
+        );
+        assert_eq!(regressions(&general, &measured).len(), 1);
     }
 
     #[test]

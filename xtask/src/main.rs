@@ -11,6 +11,7 @@
 //!   suite in release mode (the tests train real models), parity tests across backends included.
 
 mod bench;
+mod results;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,8 +55,19 @@ commands:
       install what the tests need if missing, then run every test (release build)
   doc [cargo doc options]
       the API documentation of every Kiln crate (target/doc/), failing on any rustdoc warning
+  results RUN_FOLDER...
+      the results table (markdown) of finished runs, from their summary.json files
 
-backends: cpu (Kiln's own, the default), ndarray, flex, wgpu, tch, tch-cuda, cuda";
+backends:";
+
+/// [`USAGE`] and every backend of the table, with its help.
+fn usage() -> String {
+    let mut text = USAGE.to_string();
+    for b in BACKENDS {
+        text.push_str(&format!("\n  {:<10} {}", b.name, b.help));
+    }
+    text
+}
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -66,7 +78,7 @@ fn main() {
 
 fn run(args: Vec<String>) -> Result<()> {
     let Some((command, rest)) = args.split_first() else {
-        println!("{USAGE}");
+        println!("{}", usage());
         return Ok(());
     };
     match command.as_str() {
@@ -75,11 +87,12 @@ fn run(args: Vec<String>) -> Result<()> {
         "bench" => bench::bench(rest),
         "test" => test(rest),
         "doc" => doc(rest),
+        "results" => results::results(rest),
         "help" | "--help" | "-h" => {
-            println!("{USAGE}");
+            println!("{}", usage());
             Ok(())
         }
-        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+        other => bail!("unknown command {other:?}\n\n{}", usage()),
     }
 }
 
@@ -94,7 +107,7 @@ fn run_experiment(args: &[String]) -> Result<()> {
     };
     let features = features_of(&[backend.as_str()])?;
     if resume.is_none() && kiln_args.first().is_none_or(|a| a.starts_with('-')) {
-        bail!("missing the experiment name\n\n{USAGE}");
+        bail!("missing the experiment name\n\n{}", usage());
     }
     let env = runtime_env(&[backend.as_str()], Install::No)?;
     if resume.is_none() {
@@ -129,7 +142,7 @@ fn compare_backends(args: &[String]) -> Result<()> {
     let names: Vec<&str> = backends.split(',').map(str::trim).collect();
     let features = features_of(&names)?;
     if kiln_args.first().is_none_or(|a| a.starts_with('-')) {
-        bail!("missing the experiment name\n\n{USAGE}");
+        bail!("missing the experiment name\n\n{}", usage());
     }
     let env = runtime_env(&names, Install::No)?;
     offer_fashion_mnist(&kiln_args[0]);

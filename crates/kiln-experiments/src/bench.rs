@@ -16,7 +16,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RunError;
-use crate::runner::{load_splits, peak_rss_mib};
+use crate::machine;
+use crate::runner::load_splits;
 use crate::ValidSpec;
 
 /// What to time.
@@ -61,6 +62,9 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
     /// Whether denormals were flushed to zero (see `kiln_train::denormals`).
     pub flush_denormals: bool,
+    /// The processor ([`crate::machine::processor`]): ratios to PyTorch differ between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processor: Option<String>,
 }
 
 /// Times `spec` on backend `B` (named `backend` in the report).
@@ -121,7 +125,8 @@ pub fn bench<B: AutodiffBackend>(
         eval_step_ms: ms(&times.eval),
         decode_images_per_sec,
         pipeline_images_per_sec,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: machine::peak_rss_mib(),
+        processor: machine::processor(),
         flush_denormals: kiln_train::denormals::flushes_denormals(),
     })
 }

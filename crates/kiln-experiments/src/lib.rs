@@ -13,6 +13,7 @@
 pub mod bench;
 mod error;
 pub mod inspect;
+pub mod machine;
 pub mod models;
 pub mod registry;
 pub mod run_dir;

@@ -371,6 +371,9 @@ pub struct RunSummary {
     /// `--keep-denormals`; see `kiln_train::denormals`). Absent in older runs: false.
     #[serde(default)]
     pub flush_denormals: bool,
+    /// The processor it trained on ([`crate::machine::processor`]); absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processor: Option<String>,
 }
 
 /// `logits.json`: a model's logits on the first `images` test images, row-major

@@ -14,6 +14,7 @@ use kiln_models::{Classifier, ImageClassifier};
 use kiln_train::{Checkpoint, Event, FitData, FitOptions};
 
 use crate::error::{io_error, RunError};
+use crate::machine;
 use crate::run_dir::{self, write_atomic, FixedBatchLogits, RunStart, RunSummary};
 use crate::spec::{DatasetName, MAX_SIDE, MIN_SIDE};
 use crate::weights::{load_weights, save_weights};
@@ -426,7 +427,8 @@ fn train_in<B: AutodiffBackend>(
         eval_images_per_sec: fitted.eval_images_per_sec().expect(TESTED),
         seed: spec.recipe.seed,
         init_weights: options.init_weights.clone(),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: machine::peak_rss_mib(),
+        processor: machine::processor(),
         normalize: batcher.normalize.clone(),
         classes: train.classes.clone(),
         image_shape: Some([train.channels, train.height, train.width]),
@@ -599,14 +601,6 @@ fn logits_of<B: burn::tensor::backend::Backend, M: ImageClassifier<B>>(
         .convert::<f32>()
         .into_vec()
         .expect("converted to f32")
-}
-
-/// The process's peak resident set in MiB, where the OS reports it (Linux).
-pub(crate) fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// `metrics.jsonl`, flushed after every line so a crashed run keeps every finished event,
