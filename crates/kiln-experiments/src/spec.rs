@@ -841,7 +841,7 @@ mod tests {
                 "model.dropout: expected a value in [0, 1), found 1",
             ),
             (
-                "std = [0.3530]",
+                "std = [0.5]",
                 "std = [0.0]",
                 "data.normalize.std: expected positive finite values, found 0",
             ),

@@ -32,10 +32,11 @@ pub const CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
-/// The normalisation the network was trained with: `(x / 255 - MEAN) / STD`.
-pub const MEAN: f32 = 0.2860;
+/// The normalisation the network was trained with: `(x / 255 - MEAN) / STD`, the tutorial's
+/// `transforms.Normalize((0.5,), (0.5,))` (as lenet5-fashion-mnist's experiment file says).
+pub const MEAN: f32 = 0.5;
 /// See [`MEAN`].
-pub const STD: f32 = 0.3530;
+pub const STD: f32 = 0.5;
 
 /// An image file as the network sees it: grayscale, 28x28 (resized if need be), normalised,
 /// row-major.
