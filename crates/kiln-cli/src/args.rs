@@ -7,8 +7,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_data::Locator;
 use kiln_experiments::{Layout, Overrides};
 
-use crate::compare::CompareArgs;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "kiln",
@@ -310,4 +308,24 @@ impl DataArgs {
         locator.progress = progress;
         locator
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    /// Backends to compare, comma-separated; the first is the reference the others are
+    /// measured against.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub backends: Vec<String>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of test images whose logits are compared.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub logits_of: usize,
+    /// The comparison folder is created under DIR/compare/.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
 }

@@ -19,34 +19,13 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use clap::Args;
 use kiln_experiments::run_dir::{self, write_atomic};
 use kiln_experiments::{ExperimentSpec, FixedBatchLogits, RunSummary};
 use kiln_train::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::args::{DataArgs, OverrideArgs};
+use crate::args::CompareArgs;
 use crate::backends::with_backend;
-
-#[derive(Debug, Args)]
-pub struct CompareArgs {
-    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
-    pub experiment: String,
-    /// Backends to compare, comma-separated; the first is the reference the others are
-    /// measured against.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub backends: Vec<String>,
-    #[command(flatten)]
-    pub overrides: OverrideArgs,
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Number of test images whose logits are compared.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub logits_of: usize,
-    /// The comparison folder is created under DIR/compare/.
-    #[arg(long, value_name = "DIR", default_value = "runs")]
-    pub runs_dir: PathBuf,
-}
 
 /// `report.json`: one row per backend, in the order asked for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
