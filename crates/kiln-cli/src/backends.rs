@@ -1,6 +1,6 @@
 //! The one place a `--backend` name becomes a Burn backend type.
 //!
-//! Every command goes through [`with_backend!`]: it matches the name once, binds the backend
+//! Every command goes through `with_backend!`: it matches the name once, binds the backend
 //! type and its device, and runs the command's generic code with them. Adding a backend is a
 //! row in [`backend_table::BACKENDS`](crate::backend_table::BACKENDS), a cargo feature and
 //! an arm here.
@@ -76,7 +76,7 @@ macro_rules! with_backend {
 pub(crate) use with_backend;
 
 /// Work to do on a backend chosen at run time, for code outside this crate (tests, tools that
-/// embed the CLI): the commands themselves use [`with_backend!`].
+/// embed the CLI): the commands themselves use `with_backend!`.
 pub trait BackendTask {
     /// What the task gives back.
     type Output;

@@ -1,6 +1,6 @@
-//! The training loop, top to bottom: [`fit`] sets up, [`Run::fit`] goes epoch by epoch,
-//! [`Run::train_epoch`] batch by batch, [`Run::step`] is one optimiser step and
-//! [`Run::end_epoch`] evaluates and reports. The optimiser (`optimizer.rs`), the schedule
+//! The training loop, top to bottom: [`fit`] sets up, `Run::fit` goes epoch by epoch,
+//! `Run::train_epoch` batch by batch, `Run::step` is one optimiser step and
+//! `Run::end_epoch` evaluates and reports. The optimiser (`optimizer.rs`), the schedule
 //! (`schedule.rs`), evaluation (`eval.rs`) and checkpoints (`checkpoint.rs`) live apart.
 
 use std::sync::atomic::{AtomicBool, Ordering};
