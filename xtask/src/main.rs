@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 #[path = "../../crates/kiln-cli/src/backend_table.rs"]
 mod backend_table;
 
-use backend_table::{Runtime, BACKENDS};
+use backend_table::{Devices, Runtime, BACKENDS};
 
 const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 const FASHION_MNIST_PACKAGE: &str = "dataset-fashion-mnist";
@@ -209,13 +209,19 @@ fn take_option(args: &[String], name: &str) -> Result<(Option<String>, Vec<Strin
 }
 
 /// The backends the tests build in (`kiln-integration-tests/parity`): every one a machine
-/// without an NVIDIA GPU can run.
-const TESTED_BACKENDS: [&str; 5] = ["cpu", "ndarray", "flex", "wgpu", "tch"];
+/// without an NVIDIA GPU can run, those whose devices are not CUDA devices.
+fn tested_backends() -> Vec<&'static str> {
+    BACKENDS
+        .iter()
+        .filter(|b| b.devices != Devices::Cuda)
+        .map(|b| b.name)
+        .collect()
+}
 
 fn test(args: &[String]) -> Result<()> {
     ensure_fashion_mnist()?;
     ensure_chromium()?;
-    let env = runtime_env(&TESTED_BACKENDS, Install::Yes)?;
+    let env = runtime_env(&tested_backends(), Install::Yes)?;
     let mut cmd = cargo();
     // `parity` builds the wgpu, tch and flex backends into kiln and the tests, once, in the
     // release profile the CLI uses too.
@@ -235,7 +241,7 @@ fn test(args: &[String]) -> Result<()> {
 /// arm), so it needs libtorch's location as a build does (kiln-tch is a member); a broken link
 /// or a missing doc fails it.
 fn doc(args: &[String]) -> Result<()> {
-    let mut env = runtime_env(&TESTED_BACKENDS, Install::No)?;
+    let mut env = runtime_env(&tested_backends(), Install::No)?;
     env.push(("RUSTDOCFLAGS".into(), "-D warnings".into()));
     let mut cmd = cargo();
     cmd.args(["doc", "--release", "--no-deps", "--workspace"])
@@ -603,6 +609,11 @@ mod tests {
             "ndarray,tch,wgpu"
         );
         assert_eq!(features_of(&["tch-cuda"]).unwrap(), "tch-cuda");
+    }
+
+    #[test]
+    fn the_tests_build_every_backend_but_the_cuda_ones() {
+        assert_eq!(tested_backends(), ["cpu", "ndarray", "flex", "wgpu", "tch"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::backend_table::{self, Devices, BACKENDS};
+use crate::backend_table::{self, Devices, Runtime, BACKENDS};
 
 /// Runs `$body` with `$B` bound to the `Autodiff` backend called `$name` and `$device` to a
 /// reference to its device number `$number` (`None`: the backend's default). A panic inside
@@ -138,11 +138,14 @@ pub(crate) fn list() {
 
 /// Tells the user what to expect of a run on `name` (the table's note), once, before it starts.
 pub(crate) fn announce(name: &str) {
-    if let Some(note) = backend_table::find(name).and_then(|b| b.note) {
+    let Some(backend) = backend_table::find(name) else {
+        return;
+    };
+    if let Some(note) = backend.note {
         tracing::info!("{name}: {note}");
     }
-    // Mesa's Vulkan loader prints this on a machine without a desktop session; wgpu works.
-    if name == "wgpu" && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+    // Mesa's Vulkan loader prints this on a machine without a desktop session; Vulkan works.
+    if backend.runtime == Runtime::Vulkan && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         tracing::info!(
             "{name}: \"XDG_RUNTIME_DIR is invalid or not set\" below comes from the Vulkan \
              driver on a machine without a desktop session and does no harm"

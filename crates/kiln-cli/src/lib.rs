@@ -43,25 +43,12 @@ where
 
 /// Kiln's own crates log at info (warn with `--quiet`), its dependencies at warn: Burn's and
 /// CubeCL's info lines (autotune caches, one line per tuned kernel) are for their developers.
-/// `KILN_LOG` (an `EnvFilter`, e.g. `KILN_LOG=info` or `KILN_LOG=cubecl=debug`) replaces it.
+/// A directive's target matches every target it begins, so `kiln` covers the binary and every
+/// `kiln_*` crate, new ones too. `KILN_LOG` (an `EnvFilter`, e.g. `KILN_LOG=info` or
+/// `KILN_LOG=cubecl=debug`) replaces it.
 fn log_filter(quiet: bool) -> String {
     let kiln = if quiet { "warn" } else { "info" };
-    let crates = [
-        "kiln",
-        "kiln_cli",
-        "kiln_data",
-        "kiln_experiments",
-        "kiln_models",
-        "kiln_report",
-        "kiln_train",
-        "kiln_cpu",
-        "kiln_tch",
-    ];
-    let mut filter = "warn".to_string();
-    for c in crates {
-        filter.push_str(&format!(",{c}={kiln}"));
-    }
-    filter
+    format!("warn,kiln={kiln}")
 }
 
 fn init_logging(cli: &Cli) {
