@@ -179,13 +179,22 @@ fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
     // gradients part from the others' by 2.5e-2 from that block upstream. Such ties are common
     // in this network (a ReLU before and after each addition, half a million ReLU inputs in the
     // first batch): a functional replica run on ndarray, flex and cpu for seeds 0 to 39 found a
-    // sign that differs between them for 18 of the 40 (seed 1 among them, on ndarray). At
-    // seed 17 every ReLU input that is not exactly 0 on all three lies at least 4.4e-6 from 0,
-    // the widest margin of the 40 (measured on 2026-11-30).
+    // sign that differs between them for 18 of the 40 (measured on 2026-11-30). Which seeds
+    // are tie-free depends on the inputs and on every backend's rounding: when the resize
+    // became Pillow's (2026-12-05), seed 17, until then the widest margin, put wgpu and tch on
+    // one side of a tie and the CPU backends on the other (gradients 9.5e-3 apart); of seeds
+    // 0, 2, 3 and 17 run through this test with `KILN_PARITY_SEED` (gemm's AVX-512 kernels
+    // in cpu and flex, AVX-512 Xeon), only seed 0 had every backend within tolerance, with
+    // gradients 5.5e-6 from ndarray's at worst. A kernel that changes a backend's rounding can
+    // move a tie onto these weights again: rerun the search the same way.
     match experiment {
         "resnet18-cifar10-fast" => spec.recipe.seed = RESNET18_SEED,
         "resnet-cifar10" => spec.recipe.seed = RESNET_TUTORIAL_SEED,
         _ => {}
+    }
+    // Diagnosis: the search for a tie-free seed runs the test itself at each candidate.
+    if let Some(seed) = std::env::var("KILN_PARITY_SEED").ok().and_then(|s| s.parse().ok()) {
+        spec.recipe.seed = seed;
     }
     spec.recipe.batch_size = batch_size;
     spec.recipe.max_steps = Some(STEPS);
@@ -197,9 +206,9 @@ fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
 /// resnet18-cifar10-fast's weights: a seed whose first batches put no ReLU input within
 /// rounding of 0 on one backend and not on another, as seed 42 does (see `parity_spec`).
 const RESNET18_SEED: u64 = 7;
-/// resnet-cifar10's: of seeds 0 to 39, the one whose ReLU inputs lie furthest from 0 (see
-/// `parity_spec`).
-const RESNET_TUTORIAL_SEED: u64 = 17;
+/// resnet-cifar10's: a seed whose first batches put no ReLU input on a tie between backends
+/// (see `parity_spec`).
+const RESNET_TUTORIAL_SEED: u64 = 0;
 
 /// Set in the child process that computes the f64 reference: the folder holding the weights
 /// and receiving the result.
@@ -729,7 +738,7 @@ fn cnn_dropout_cifar10() {
 /// them lie within 12% of the f64 loss.
 const RESNET_CHECKED_STEPS: usize = 2;
 
-/// At weights from seed 17 rather than the experiment's 42: see `parity_spec`.
+/// At weights from seed 0 rather than the experiment's 42: see `parity_spec`.
 #[test]
 fn resnet_cifar10() {
     parity("resnet-cifar10", 8, RESNET_CHECKED_STEPS);

@@ -5,7 +5,7 @@ use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::transform::{resize_bilinear, Augment};
+use crate::transform::{resize_bilinear_pil, Augment};
 use crate::ImageSet;
 use rand::rngs::SmallRng;
 
@@ -179,11 +179,17 @@ impl ImageBatcher {
                 }
                 _ => &item.pixels,
             };
-            let raw: Vec<f32> = pixels.iter().map(|&p| p as f32).collect();
-            let image = match self.resize {
-                Some([rh, rw]) if [rh, rw] != [h, w] => resize_bilinear(&raw, c, h, w, rh, rw),
-                _ => raw,
+            // Resized in 8 bits, as torchvision's Resize does on the PIL images the tutorials
+            // feed it, then scaled.
+            let resized;
+            let pixels = match self.resize {
+                Some([rh, rw]) if [rh, rw] != [h, w] => {
+                    resized = resize_bilinear_pil(pixels, c, h, w, rh, rw);
+                    &resized
+                }
+                _ => pixels,
             };
+            let image: Vec<f32> = pixels.iter().map(|&p| p as f32).collect();
             for (ch, channel) in image.chunks_exact(plane).enumerate() {
                 let (scale, shift) = affine[ch];
                 values.extend(channel.iter().map(|&p| p * scale + shift));

@@ -82,7 +82,8 @@ pub struct DataSpec {
     /// Convert RGB images to one luma channel.
     #[serde(default, skip_serializing_if = "is_false")]
     pub grayscale: bool,
-    /// Resize to `resize` x `resize` (bilinear), e.g. CIFAR-10 to 96 for the ResNet tutorial.
+    /// Resize to `resize` x `resize` (bilinear, as Pillow's `Image.resize` on 8-bit images, which
+    /// torchvision's `Resize` calls), e.g. CIFAR-10 to 96 for the ResNet tutorial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<usize>,
     /// Training-time augmentation (random crop with padding, horizontal flip).
