@@ -6,7 +6,8 @@
 //! convolution gradients to Burn's generic defaults (a transposed convolution and a convolution
 //! with batch and channels swapped), which is where a CPU training step spent its time. This
 //! type answers those calls with the kernels in [`crate::conv`], [`crate::pool`] and
-//! [`crate::activation`] (burn-flex's are serial), answers
+//! [`crate::activation`] (burn-flex's are serial), draws Bernoulli (dropout) masks with
+//! [`crate::random`]'s parallel counter-based generator, answers
 //! reshapes and the four arithmetic ops with [`crate::strided`] where burn-flex would walk a
 //! strided view element by element, and hands every other op to burn-flex unchanged (the
 //! macros of kiln-forward, with the crate's `forward_op!`). Tensors are burn-flex's own, so
@@ -26,6 +27,7 @@ use crate::activation;
 use crate::conv::{self, Conv2dGeometry};
 use crate::forward_op;
 use crate::pool::{self, Pool2dGeometry};
+use crate::random;
 use crate::strided::{self, BinaryOp};
 
 /// Kiln's CPU backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own convolution,
@@ -137,6 +139,24 @@ fn pool_geometry(
 kiln_forward::decorator! {
     KilnCpu over Flex, named |_device| "kiln-cpu".into();
     FloatTensorOps {
+        fn float_random(
+            shape: Shape,
+            distribution: Distribution,
+            device: &Device<KilnCpu>,
+            dtype: FloatDType,
+        ) -> FloatTensor<KilnCpu> {
+            let Distribution::Bernoulli(prob) = distribution else {
+                return Flex::float_random(shape, distribution, device, dtype);
+            };
+            if dtype != FloatDType::F32 {
+                return Flex::float_random(shape, distribution, device, dtype);
+            }
+            let draws = Flex::float_random([2].into(), Distribution::Default, device, FloatDType::F64);
+            let draws = draws.as_slice::<f64>().expect("two contiguous f64 draws");
+            let key = random::key_from([draws[0], draws[1]]);
+            tensor_f32(random::bernoulli(key, shape.num_elements(), prob), shape)
+        }
+
         fn float_reshape(tensor: FloatTensor<KilnCpu>, shape: Shape) -> FloatTensor<KilnCpu> {
             // A view that cannot be reshaped in place is copied first, by Kiln's run-wise copy
             // rather than burn-flex's element-wise one.
@@ -364,17 +384,13 @@ kiln_forward::decorator! {
             let geo = pool_geometry(&x, kernel_size, stride, padding, dilation, ceil_mode);
             let (Some(geo), Some(grad), DType::I64) = (geo, f32_data(&output_grad), indices.dtype())
             else {
-                let out = Flex::max_pool2d_with_indices_backward(
+                return kiln_forward::inner_max_pool2d_backward::<Flex, KilnCpu>(
                     x,
-                    kernel_size,
-                    stride,
-                    padding,
-                    dilation,
+                    [kernel_size, stride, padding, dilation],
                     ceil_mode,
                     output_grad,
                     indices,
                 );
-                return MaxPool2dBackward::new(out.x_grad);
             };
             let indices = indices.to_contiguous();
             let idx = indices.as_slice::<i64>().expect("contiguous i64 indices");

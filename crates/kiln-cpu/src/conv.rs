@@ -1,12 +1,19 @@
 //! 2-D convolution on contiguous `f32` NCHW slices: the forward pass and both gradients, as
 //! im2col + GEMM on the `gemm` crate.
 //!
-//! Work is split over images (forward, input gradient) or over fixed blocks of the weight
-//! gradient's columns, never over a reduction, so every output element is summed in the same
-//! order whatever the number of threads: the same inputs give the same bits.
+//! Work is split over images, or groups of images of a size fixed by the geometry (forward,
+//! input gradient), or over fixed blocks of the weight gradient's columns, never over a
+//! reduction, so every output element is summed in the same order whatever the number of
+//! threads: the same inputs give the same bits.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+/// The fewest columns (images x output positions) the forward pass and the input gradient
+/// give one GEMM. One image per GEMM left the late layers of the ResNets (3x3 to 12x12
+/// outputs) with 9 to 144 columns, below or just past the 64-row tiles of gemm's AVX-512
+/// kernel: its 16-row edge kernel took 18% of resnet-cifar10's step (`perf`, 2026-12-05).
+const MIN_GEMM_COLUMNS: usize = 128;
 
 /// The geometry of one 2-D convolution (groups = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,16 +64,36 @@ impl Conv2dGeometry {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
     }
 
-    /// A per-thread im2col buffer for one image (empty for pointwise kernels, which need none).
+    /// Images whose column matrices the forward pass and the input gradient put side by side
+    /// in one GEMM: enough for [`MIN_GEMM_COLUMNS`] columns. A function of the geometry alone,
+    /// never of the thread count, so the same inputs still give the same bits everywhere.
+    fn images_per_gemm(&self) -> usize {
+        if self.is_pointwise() {
+            return 1;
+        }
+        MIN_GEMM_COLUMNS
+            .div_ceil(self.out_plane().max(1))
+            .clamp(1, self.batch.max(1))
+    }
+
+    /// A per-thread im2col buffer for [`Self::images_per_gemm`] images (empty for pointwise
+    /// kernels, which need none).
     fn col_buffer(&self) -> Vec<f32> {
         vec![
             0.0;
             if self.is_pointwise() {
                 0
             } else {
-                self.patch_len() * self.out_plane()
+                self.patch_len() * self.out_plane() * self.images_per_gemm()
             }
         ]
+    }
+
+    /// A per-thread `[out_channels, images x out_plane]` buffer for a GEMM over several images
+    /// (empty where one image is one GEMM).
+    fn wide_buffer(&self) -> Vec<f32> {
+        let images = self.images_per_gemm();
+        vec![0.0; if images > 1 { self.out_channels * self.out_plane() * images } else { 0 }]
     }
 
     fn input_len(&self) -> usize {
@@ -108,12 +135,14 @@ impl Conv2dGeometry {
         (first, lo.min(hi)..hi)
     }
 
-    /// Unfolds one image `[in_channels, h, w]` into `col`: `[patch_len, out_plane]`, row-major.
-    fn im2col(&self, image: &[f32], col: &mut [f32]) {
+    /// Unfolds one image `[in_channels, h, w]` into the first `out_plane` columns of each of
+    /// `col`'s `patch_len` rows, `row_len` apart (`out_plane` for one image alone; more where
+    /// images sit side by side, `col` then starting at this image's first column).
+    fn im2col(&self, image: &[f32], col: &mut [f32], row_len: usize) {
         let [oh, ow] = self.out_size();
         let [kh, kw] = self.kernel;
         let s = self.stride[1];
-        let mut rows = col.chunks_exact_mut(oh * ow);
+        let mut rows = col.chunks_mut(row_len).map(|row| &mut row[..oh * ow]);
         for c in 0..self.in_channels {
             let plane = &image[c * self.in_plane()..(c + 1) * self.in_plane()];
             for ki in 0..kh {
@@ -145,12 +174,13 @@ impl Conv2dGeometry {
         }
     }
 
-    /// Adds the columns of `col` (`[patch_len, out_plane]`) back onto one image's gradient.
-    fn col2im(&self, col: &[f32], image: &mut [f32]) {
+    /// Adds one image's columns of `col` (laid out as [`Self::im2col`] writes them, rows
+    /// `row_len` apart) back onto that image's gradient.
+    fn col2im(&self, col: &[f32], row_len: usize, image: &mut [f32]) {
         let [oh, ow] = self.out_size();
         let [kh, kw] = self.kernel;
         let s = self.stride[1];
-        let mut rows = col.chunks_exact(oh * ow);
+        let mut rows = col.chunks(row_len).map(|row| &row[..oh * ow]);
         for c in 0..self.in_channels {
             let plane = &mut image[c * self.in_plane()..(c + 1) * self.in_plane()];
             for ki in 0..kh {
@@ -253,39 +283,64 @@ pub fn conv2d_forward(
 ) -> Vec<f32> {
     let mut output = vec![0.0; geo.output_len()];
     geo.check(input.len(), weight.len(), output.len());
-    let (plane, patch) = (geo.out_plane(), geo.patch_len());
-    let shape = [geo.out_channels, patch, plane];
+    let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
     let image_len = geo.in_channels * geo.in_plane();
+    let group = geo.images_per_gemm();
     output
-        .par_chunks_mut(geo.out_channels * plane)
-        .zip(input.par_chunks(image_len))
+        .par_chunks_mut(group * outs * plane)
+        .zip(input.par_chunks(group * image_len))
         .for_each_init(
-            || geo.col_buffer(),
-            |col, (out, image)| {
+            || (geo.col_buffer(), geo.wide_buffer()),
+            |(col, wide), (out, images)| {
+                let count = images.len() / image_len;
+                let cols = count * plane;
                 let col: &[f32] = if geo.is_pointwise() {
-                    image
+                    images
                 } else {
-                    geo.im2col(image, col);
+                    for (g, image) in images.chunks_exact(image_len).enumerate() {
+                        geo.im2col(image, &mut col[g * plane..], cols);
+                    }
                     col
                 };
+                // One image's result is already laid out as the output; several come back
+                // as [outs, count x plane] and are put in image order below.
+                let dst: &mut [f32] = if count == 1 {
+                    &mut *out
+                } else {
+                    &mut wide[..outs * cols]
+                };
                 if let Some(bias) = bias {
-                    for (row, b) in out.chunks_exact_mut(plane).zip(bias) {
+                    for (row, b) in dst.chunks_exact_mut(cols).zip(bias) {
                         row.fill(*b);
                     }
                 }
-                matmul(
-                    out,
-                    weight,
-                    false,
-                    col,
-                    false,
-                    shape,
-                    bias.is_some(),
-                    Parallelism::None,
-                );
+                let shape = [outs, patch, cols];
+                matmul(dst, weight, false, col, false, shape, bias.is_some(), Parallelism::None);
+                if count > 1 {
+                    scatter_images(wide, out, [count, outs, plane]);
+                }
             },
         );
     output
+}
+
+/// `wide` `[outs, count x plane]` (images side by side) into `out` `[count, outs, plane]`.
+fn scatter_images(wide: &[f32], out: &mut [f32], [count, outs, plane]: [usize; 3]) {
+    for (o, row) in wide.chunks_exact(count * plane).take(outs).enumerate() {
+        for (g, src) in row.chunks_exact(plane).enumerate() {
+            out[(g * outs + o) * plane..][..plane].copy_from_slice(src);
+        }
+    }
+}
+
+/// `out` `[count, outs, plane]` into `wide` `[outs, count x plane]`: [`scatter_images`]
+/// reversed.
+fn gather_images(out: &[f32], wide: &mut [f32], [count, outs, plane]: [usize; 3]) {
+    for (o, row) in wide.chunks_exact_mut(count * plane).take(outs).enumerate() {
+        for (g, dst) in row.chunks_exact_mut(plane).enumerate() {
+            dst.copy_from_slice(&out[(g * outs + o) * plane..][..plane]);
+        }
+    }
 }
 
 /// Gradient of the loss with respect to the input, from the output's gradient
@@ -293,38 +348,33 @@ pub fn conv2d_forward(
 pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
     let mut input_grad = vec![0.0; geo.input_len()];
     geo.check(input_grad.len(), weight.len(), output_grad.len());
-    let (plane, patch) = (geo.out_plane(), geo.patch_len());
-    let shape = [patch, geo.out_channels, plane];
+    let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
     let image_len = geo.in_channels * geo.in_plane();
+    let group = geo.images_per_gemm();
     input_grad
-        .par_chunks_mut(image_len)
-        .zip(output_grad.par_chunks(geo.out_channels * plane))
+        .par_chunks_mut(group * image_len)
+        .zip(output_grad.par_chunks(group * outs * plane))
         .for_each_init(
-            || geo.col_buffer(),
-            |col, (image_grad, out_grad)| {
-                if geo.is_pointwise() {
-                    matmul(
-                        image_grad,
-                        weight,
-                        true,
-                        out_grad,
-                        false,
-                        shape,
-                        false,
-                        Parallelism::None,
-                    );
+            || (geo.col_buffer(), geo.wide_buffer()),
+            |(col, wide), (image_grads, out_grads)| {
+                let count = image_grads.len() / image_len;
+                let cols = count * plane;
+                let grads: &[f32] = if count == 1 {
+                    out_grads
                 } else {
-                    matmul(
-                        col,
-                        weight,
-                        true,
-                        out_grad,
-                        false,
-                        shape,
-                        false,
-                        Parallelism::None,
-                    );
-                    geo.col2im(col, image_grad);
+                    gather_images(out_grads, wide, [count, outs, plane]);
+                    &wide[..outs * cols]
+                };
+                let shape = [patch, outs, cols];
+                // A pointwise kernel's column matrix is the image gradient itself.
+                if geo.is_pointwise() {
+                    matmul(image_grads, weight, true, grads, false, shape, false, Parallelism::None);
+                    return;
+                }
+                let col = &mut col[..patch * cols];
+                matmul(col, weight, true, grads, false, shape, false, Parallelism::None);
+                for (g, image_grad) in image_grads.chunks_exact_mut(image_len).enumerate() {
+                    geo.col2im(&col[g * plane..], cols, image_grad);
                 }
             },
         );
@@ -363,7 +413,7 @@ pub fn conv2d_weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f3
         if !geo.is_pointwise() {
             cols.par_chunks_mut(patch * plane)
                 .zip(inputs.par_chunks(image_len))
-                .for_each(|(col, image)| geo.im2col(image, col));
+                .for_each(|(col, image)| geo.im2col(image, col, plane));
         }
         let cols: &[f32] = if geo.is_pointwise() { inputs } else { &cols };
         let grads = &output_grad[first * outs * plane..(first + count) * outs * plane];

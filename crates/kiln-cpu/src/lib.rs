@@ -20,6 +20,7 @@ pub mod activation;
 mod backend;
 pub mod conv;
 pub mod pool;
+pub mod random;
 pub mod strided;
 
 pub use backend::KilnCpu;
@@ -28,6 +29,7 @@ pub use burn_flex::FlexDevice as KilnCpuDevice;
 /// One forwarded op (see kiln-forward): nothing for the ops KilnCpu implements itself in
 /// backend.rs, a call to burn-flex's for every other.
 macro_rules! forward_op {
+    (fn float_random $($rest:tt)*) => {};
     (fn float_reshape $($rest:tt)*) => {};
     (fn float_add $($rest:tt)*) => {};
     (fn float_sub $($rest:tt)*) => {};

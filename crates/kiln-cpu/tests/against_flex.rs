@@ -166,6 +166,17 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             dilation: [1, 1],
             bias: true,
         },
+        // A ResNet's late layer: 6x6 outputs, so images share GEMMs (4 per GEMM for 128
+        // columns) and the last group is a partial one of 3.
+        Case {
+            x: [7, 16, 6, 6],
+            out_channels: 8,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            bias: true,
+        },
         // One image, a kernel as large as the padded input.
         Case {
             x: [1, 2, 4, 4],
@@ -414,4 +425,36 @@ fn tutorial_resnet_last_stage_matches_flex() {
             );
         }
     }
+}
+
+/// Dropout's Bernoulli masks come from Kiln's counter-based generator (`kiln_cpu::random`),
+/// keyed from burn-flex's seeded one: the backend's seed fixes them, each draw after it is a
+/// new mask, and the share of ones is the probability. (No other test here draws from the
+/// backend's generator, so the seeds below are not disturbed by tests running beside it.)
+#[test]
+fn bernoulli_masks_follow_the_backend_seed() {
+    use burn::tensor::Distribution;
+    let device = Default::default();
+    let shape = [256, 1024];
+    let draw = || {
+        Tensor::<KilnCpu, 2>::random(shape, Distribution::Bernoulli(0.75), &device)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    KilnCpu::seed(&device, 5);
+    let (first, second) = (draw(), draw());
+    KilnCpu::seed(&device, 5);
+    assert_eq!(draw(), first, "the same seed gave another mask");
+    assert_ne!(first, second, "two draws after one seed gave the same mask");
+    KilnCpu::seed(&device, 6);
+    assert_ne!(draw(), first, "another seed gave the same mask");
+
+    let n = (shape[0] * shape[1]) as f64;
+    let ones = first.iter().filter(|&&v| v == 1.0).count() as f64;
+    assert!(first.iter().all(|&v| v == 0.0 || v == 1.0));
+    assert!(
+        (ones - 0.75 * n).abs() < 5.0 * (n * 0.75 * 0.25).sqrt(),
+        "{ones} ones of {n}"
+    );
 }

@@ -235,19 +235,42 @@ macro_rules! max_pool2d_with_indices_backward {
             output_grad: FloatTensor<$b>,
             indices: IntTensor<$b>,
         ) -> burn_backend::ops::MaxPool2dBackward<$b> {
-            let out = <$inner>::max_pool2d_with_indices_backward(
+            $crate::inner_max_pool2d_backward::<$inner, $b>(
                 x,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
+                [kernel_size, stride, padding, dilation],
                 ceil_mode,
                 output_grad,
                 indices,
-            );
-            burn_backend::ops::MaxPool2dBackward::new(out.x_grad)
+            )
         }
     };
+}
+
+/// `Inner`'s max-pool gradient as decorator `B`'s: the two share tensor types, only the
+/// wrapper differs. For [`max_pool2d_with_indices_backward!`] and for a decorator's own kernel
+/// to fall back on. `geometry` is kernel size, stride, padding and dilation.
+pub fn inner_max_pool2d_backward<Inner, B>(
+    x: burn_backend::tensor::FloatTensor<Inner>,
+    [kernel_size, stride, padding, dilation]: [[usize; 2]; 4],
+    ceil_mode: bool,
+    output_grad: burn_backend::tensor::FloatTensor<Inner>,
+    indices: burn_backend::tensor::IntTensor<Inner>,
+) -> burn_backend::ops::MaxPool2dBackward<B>
+where
+    Inner: burn_backend::Backend,
+    B: burn_backend::Backend<FloatTensorPrimitive = Inner::FloatTensorPrimitive>,
+{
+    let out = Inner::max_pool2d_with_indices_backward(
+        x,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        output_grad,
+        indices,
+    );
+    burn_backend::ops::MaxPool2dBackward::new(out.x_grad)
 }
 
 /// `QTensorOps::quantize` of decorator `$b`, by the wrapped backend `$inner`.
