@@ -9,10 +9,18 @@ model sees after the experiment's transforms (e.g. CIFAR-10 resized to 96x96 for
 resnet-cifar10). Only speed is measured, so the data are `torch.randn` images with random
 labels: a few pre-generated batches, reused in turn.
 
-Training: W warm-up steps, then S timed steps of forward, cross-entropy, zero_grad, backward,
+Warm-up: W training steps and W evaluation passes in each layout, before any is timed. Then
+training: S timed steps of forward, cross-entropy, zero_grad, backward,
 optimiser step and `loss.item()` (Kiln reads every step's loss, which also synchronises).
 Evaluation: the same in `model.eval()` and `torch.no_grad()`, a forward pass and its predicted
 classes per step. The figures are batch / median step time.
+
+Both memory layouts are timed, contiguous (NCHW) and channels_last (NHWC, where oneDNN picks
+its blocked kernels), and the faster of the two is the reference (`layout` says which; both
+figures are kept; `peak_rss_mib` is read before the second layout's
+model exists). FLOPs per image come from `torch.utils.flop_counter` over one training step
+(forward and backward) and one evaluation forward pass: Kiln runs the same networks, so the
+bench turns every backend's images/s into GFLOP/s with them.
 
 `cargo xtask bench` runs this script with the Python of ~/.cache/kiln/torch-venv (PyTorch 2.9.0),
 with the thread count, warm-up and steps it gives Kiln for the same experiment, reads the one
@@ -33,6 +41,7 @@ import warnings
 warnings.filterwarnings("ignore", message=".*NumPy.*")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike
 DATA_BATCHES = 4  # pre-generated batches, used in turn
@@ -310,30 +319,63 @@ def main():
     torch.manual_seed(args.seed)
 
     batch, shape = spec["batch"], spec["input_shape"]
-    model = spec["model"]()
-    optimizer = spec["optimizer"](model.parameters())
     loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.get("label_smoothing", 0.0))
-    images = [torch.randn(batch, *shape) for _ in range(DATA_BATCHES)]
     labels = [torch.randint(0, NUM_CLASSES, (batch,)) for _ in range(DATA_BATCHES)]
+    data = [torch.randn(batch, *shape) for _ in range(DATA_BATCHES)]
 
-    def train_step(i):
-        x, y = images[i % DATA_BATCHES], labels[i % DATA_BATCHES]
-        loss = loss_fn(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()
+    def prepare(layout):
+        torch.manual_seed(args.seed)
+        model = spec["model"]().to(memory_format=layout)
+        optimizer = spec["optimizer"](model.parameters())
+        images = [x.contiguous(memory_format=layout) for x in data]
 
-    def eval_step(i):
-        predictions = model(images[i % DATA_BATCHES]).argmax(1)
-        predictions.sum().item()
+        def train_step(i):
+            model.train()
+            x, y = images[i % DATA_BATCHES], labels[i % DATA_BATCHES]
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
 
-    model.train()
-    train_seconds = timed_steps(train_step, args.warmup, args.steps)
-    model.eval()
-    with torch.no_grad():
-        eval_seconds = timed_steps(eval_step, args.warmup, args.steps)
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        def eval_step(i):
+            model.eval()
+            with torch.no_grad():
+                predictions = model(images[i % DATA_BATCHES]).argmax(1)
+                predictions.sum().item()
+
+        return model, train_step, eval_step
+
+    # Every layout is warmed up before any is timed: the process's first steps run slower
+    # whatever the layout (allocator, oneDNN's kernel cache), and timing the layouts one after
+    # the other without this favoured whichever came second by up to 1.9x (LeNet-5,
+    # 2026-12-05). The peak memory is read once the first (contiguous) model has run its
+    # warm-up steps, before the second exists: the peak of one model, as Kiln's is.
+    layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    prepared = {}
+    for name, layout in layouts.items():
+        prepared[name] = prepare(layout)
+        _, train_step, eval_step = prepared[name]
+        for i in range(max(args.warmup, 1)):
+            train_step(i)
+            eval_step(i)
+        if name == "contiguous":
+            peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+    measured = {
+        name: (timed_steps(train_step, 0, args.steps), timed_steps(eval_step, 0, args.steps))
+        for name, (_, train_step, eval_step) in prepared.items()
+    }
+    train_fastest = min(measured, key=lambda n: statistics.median(measured[n][0]))
+    eval_fastest = min(measured, key=lambda n: statistics.median(measured[n][1]))
+
+    model, train_step, eval_step = prepared["contiguous"]
+    with FlopCounterMode(display=False) as train_flops:
+        train_step(0)
+    with FlopCounterMode(display=False) as eval_flops:
+        eval_step(0)
+
+    def per_sec(name, index):
+        return batch / statistics.median(measured[name][index])
 
     print(
         json.dumps(
@@ -345,10 +387,21 @@ def main():
                 "batch": batch,
                 "input_shape": shape,
                 "parameters": sum(p.numel() for p in model.parameters()),
-                "train_images_per_sec": batch / statistics.median(train_seconds),
-                "eval_images_per_sec": batch / statistics.median(eval_seconds),
-                "train_step_ms": [round(s * 1000, 3) for s in train_seconds],
-                "eval_step_ms": [round(s * 1000, 3) for s in eval_seconds],
+                "train_flop_per_image": train_flops.get_total_flops() / batch,
+                "eval_flop_per_image": eval_flops.get_total_flops() / batch,
+                "train_images_per_sec": per_sec(train_fastest, 0),
+                "eval_images_per_sec": per_sec(eval_fastest, 1),
+                "train_layout": train_fastest,
+                "eval_layout": eval_fastest,
+                "by_layout": {
+                    name: {
+                        "train_images_per_sec": per_sec(name, 0),
+                        "eval_images_per_sec": per_sec(name, 1),
+                    }
+                    for name in measured
+                },
+                "train_step_ms": [round(s * 1000, 3) for s in measured[train_fastest][0]],
+                "eval_step_ms": [round(s * 1000, 3) for s in measured[eval_fastest][1]],
                 "peak_rss_mib": round(peak_rss_mib, 1),
             }
         )

@@ -177,11 +177,15 @@ fn kiln_bench(
 
 /// The figures a report's ratios and table are made of.
 const FIGURES: &[&str] = &[
-    "train_images_per_sec",
-    "eval_images_per_sec",
-    "peak_rss_mib",
-    "pipeline_images_per_sec",
-    "decode_images_per_sec",
+    "/train_images_per_sec",
+    "/eval_images_per_sec",
+    "/peak_rss_mib",
+    "/pipeline_images_per_sec",
+    "/decode_images_per_sec",
+    "/by_layout/contiguous/train_images_per_sec",
+    "/by_layout/contiguous/eval_images_per_sec",
+    "/by_layout/channels_last/train_images_per_sec",
+    "/by_layout/channels_last/eval_images_per_sec",
 ];
 
 /// One report from several rounds of the same measurement: each of [`FIGURES`] is its median
@@ -193,7 +197,10 @@ fn medians(reports: Vec<Value>) -> Value {
         return out;
     }
     for figure in FIGURES {
-        let mut values: Vec<f64> = reports.iter().filter_map(|r| r[figure].as_f64()).collect();
+        let mut values: Vec<f64> = reports
+            .iter()
+            .filter_map(|r| r.pointer(figure)?.as_f64())
+            .collect();
         // A figure some round lacks is left as the first round has it (absent or null).
         if values.len() != reports.len() {
             continue;
@@ -207,7 +214,7 @@ fn medians(reports: Vec<Value>) -> Value {
         } else {
             (values[mid - 1] + values[mid]) / 2.0
         };
-        out[figure] = json!(median);
+        *out.pointer_mut(figure).expect("the first round has it") = json!(median);
     }
     for steps in ["train_step_ms", "eval_step_ms"] {
         if out.get(steps).is_some() {
@@ -223,7 +230,7 @@ fn medians(reports: Vec<Value>) -> Value {
         .map(|r| {
             FIGURES
                 .iter()
-                .filter_map(|f| Some((f.to_string(), r.get(f)?.clone())))
+                .filter_map(|f| Some((f[1..].replace('/', "."), r.pointer(f)?.clone())))
                 .collect()
         })
         .collect();
@@ -265,12 +272,27 @@ fn ratios(rows: &[Value]) -> BTreeMap<String, Value> {
                 row["experiment"].as_str().unwrap_or("?"),
                 k["backend"].as_str().unwrap_or("?")
             );
+            // Against each of PyTorch's layouts too: records made against one keep meaning it.
+            let by_layout: BTreeMap<&String, Value> = torch["by_layout"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(layout, t)| {
+                    let ratio = |field: &str| k[field].as_f64().zip(t[field].as_f64()).map(|(a, b)| a / b);
+                    (
+                        layout,
+                        json!({ "train": ratio("train_images_per_sec"),
+                                "eval": ratio("eval_images_per_sec") }),
+                    )
+                })
+                .collect();
             out.insert(
                 key,
                 json!({
                     "train": ratio("train_images_per_sec"),
                     "eval": ratio("eval_images_per_sec"),
                     "memory": ratio("peak_rss_mib"),
+                    "by_layout": by_layout,
                 }),
             );
         }
@@ -279,6 +301,10 @@ fn ratios(rows: &[Value]) -> BTreeMap<String, Value> {
 }
 
 fn markdown(rows: &[Value], threads: usize, processor: Option<&str>, opts: &Options) -> String {
+    let peak = rows
+        .iter()
+        .flat_map(|r| r["kiln"].as_array().cloned().unwrap_or_default())
+        .find_map(|k| k["fp32_peak_gflops"].as_f64());
     let mut md = format!(
         "# Kiln vs PyTorch eager, {threads} threads, {}\n\n\
          `cargo xtask bench --warmup {} --steps {} --rounds {}`: medians of {} timed steps after \
@@ -286,8 +312,13 @@ fn markdown(rows: &[Value], threads: usize, processor: Option<&str>, opts: &Opti
          optimiser, batch and threads, measured in the same run. Ratios are Kiln / PyTorch (speed: above 1 is \
          faster; memory: below 1 is smaller). Data pipeline: images/s preparing training \
          batches (augment, resize, normalise) on one thread, and loading + decoding the files.\n\n\
-         | experiment (batch) | backend | train img/s | vs PyTorch | eval img/s | vs PyTorch | peak MiB | vs PyTorch | pipeline img/s | pipeline / step | decode img/s |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         PyTorch is timed in its contiguous and channels_last layouts and the faster one \
+         counts (named in its row). FLOP per image: PyTorch's FLOP counter (matrix products and \
+         convolutions) over one training step and one evaluation pass of the same network; \
+         GFLOP/s = images/s x FLOP per image, and its share of the nominal fp32 peak of \
+         these threads ({}).\n\n\
+         | experiment (batch; train GFLOP/img) | backend | train img/s | vs PyTorch | train GFLOP/s (of peak) | eval img/s | vs PyTorch | eval GFLOP/s (of peak) | peak MiB | vs PyTorch | pipeline img/s | pipeline / step | decode img/s |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         processor.unwrap_or("processor unknown"),
         opts.warmup,
         opts.steps,
@@ -305,30 +336,54 @@ fn markdown(rows: &[Value], threads: usize, processor: Option<&str>, opts: &Opti
         rows.first()
             .and_then(|r| r["pytorch"]["torch"].as_str())
             .unwrap_or("?"),
+        peak.map_or("unknown".into(), |p| format!("{p:.0} GFLOP/s")),
     );
     let num = |v: &Value| v.as_f64().map_or("?".into(), |x| format!("{x:.0}"));
     let ratio = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
         (Some(a), Some(b)) => format!("{:.2}x", a / b),
         _ => "?".into(),
     };
+    // GFLOP/s of `images_per_sec` at `flop` per image, with its share of the peak.
+    let gflops = |images_per_sec: &Value, flop: &Value| match (images_per_sec.as_f64(), flop.as_f64())
+    {
+        (Some(i), Some(f)) => {
+            let g = i * f / 1e9;
+            match peak {
+                Some(p) => format!("{g:.1} ({:.0}%)", 100.0 * g / p),
+                None => format!("{g:.1}"),
+            }
+        }
+        _ => "?".into(),
+    };
     for row in rows {
         let torch = &row["pytorch"];
         let experiment = row["experiment"].as_str().unwrap_or("?");
+        let (train_flop, eval_flop) = (&torch["train_flop_per_image"], &torch["eval_flop_per_image"]);
+        let layouts = match (torch["train_layout"].as_str(), torch["eval_layout"].as_str()) {
+            (Some(t), Some(e)) if t == e => format!(" ({t})"),
+            (Some(t), Some(e)) => format!(" (train {t}, eval {e})"),
+            _ => String::new(),
+        };
         md.push_str(&format!(
-            "| {experiment} ({}) | pytorch | {} | | {} | | {} | | | | |\n",
+            "| {experiment} ({}; {}) | pytorch{layouts} | {} | | {} | {} | | {} | {} | | | | |\n",
             torch["batch"],
+            train_flop.as_f64().map_or("?".into(), |f| format!("{:.4}", f / 1e9)),
             num(&torch["train_images_per_sec"]),
+            gflops(&torch["train_images_per_sec"], train_flop),
             num(&torch["eval_images_per_sec"]),
+            gflops(&torch["eval_images_per_sec"], eval_flop),
             num(&torch["peak_rss_mib"]),
         ));
         for k in row["kiln"].as_array().into_iter().flatten() {
             md.push_str(&format!(
-                "| | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 k["backend"].as_str().unwrap_or("?"),
                 num(&k["train_images_per_sec"]),
                 ratio(&k["train_images_per_sec"], &torch["train_images_per_sec"]),
+                gflops(&k["train_images_per_sec"], train_flop),
                 num(&k["eval_images_per_sec"]),
                 ratio(&k["eval_images_per_sec"], &torch["eval_images_per_sec"]),
+                gflops(&k["eval_images_per_sec"], eval_flop),
                 num(&k["peak_rss_mib"]),
                 ratio(&k["peak_rss_mib"], &torch["peak_rss_mib"]),
                 num(&k["pipeline_images_per_sec"]),
@@ -359,6 +414,7 @@ fn check(file: &Path, processor: Option<&str>, measured: &BTreeMap<String, Value
         "bench check: {own} records of this processor ({}), the general ones for the rest",
         processor.unwrap_or("unknown")
     );
+    let measured = &against_layout(measured, recorded.get("layout").and_then(Value::as_str));
     let failures = regressions(&recorded, measured);
     for key in measured.keys().filter(|k| !recorded.contains_key(*k)) {
         println!(
@@ -383,13 +439,29 @@ fn check(file: &Path, processor: Option<&str>, measured: &BTreeMap<String, Value
     Ok(())
 }
 
+/// The ratios to PyTorch in `layout` (`"contiguous"`, `"channels_last"`) where the records
+/// were made against that one layout rather than the faster of the two (`None` or
+/// `"faster"`; a processor's own records may say so over the file's general `layout`).
+fn against_layout(
+    measured: &BTreeMap<String, Value>,
+    layout: Option<&str>,
+) -> BTreeMap<String, Value> {
+    let Some(layout) = layout.filter(|l| *l != "faster") else {
+        return measured.clone();
+    };
+    measured
+        .iter()
+        .map(|(key, r)| (key.clone(), r["by_layout"][layout].clone()))
+        .collect()
+}
+
 /// Replaces `recorded`'s general records by those of `processor` where it has some; returns
 /// how many there were.
 fn records_for(recorded: &mut BTreeMap<String, Value>, processor: Option<&str>) -> usize {
     let own = processor
         .and_then(|p| recorded.get("by_processor")?.get(p)?.as_object().cloned())
         .unwrap_or_default();
-    let n = own.len();
+    let n = own.keys().filter(|k| k.contains('/')).count();
     recorded.extend(own);
     n
 }
@@ -484,10 +556,40 @@ mod tests {
     }
 
     #[test]
+    fn records_made_against_one_layout_are_checked_against_that_layout() {
+        let torch = json!({ "train_images_per_sec": 200.0, "eval_images_per_sec": 400.0,
+            "by_layout": {
+                "contiguous": { "train_images_per_sec": 100.0, "eval_images_per_sec": 400.0 },
+                "channels_last": { "train_images_per_sec": 200.0, "eval_images_per_sec": 300.0 },
+            } });
+        let kiln = json!({ "backend": "cpu", "train_images_per_sec": 90.0,
+                           "eval_images_per_sec": 360.0 });
+        let measured = ratios(&[json!({ "experiment": "a", "pytorch": torch, "kiln": [kiln] })]);
+        assert_eq!(measured["a/cpu"]["train"], json!(0.45));
+        let recorded = map(&[("a/cpu", 0.9, 0.9)]);
+        // Against the faster layout 0.45 is far below 0.9; against contiguous it is 0.9.
+        assert_eq!(regressions(&recorded, &measured).len(), 1);
+        let contiguous = against_layout(&measured, Some("contiguous"));
+        assert!(regressions(&recorded, &contiguous).is_empty());
+        // A processor's records may be against the faster layout while the file's are not.
+        let mut file = map(&[("a/cpu", 0.9, 0.9)]);
+        file.insert("layout".into(), json!("contiguous"));
+        let own = json!({ "x": { "layout": "faster", "a/cpu": { "train": 0.5, "eval": 0.9 } } });
+        file.insert("by_processor".into(), own);
+        records_for(&mut file, Some("x"));
+        let layout = file.get("layout").and_then(Value::as_str);
+        assert!(regressions(&file, &against_layout(&measured, layout)).is_empty());
+        // A layout the reference did not time is no figure, and fails.
+        let missing = against_layout(&measured, Some("nhwc16c"));
+        assert_eq!(regressions(&recorded, &missing).len(), 2);
+    }
+
+    #[test]
     fn rounds_report_the_median_of_each_figure_and_keep_every_step() {
         let round = |train: f64, steps: &[f64]| {
             json!({ "backend": "pytorch", "batch": 256, "train_images_per_sec": train,
                     "eval_images_per_sec": 2.0 * train, "peak_rss_mib": 600.0,
+                    "by_layout": { "contiguous": { "train_images_per_sec": train / 2.0 } },
                     "train_step_ms": steps })
         };
         // The middle round is the outlier a single measurement could have drawn.
@@ -498,6 +600,15 @@ mod tests {
         ]);
         assert_eq!(one["train_images_per_sec"], json!(13_900.0));
         assert_eq!(one["eval_images_per_sec"], json!(27_800.0));
+        // Each layout's figures too: the check may compare with one of them.
+        assert_eq!(
+            one["by_layout"]["contiguous"]["train_images_per_sec"],
+            json!(6_950.0)
+        );
+        assert_eq!(
+            one["rounds"][1]["by_layout.contiguous.train_images_per_sec"],
+            json!(9_650.0)
+        );
         assert_eq!(one["batch"], json!(256));
         assert_eq!(one["train_step_ms"], json!([1.0, 2.0, 3.0]));
         assert_eq!(one["rounds"].as_array().unwrap().len(), 3);

@@ -65,6 +65,10 @@ pub struct BenchReport {
     /// The processor ([`crate::machine::processor`]): ratios to PyTorch differ between them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processor: Option<String>,
+    /// The nominal fp32 peak of the threads the step ran on ([`crate::machine::fp32_peak_gflops`]),
+    /// so the bench can say what share of the machine each figure uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp32_peak_gflops: Option<f64>,
 }
 
 /// Times `spec` on backend `B` (named `backend` in the report).
@@ -127,6 +131,9 @@ pub fn bench<B: AutodiffBackend>(
         pipeline_images_per_sec,
         peak_rss_mib: machine::peak_rss_mib(),
         processor: machine::processor(),
+        fp32_peak_gflops: machine::fp32_peak_gflops(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ),
         flush_denormals: kiln_train::denormals::flushes_denormals(),
     })
 }
