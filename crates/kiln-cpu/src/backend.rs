@@ -145,13 +145,12 @@ kiln_forward::decorator! {
             device: &Device<KilnCpu>,
             dtype: FloatDType,
         ) -> FloatTensor<KilnCpu> {
-            let Distribution::Bernoulli(prob) = distribution else {
+            let (Distribution::Bernoulli(prob), FloatDType::F32) = (distribution, dtype) else {
                 return Flex::float_random(shape, distribution, device, dtype);
             };
-            if dtype != FloatDType::F32 {
-                return Flex::float_random(shape, distribution, device, dtype);
-            }
-            let draws = Flex::float_random([2].into(), Distribution::Default, device, FloatDType::F64);
+            // The stream's key comes from burn-flex's seeded generator, so `seed` fixes it.
+            let draws =
+                Flex::float_random([2].into(), Distribution::Default, device, FloatDType::F64);
             let draws = draws.as_slice::<f64>().expect("two contiguous f64 draws");
             let key = random::key_from([draws[0], draws[1]]);
             tensor_f32(random::bernoulli(key, shape.num_elements(), prob), shape)
