@@ -278,7 +278,8 @@ fn ratios(rows: &[Value]) -> BTreeMap<String, Value> {
                 .into_iter()
                 .flatten()
                 .map(|(layout, t)| {
-                    let ratio = |field: &str| k[field].as_f64().zip(t[field].as_f64()).map(|(a, b)| a / b);
+                    let ratio =
+                        |field: &str| k[field].as_f64().zip(t[field].as_f64()).map(|(a, b)| a / b);
                     (
                         layout,
                         json!({ "train": ratio("train_images_per_sec"),
@@ -344,22 +345,28 @@ fn markdown(rows: &[Value], threads: usize, processor: Option<&str>, opts: &Opti
         _ => "?".into(),
     };
     // GFLOP/s of `images_per_sec` at `flop` per image, with its share of the peak.
-    let gflops = |images_per_sec: &Value, flop: &Value| match (images_per_sec.as_f64(), flop.as_f64())
-    {
-        (Some(i), Some(f)) => {
-            let g = i * f / 1e9;
-            match peak {
-                Some(p) => format!("{g:.1} ({:.0}%)", 100.0 * g / p),
-                None => format!("{g:.1}"),
+    let gflops =
+        |images_per_sec: &Value, flop: &Value| match (images_per_sec.as_f64(), flop.as_f64()) {
+            (Some(i), Some(f)) => {
+                let g = i * f / 1e9;
+                match peak {
+                    Some(p) => format!("{g:.1} ({:.0}%)", 100.0 * g / p),
+                    None => format!("{g:.1}"),
+                }
             }
-        }
-        _ => "?".into(),
-    };
+            _ => "?".into(),
+        };
     for row in rows {
         let torch = &row["pytorch"];
         let experiment = row["experiment"].as_str().unwrap_or("?");
-        let (train_flop, eval_flop) = (&torch["train_flop_per_image"], &torch["eval_flop_per_image"]);
-        let layouts = match (torch["train_layout"].as_str(), torch["eval_layout"].as_str()) {
+        let (train_flop, eval_flop) = (
+            &torch["train_flop_per_image"],
+            &torch["eval_flop_per_image"],
+        );
+        let layouts = match (
+            torch["train_layout"].as_str(),
+            torch["eval_layout"].as_str(),
+        ) {
             (Some(t), Some(e)) if t == e => format!(" ({t})"),
             (Some(t), Some(e)) => format!(" (train {t}, eval {e})"),
             _ => String::new(),
@@ -367,7 +374,9 @@ fn markdown(rows: &[Value], threads: usize, processor: Option<&str>, opts: &Opti
         md.push_str(&format!(
             "| {experiment} ({}; {}) | pytorch{layouts} | {} | | {} | {} | | {} | {} | | | | |\n",
             torch["batch"],
-            train_flop.as_f64().map_or("?".into(), |f| format!("{:.4}", f / 1e9)),
+            train_flop
+                .as_f64()
+                .map_or("?".into(), |f| format!("{:.4}", f / 1e9)),
             num(&torch["train_images_per_sec"]),
             gflops(&torch["train_images_per_sec"], train_flop),
             num(&torch["eval_images_per_sec"]),

@@ -93,7 +93,14 @@ impl Conv2dGeometry {
     /// (empty where one image is one GEMM).
     fn wide_buffer(&self) -> Vec<f32> {
         let images = self.images_per_gemm();
-        vec![0.0; if images > 1 { self.out_channels * self.out_plane() * images } else { 0 }]
+        vec![
+            0.0;
+            if images > 1 {
+                self.out_channels * self.out_plane() * images
+            } else {
+                0
+            }
+        ]
     }
 
     fn input_len(&self) -> usize {
@@ -315,7 +322,16 @@ pub fn conv2d_forward(
                     }
                 }
                 let shape = [outs, patch, cols];
-                matmul(dst, weight, false, col, false, shape, bias.is_some(), Parallelism::None);
+                matmul(
+                    dst,
+                    weight,
+                    false,
+                    col,
+                    false,
+                    shape,
+                    bias.is_some(),
+                    Parallelism::None,
+                );
                 if count > 1 {
                     scatter_images(wide, out, [count, outs, plane]);
                 }
@@ -368,11 +384,29 @@ pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f3
                 let shape = [patch, outs, cols];
                 // A pointwise kernel's column matrix is the image gradient itself.
                 if geo.is_pointwise() {
-                    matmul(image_grads, weight, true, grads, false, shape, false, Parallelism::None);
+                    matmul(
+                        image_grads,
+                        weight,
+                        true,
+                        grads,
+                        false,
+                        shape,
+                        false,
+                        Parallelism::None,
+                    );
                     return;
                 }
                 let col = &mut col[..patch * cols];
-                matmul(col, weight, true, grads, false, shape, false, Parallelism::None);
+                matmul(
+                    col,
+                    weight,
+                    true,
+                    grads,
+                    false,
+                    shape,
+                    false,
+                    Parallelism::None,
+                );
                 for (g, image_grad) in image_grads.chunks_exact_mut(image_len).enumerate() {
                     geo.col2im(&col[g * plane..], cols, image_grad);
                 }

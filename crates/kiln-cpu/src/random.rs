@@ -76,7 +76,10 @@ mod tests {
         assert!((same - (n - 1) as f64 * 0.5).abs() < 5.0 * sd, "{same}");
         let other = bernoulli(4, n, 0.5);
         let agree = m.iter().zip(&other).filter(|(a, b)| a == b).count() as f64;
-        assert!((agree - n as f64 * 0.5).abs() < 5.0 * (n as f64 * 0.25).sqrt(), "{agree}");
+        assert!(
+            (agree - n as f64 * 0.5).abs() < 5.0 * (n as f64 * 0.25).sqrt(),
+            "{agree}"
+        );
     }
 
     #[test]
