@@ -193,7 +193,10 @@ fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
         _ => {}
     }
     // Diagnosis: the search for a tie-free seed runs the test itself at each candidate.
-    if let Some(seed) = std::env::var("KILN_PARITY_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("KILN_PARITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         spec.recipe.seed = seed;
     }
     spec.recipe.batch_size = batch_size;
@@ -799,7 +802,7 @@ struct BlockOps {
 impl BackendTask for BlockOps {
     type Output = Vec<(String, Vec<f32>)>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
-        use burn::nn::BatchNormConfig;
+        use kiln_models::BatchNormConfig;
         use burn::tensor::activation::relu;
         use burn::tensor::module::conv2d;
         use burn::tensor::ops::ConvOptions;
@@ -1069,7 +1072,7 @@ struct Replayed {
 impl BackendTask for Replica<'_> {
     type Output = Replayed;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Replayed {
-        use burn::nn::{BatchNorm, BatchNormConfig};
+        use kiln_models::{BatchNorm, BatchNormConfig};
         use burn::tensor::activation::relu;
         use burn::tensor::module::{adaptive_avg_pool2d, conv2d};
         use burn::tensor::ops::ConvOptions;

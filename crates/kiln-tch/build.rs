@@ -1,4 +1,5 @@
-//! Compiles the C++ shim that calls libtorch's `at::convolution_backward`, against the libtorch
+//! Compiles the C++ shim that calls libtorch's `at::convolution_backward` and
+//! `at::native_batch_norm_backward`, against the libtorch
 //! that torch-sys found (its `DEP_TCH_LIBTORCH_LIB`), with the C++ ABI that libtorch was built
 //! with (asked of Python's torch the way torch-sys does, or `LIBTORCH_CXX11_ABI`).
 
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/conv_backward.cpp");
+    println!("cargo:rerun-if-changed=src/aten.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     let lib = PathBuf::from(
@@ -26,7 +27,7 @@ fn main() {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi().as_str())
-        .file("src/conv_backward.cpp")
+        .file("src/aten.cpp")
         .compile("kiln_tch");
 }
 

@@ -26,6 +26,7 @@ macro_rules! with_backend {
             "cpu" => {
                 type $B = burn_autodiff::Autodiff<kiln_cpu::KilnCpu>;
                 let $device = &kiln_cpu::KilnCpuDevice;
+                kiln_cpu::register_kernels();
                 $crate::backends::catch(name, || $body)
             }
             #[cfg(feature = "ndarray")]
@@ -53,12 +54,14 @@ macro_rules! with_backend {
             "tch" => {
                 type $B = burn_autodiff::Autodiff<kiln_tch::KilnTch>;
                 let $device = &kiln_tch::KilnTchDevice::Cpu;
+                kiln_tch::register_kernels();
                 $crate::backends::catch(name, || $body)
             }
             #[cfg(feature = "tch-cuda")]
             "tch-cuda" => {
                 type $B = burn_autodiff::Autodiff<kiln_tch::KilnTch>;
                 let $device = &kiln_tch::KilnTchDevice::Cuda(number.unwrap_or(0));
+                kiln_tch::register_kernels();
                 $crate::backends::catch(name, || $body)
             }
             #[cfg(feature = "cuda")]

@@ -26,6 +26,7 @@ use burn_flex::{Flex, FlexTensor, Layout};
 use crate::activation;
 use crate::conv::{self, Conv2dGeometry};
 use crate::forward_op;
+use crate::norm;
 use crate::pool::{self, Pool2dGeometry};
 use crate::random;
 use crate::strided::{self, BinaryOp};
@@ -398,5 +399,113 @@ kiln_forward::decorator! {
                 x.shape(),
             ))
         }
+    }
+}
+
+/// The tensor as contiguous `f32`, cast if it holds another float type (the kernels in
+/// [`crate::norm`] are `f32`; a model in `f16` still gets their arithmetic, in `f32`).
+fn as_f32(tensor: FlexTensor) -> FlexTensor {
+    match tensor.dtype() {
+        DType::F32 => tensor.to_contiguous(),
+        _ => Flex::float_cast(tensor, FloatDType::F32).to_contiguous(),
+    }
+}
+
+/// An `f32` result back in the caller's float type.
+fn cast_back(tensor: FlexTensor, dtype: DType) -> FlexTensor {
+    if dtype == DType::F32 {
+        tensor
+    } else {
+        Flex::float_cast(tensor, dtype.into())
+    }
+}
+
+fn planes(x: &FlexTensor) -> norm::Planes {
+    let [batch, channels, h, w] = dims4(x);
+    norm::Planes {
+        batch,
+        channels,
+        plane: h * w,
+    }
+}
+
+/// A fresh tensor shaped like `x` holding `x * scale[c] + shift[c]`. The buffer is allocated
+/// zeroed, which for a large one is fresh pages from the kernel rather than a pass of writes.
+fn scale_shift_new(x: &FlexTensor, scale: &[f32], shift: &[f32]) -> FlexTensor {
+    let mut out = vec![0.0f32; x.shape().num_elements()];
+    norm::scale_shift(f32_slice(x), scale, shift, planes(x), &mut out);
+    tensor_f32(out, x.shape())
+}
+
+impl kiln_fused::batch_norm::BatchNormKernels for KilnCpu {
+    fn batch_norm_train(
+        x: FloatTensor<KilnCpu>,
+        gamma: FloatTensor<KilnCpu>,
+        beta: FloatTensor<KilnCpu>,
+        epsilon: f64,
+    ) -> kiln_fused::batch_norm::TrainForward<KilnCpu> {
+        let dtype = x.dtype();
+        let (x, gamma, beta) = (as_f32(x), as_f32(gamma), as_f32(beta));
+        let channels = dims4(&x)[1];
+        let (mean, var) = norm::batch_stats(f32_slice(&x), planes(&x));
+        let (scale, shift, invstd) =
+            norm::fold(&mean, &var, f32_slice(&gamma), f32_slice(&beta), epsilon);
+        let output = scale_shift_new(&x, &scale, &shift);
+        let per_channel = |values: Vec<f32>| cast_back(tensor_f32(values, [channels]), dtype);
+        kiln_fused::batch_norm::TrainForward {
+            output: cast_back(output, dtype),
+            mean: per_channel(mean),
+            var: per_channel(var),
+            invstd: per_channel(invstd),
+        }
+    }
+
+    fn batch_norm_backward(
+        x: FloatTensor<KilnCpu>,
+        gamma: FloatTensor<KilnCpu>,
+        mean: FloatTensor<KilnCpu>,
+        invstd: FloatTensor<KilnCpu>,
+        grad_output: FloatTensor<KilnCpu>,
+    ) -> [FloatTensor<KilnCpu>; 3] {
+        let dtype = grad_output.dtype();
+        let x = as_f32(x);
+        let (gamma, mean, invstd) = (as_f32(gamma), as_f32(mean), as_f32(invstd));
+        // The output's gradient is consumed here, so it becomes the input's where nothing else
+        // holds it.
+        let mut grad = owned_f32(as_f32(grad_output)).expect("an f32 gradient");
+        let (dgamma, dbeta) = norm::backward_in_place(
+            f32_slice(&x),
+            f32_slice(&mean),
+            f32_slice(&invstd),
+            f32_slice(&gamma),
+            owned_slice(&mut grad),
+            planes(&x),
+        );
+        let channels = dgamma.len();
+        [
+            cast_back(grad, dtype),
+            cast_back(tensor_f32(dgamma, [channels]), dtype),
+            cast_back(tensor_f32(dbeta, [channels]), dtype),
+        ]
+    }
+
+    fn batch_norm_inference(
+        x: FloatTensor<KilnCpu>,
+        mean: FloatTensor<KilnCpu>,
+        var: FloatTensor<KilnCpu>,
+        gamma: FloatTensor<KilnCpu>,
+        beta: FloatTensor<KilnCpu>,
+        epsilon: f64,
+    ) -> FloatTensor<KilnCpu> {
+        let dtype = x.dtype();
+        let [x, mean, var, gamma, beta] = [x, mean, var, gamma, beta].map(as_f32);
+        let (scale, shift, _) = norm::fold(
+            f32_slice(&mean),
+            f32_slice(&var),
+            f32_slice(&gamma),
+            f32_slice(&beta),
+            epsilon,
+        );
+        cast_back(scale_shift_new(&x, &scale, &shift), dtype)
     }
 }

@@ -19,12 +19,21 @@
 pub mod activation;
 mod backend;
 pub mod conv;
+pub mod norm;
 pub mod pool;
 pub mod random;
 pub mod strided;
 
 pub use backend::KilnCpu;
 pub use burn_flex::FlexDevice as KilnCpuDevice;
+
+/// Makes Kiln's networks run their batch norms with [`norm`]'s kernels on `KilnCpu` and
+/// `Autodiff<KilnCpu>` (see kiln-fused). The `kiln` binary calls it before anything runs; a
+/// program that embeds Kiln's crates calls it once at start. Without it batch norm is Burn's
+/// ops: the same arithmetic, slower.
+pub fn register_kernels() {
+    kiln_fused::batch_norm::register_kernels::<KilnCpu>();
+}
 
 /// One forwarded op (see kiln-forward): nothing for the ops KilnCpu implements itself in
 /// backend.rs, a call to burn-flex's for every other.

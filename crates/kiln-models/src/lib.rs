@@ -28,6 +28,7 @@
 
 use burn::prelude::*;
 
+pub mod batch_norm;
 mod classifier;
 pub mod cnn_dropout;
 pub mod convnet;
@@ -42,6 +43,7 @@ pub mod record;
 pub mod resnet;
 pub mod simple_cnn;
 
+pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use classifier::{Classifier, MpkError};
 pub use cnn_dropout::{CnnDropout, CnnDropoutConfig};
 pub use convnet::{ConvNet, ConvNetConfig};

@@ -10,8 +10,10 @@ use std::fmt;
 
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
-use burn::nn::{BatchNorm, Dropout, Linear, Relu};
+use burn::nn::{Dropout, Linear, Relu};
 use burn::prelude::*;
+
+use crate::BatchNorm;
 
 /// What a layer produced, per image: feature maps `[batch, channels, height, width]` or a
 /// vector `[batch, features]`.

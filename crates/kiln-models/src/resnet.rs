@@ -9,12 +9,12 @@ use burn::nn::pool::{
     AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig, MaxPool2d,
     MaxPool2dConfig,
 };
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{flatten, linear, tap, Layer, Probe};
-use crate::{ImageClassifier, WeightInit};
+use crate::{BatchNorm, BatchNormConfig, ImageClassifier, WeightInit};
 
 /// The layers before the first stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

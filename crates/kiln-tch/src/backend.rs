@@ -101,3 +101,71 @@ kiln_forward::decorator! {
         }
     }
 }
+
+/// libtorch's own batch norm, forward (`native_batch_norm`, ATen's fused kernel or cuDNN's)
+/// and backward (`native_batch_norm_backward`): what PyTorch runs for `BatchNorm2d`.
+impl kiln_fused::batch_norm::BatchNormKernels for KilnTch {
+    fn batch_norm_train(
+        x: FloatTensor<KilnTch>,
+        gamma: FloatTensor<KilnTch>,
+        beta: FloatTensor<KilnTch>,
+        epsilon: f64,
+    ) -> kiln_fused::batch_norm::TrainForward<KilnTch> {
+        let (output, mean, invstd) = x.tensor.native_batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            None::<&tch::Tensor>,
+            None::<&tch::Tensor>,
+            true,
+            0.0,
+            epsilon,
+        );
+        // libtorch returns 1 / sqrt(var + eps), not the variance; the running variance needs it.
+        let var = invstd.square().reciprocal() - epsilon;
+        kiln_fused::batch_norm::TrainForward {
+            output: TchTensor::new(output),
+            mean: TchTensor::new(mean),
+            var: TchTensor::new(var),
+            invstd: TchTensor::new(invstd),
+        }
+    }
+
+    fn batch_norm_backward(
+        x: FloatTensor<KilnTch>,
+        gamma: FloatTensor<KilnTch>,
+        mean: FloatTensor<KilnTch>,
+        invstd: FloatTensor<KilnTch>,
+        grad_output: FloatTensor<KilnTch>,
+    ) -> [FloatTensor<KilnTch>; 3] {
+        // In training mode libtorch takes the saved 1 / sqrt(var + eps) and never reads eps.
+        ffi::batch_norm_backward(
+            &grad_output.tensor,
+            &x.tensor,
+            &gamma.tensor,
+            &mean.tensor,
+            &invstd.tensor,
+            0.0,
+        )
+        .map(TchTensor::new)
+    }
+
+    fn batch_norm_inference(
+        x: FloatTensor<KilnTch>,
+        mean: FloatTensor<KilnTch>,
+        var: FloatTensor<KilnTch>,
+        gamma: FloatTensor<KilnTch>,
+        beta: FloatTensor<KilnTch>,
+        epsilon: f64,
+    ) -> FloatTensor<KilnTch> {
+        let (output, _, _) = x.tensor.native_batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            Some(&mean.tensor),
+            Some(&var.tensor),
+            false,
+            0.0,
+            epsilon,
+        );
+        TchTensor::new(output)
+    }
+}

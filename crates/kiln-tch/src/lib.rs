@@ -1,4 +1,4 @@
-//! Burn's libtorch backend with libtorch's own convolution gradients.
+//! Burn's libtorch backend with libtorch's own convolution gradients and batch norm.
 //!
 //! [`KilnTch`] is `burn_tch::LibTorch<f32>` (the same tensors, devices and ops) except for the
 //! two calls Burn's autodiff makes for a convolution's gradients, `conv2d_x_backward` and
@@ -7,10 +7,12 @@
 //! swapped that no library has a fast kernel for); here they call `at::convolution_backward`,
 //! the function PyTorch's autograd calls, so a training step runs the kernels PyTorch runs
 //! (oneDNN on the CPU, cuDNN on CUDA). Wrap it in `burn::backend::Autodiff` to train.
+//! [`register_kernels`] adds libtorch's own batch norm, forward and backward, for Kiln's
+//! networks (see kiln-fused), where Burn's is about ten ops each way.
 //!
 //! What it is not: a fork of burn-tch. Every other op is burn-tch's, forwarded unchanged.
 //! It needs libtorch at build and run time exactly as burn-tch does, and a C++ compiler to
-//! build the small shim in `src/conv_backward.cpp`.
+//! build the small shim in `src/aten.cpp`.
 #![warn(missing_docs)]
 
 mod backend;
@@ -18,6 +20,13 @@ mod ffi;
 
 pub use backend::KilnTch;
 pub use burn_tch::LibTorchDevice as KilnTchDevice;
+
+/// Makes Kiln's networks run their batch norms with libtorch's own kernels on `KilnTch` and
+/// `Autodiff<KilnTch>` (see kiln-fused). The `kiln` binary calls it before anything runs; a
+/// program that embeds Kiln's crates calls it once at start.
+pub fn register_kernels() {
+    kiln_fused::batch_norm::register_kernels::<KilnTch>();
+}
 
 /// One forwarded op (see kiln-forward): nothing for the ops KilnTch implements itself in
 /// backend.rs, a call to burn-tch's for every other.
