@@ -802,10 +802,10 @@ struct BlockOps {
 impl BackendTask for BlockOps {
     type Output = Vec<(String, Vec<f32>)>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
-        use kiln_models::BatchNormConfig;
         use burn::tensor::activation::relu;
         use burn::tensor::module::conv2d;
         use burn::tensor::ops::ConvOptions;
+        use kiln_models::BatchNormConfig;
 
         // Leaf tensors of uniform values in [-scale, scale); activations are NCHW views of an
         // NHWC leaf when `strided`.
@@ -1072,10 +1072,10 @@ struct Replayed {
 impl BackendTask for Replica<'_> {
     type Output = Replayed;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Replayed {
-        use kiln_models::{BatchNorm, BatchNormConfig};
         use burn::tensor::activation::relu;
         use burn::tensor::module::{adaptive_avg_pool2d, conv2d};
         use burn::tensor::ops::ConvOptions;
+        use kiln_models::{BatchNorm, BatchNormConfig};
 
         let net = self.net;
         let data = |name: &str| {

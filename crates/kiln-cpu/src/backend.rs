@@ -429,11 +429,12 @@ fn planes(x: &FlexTensor) -> norm::Planes {
     }
 }
 
-/// A fresh tensor shaped like `x` holding `x * scale[c] + shift[c]`. The buffer is allocated
-/// zeroed, which for a large one is fresh pages from the kernel rather than a pass of writes.
-fn scale_shift_new(x: &FlexTensor, scale: &[f32], shift: &[f32]) -> FlexTensor {
+/// A fresh tensor shaped like `x` holding `x * scale[c] + shift[c]` (through a ReLU where
+/// `relu`). The buffer is allocated zeroed, which for a large one is fresh pages from the
+/// kernel rather than a pass of writes.
+fn scale_shift_new(x: &FlexTensor, scale: &[f32], shift: &[f32], relu: bool) -> FlexTensor {
     let mut out = vec![0.0f32; x.shape().num_elements()];
-    norm::scale_shift(f32_slice(x), scale, shift, planes(x), &mut out);
+    norm::scale_shift(f32_slice(x), scale, shift, relu, planes(x), &mut out);
     tensor_f32(out, x.shape())
 }
 
@@ -443,6 +444,7 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnCpu {
         gamma: FloatTensor<KilnCpu>,
         beta: FloatTensor<KilnCpu>,
         epsilon: f64,
+        relu: bool,
     ) -> kiln_fused::batch_norm::TrainForward<KilnCpu> {
         let dtype = x.dtype();
         let (x, gamma, beta) = (as_f32(x), as_f32(gamma), as_f32(beta));
@@ -450,7 +452,7 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnCpu {
         let (mean, var) = norm::batch_stats(f32_slice(&x), planes(&x));
         let (scale, shift, invstd) =
             norm::fold(&mean, &var, f32_slice(&gamma), f32_slice(&beta), epsilon);
-        let output = scale_shift_new(&x, &scale, &shift);
+        let output = scale_shift_new(&x, &scale, &shift, relu);
         let per_channel = |values: Vec<f32>| cast_back(tensor_f32(values, [channels]), dtype);
         kiln_fused::batch_norm::TrainForward {
             output: cast_back(output, dtype),
@@ -465,6 +467,7 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnCpu {
         gamma: FloatTensor<KilnCpu>,
         mean: FloatTensor<KilnCpu>,
         invstd: FloatTensor<KilnCpu>,
+        relu_output: Option<FloatTensor<KilnCpu>>,
         grad_output: FloatTensor<KilnCpu>,
     ) -> [FloatTensor<KilnCpu>; 3] {
         let dtype = grad_output.dtype();
@@ -473,6 +476,9 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnCpu {
         // The output's gradient is consumed here, so it becomes the input's where nothing else
         // holds it.
         let mut grad = owned_f32(as_f32(grad_output)).expect("an f32 gradient");
+        if let Some(output) = relu_output {
+            norm::relu_backward_in_place(f32_slice(&as_f32(output)), owned_slice(&mut grad));
+        }
         let (dgamma, dbeta) = norm::backward_in_place(
             f32_slice(&x),
             f32_slice(&mean),
@@ -496,6 +502,7 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnCpu {
         gamma: FloatTensor<KilnCpu>,
         beta: FloatTensor<KilnCpu>,
         epsilon: f64,
+        relu: bool,
     ) -> FloatTensor<KilnCpu> {
         let dtype = x.dtype();
         let [x, mean, var, gamma, beta] = [x, mean, var, gamma, beta].map(as_f32);
@@ -506,6 +513,6 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnCpu {
             f32_slice(&beta),
             epsilon,
         );
-        cast_back(scale_shift_new(&x, &scale, &shift), dtype)
+        cast_back(scale_shift_new(&x, &scale, &shift, relu), dtype)
     }
 }

@@ -63,9 +63,15 @@ pub fn batch_stats(x: &[f32], shape: Planes) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// `out = x * scale[c] + shift[c]`, the normalisation with everything per channel folded into
-/// one scale and one shift. `out` may be uninitialised memory's worth of values: it is only
-/// written.
-pub fn scale_shift(x: &[f32], scale: &[f32], shift: &[f32], shape: Planes, out: &mut [f32]) {
+/// one scale and one shift, then `max(0, .)` where `relu` is set. `out` is only written.
+pub fn scale_shift(
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+    shape: Planes,
+    out: &mut [f32],
+) {
     shape.check("x", x);
     shape.check("out", out);
     out.par_chunks_mut(shape.plane)
@@ -74,8 +80,30 @@ pub fn scale_shift(x: &[f32], scale: &[f32], shift: &[f32], shape: Planes, out: 
         .for_each(|(p, (out, x))| {
             let c = p % shape.channels;
             let (a, b) = (scale[c], shift[c]);
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = v * a + b;
+            if relu {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (v * a + b).max(0.0);
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v * a + b;
+                }
+            }
+        });
+}
+
+/// The ReLU's backward pass from its output: zeroes the gradient where the output is not
+/// positive.
+pub fn relu_backward_in_place(output: &[f32], grad: &mut [f32]) {
+    assert_eq!(output.len(), grad.len(), "relu backward: lengths differ");
+    const CHUNK: usize = 1 << 14;
+    grad.par_chunks_mut(CHUNK)
+        .zip(output.par_chunks(CHUNK))
+        .for_each(|(grad, output)| {
+            for (g, &y) in grad.iter_mut().zip(output) {
+                if y <= 0.0 {
+                    *g = 0.0;
+                }
             }
         });
 }
@@ -306,10 +334,16 @@ mod tests {
         };
         let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
         let mut out = vec![f32::NAN; 12];
-        scale_shift(&x, &[2.0, -1.0], &[1.0, 0.5], shape, &mut out);
+        scale_shift(&x, &[2.0, -1.0], &[1.0, 0.5], false, shape, &mut out);
         let expected = [
             1.0, 3.0, 5.0, -2.5, -3.5, -4.5, 13.0, 15.0, 17.0, -8.5, -9.5, -10.5,
         ];
         assert_eq!(out, expected);
+        scale_shift(&x, &[2.0, -1.0], &[1.0, 0.5], true, shape, &mut out);
+        let relu = expected.map(|v: f32| v.max(0.0));
+        assert_eq!(out, relu);
+        let mut grad = vec![1.0; 12];
+        relu_backward_in_place(&out, &mut grad);
+        assert_eq!(grad, relu.map(|v| if v > 0.0 { 1.0 } else { 0.0 }));
     }
 }

@@ -344,78 +344,66 @@ fn batch_norm_through_transposed_views_matches_flex() {
 }
 
 /// Kiln's fused batch norm (kiln-fused's registry, `norm`'s kernels, one autodiff node)
-/// against the same op in Burn's ops on burn-flex: output, statistics, the three gradients and
-/// inference, on a plane size the kernels' lanes do not divide and channels far from zero.
+/// against the same op in Burn's ops on burn-flex, with and without the ReLU after it: output,
+/// statistics, the three gradients and inference, on a plane size the kernels' lanes do not
+/// divide and channels far from zero.
 #[test]
 fn fused_batch_norm_matches_burn_ops_on_flex() {
-    use kiln_fused::batch_norm::{default_inference, default_train, inference, train};
+    use kiln_fused::batch_norm::{default_inference, default_train, inference, train, Stats};
     kiln_cpu::register_kernels();
     assert!(kiln_fused::batch_norm::kernels_registered::<K>());
     assert!(kiln_fused::batch_norm::kernels_registered::<KilnCpu>());
 
     let shape = [6, 5, 7, 9];
-    let offsets = |v: [f32; 5]| TensorData::new(v.to_vec(), [1, 5, 1, 1]);
-    let (xk, xf) = pair(shape, 42);
-    let (xk, xf) = (
-        (xk + Tensor::from_data(offsets([0.0, 50.0, -3.0, 1.0, 0.5]), &Default::default()))
+    let offsets = TensorData::new(vec![0.0f32, 50.0, -3.0, 1.0, 0.5], [1, 5, 1, 1]);
+    for relu in [false, true] {
+        let what = |name: &str| format!("{name} (relu {relu})");
+        let (xk, xf) = pair(shape, 42);
+        let xk = (xk + Tensor::from_data(offsets.clone(), &Default::default()))
             .detach()
-            .require_grad(),
-        (xf + Tensor::from_data(offsets([0.0, 50.0, -3.0, 1.0, 0.5]), &Default::default()))
+            .require_grad();
+        let xf = (xf + Tensor::from_data(offsets.clone(), &Default::default()))
             .detach()
-            .require_grad(),
-    );
-    let (gamma_k, gamma_f) = pair([5], 43);
-    let (beta_k, beta_f) = pair([5], 44);
-    let (dy_k, dy_f) = pair(shape, 45);
-    let k = train(xk.clone(), gamma_k.clone(), beta_k.clone(), 1e-5);
-    let f = default_train(xf.clone(), gamma_f.clone(), beta_f.clone(), 1e-5);
-    assert_close(
-        "fused batch norm output",
-        k.output.clone(),
-        f.output.clone(),
-    );
-    assert_close("batch mean", k.mean.clone(), f.mean.clone());
-    assert_close("batch variance", k.var.clone(), f.var.clone());
+            .require_grad();
+        let (gamma_k, gamma_f) = pair([5], 43);
+        let (beta_k, beta_f) = pair([5], 44);
+        let (dy_k, dy_f) = pair(shape, 45);
+        let k = train(xk.clone(), gamma_k.clone(), beta_k.clone(), 1e-5, relu);
+        let f = default_train(xf.clone(), gamma_f.clone(), beta_f.clone(), 1e-5, relu);
+        assert_close(&what("output"), k.output.clone(), f.output.clone());
+        assert_close(&what("batch mean"), k.mean.clone(), f.mean.clone());
+        assert_close(&what("batch variance"), k.var.clone(), f.var.clone());
 
-    let grads_k = (k.output * dy_k.detach()).sum().backward();
-    let grads_f = (f.output * dy_f.detach()).sum().backward();
-    assert_close(
-        "x grad",
-        xk.grad(&grads_k).unwrap(),
-        xf.grad(&grads_f).unwrap(),
-    );
-    assert_close(
-        "gamma grad",
-        gamma_k.grad(&grads_k).unwrap(),
-        gamma_f.grad(&grads_f).unwrap(),
-    );
-    assert_close(
-        "beta grad",
-        beta_k.grad(&grads_k).unwrap(),
-        beta_f.grad(&grads_f).unwrap(),
-    );
+        let grads_k = (k.output * dy_k.detach()).sum().backward();
+        let grads_f = (f.output * dy_f.detach()).sum().backward();
+        let grad_k = |t: &Tensor<K, 1>| t.grad(&grads_k).unwrap();
+        let grad_f = |t: &Tensor<F, 1>| t.grad(&grads_f).unwrap();
+        assert_close(
+            &what("x grad"),
+            xk.grad(&grads_k).unwrap(),
+            xf.grad(&grads_f).unwrap(),
+        );
+        assert_close(&what("gamma grad"), grad_k(&gamma_k), grad_f(&gamma_f));
+        assert_close(&what("beta grad"), grad_k(&beta_k), grad_f(&beta_f));
 
-    let inner = |t: &Tensor<K, 1>| t.clone().inner();
-    let inner_f = |t: &Tensor<F, 1>| t.clone().inner();
-    assert_close(
-        "fused inference",
-        inference(
-            xk.inner(),
-            inner(&k.mean),
-            inner(&k.var),
-            inner(&gamma_k),
-            inner(&beta_k),
-            1e-5,
-        ),
-        default_inference(
-            xf.inner(),
-            inner_f(&f.mean),
-            inner_f(&f.var),
-            inner_f(&gamma_f),
-            inner_f(&beta_f),
-            1e-5,
-        ),
-    );
+        let stats_k = Stats {
+            mean: k.mean.inner(),
+            var: k.var.inner(),
+            gamma: gamma_k.inner(),
+            beta: beta_k.inner(),
+        };
+        let stats_f = Stats {
+            mean: f.mean.inner(),
+            var: f.var.inner(),
+            gamma: gamma_f.inner(),
+            beta: beta_f.inner(),
+        };
+        assert_close(
+            &what("inference"),
+            inference(xk.inner(), stats_k, 1e-5, relu),
+            default_inference(xf.inner(), stats_f, 1e-5, relu),
+        );
+    }
 }
 
 /// The last stage of the tutorial's ResNet at the parity test's quarter widths (64 -> 128

@@ -12,7 +12,7 @@ use std::sync::{OnceLock, RwLock};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{activation, Tensor, TensorPrimitive};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn_autodiff::grads::Gradients;
@@ -31,32 +31,47 @@ pub struct BatchStats<B: Backend> {
 }
 
 /// Training-mode batch norm: `x` (`[N, C, H, W]`) normalised by its own per-channel statistics,
-/// scaled by `gamma` and shifted by `beta` (each `[C]`). Gradients flow to all three.
+/// scaled by `gamma` and shifted by `beta` (each `[C]`), then through a ReLU where `relu` is
+/// set (the pair ResNets apply after most convolutions, fused where a kernel can). Gradients
+/// flow to all three.
 pub fn train<B: Backend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     epsilon: f64,
+    relu: bool,
 ) -> BatchStats<B> {
     match entry::<B>().and_then(|entry| entry.train) {
-        Some(kernel) => kernel(x, gamma, beta, epsilon),
-        None => default_train(x, gamma, beta, epsilon),
+        Some(kernel) => kernel(x, gamma, beta, epsilon, relu),
+        None => default_train(x, gamma, beta, epsilon, relu),
     }
 }
 
-/// Inference-mode batch norm: `x` normalised with the given per-channel `mean` and `var`.
+/// Inference-mode batch norm: `x` normalised with the given per-channel `mean` and `var`, then
+/// through a ReLU where `relu` is set.
 pub fn inference<B: Backend>(
     x: Tensor<B, 4>,
-    mean: Tensor<B, 1>,
-    var: Tensor<B, 1>,
-    gamma: Tensor<B, 1>,
-    beta: Tensor<B, 1>,
+    stats: Stats<B>,
     epsilon: f64,
+    relu: bool,
 ) -> Tensor<B, 4> {
     match entry::<B>().and_then(|entry| entry.inference) {
-        Some(kernel) => kernel(x, mean, var, gamma, beta, epsilon),
-        None => default_inference(x, mean, var, gamma, beta, epsilon),
+        Some(kernel) => kernel(x, stats, epsilon, relu),
+        None => default_inference(x, stats, epsilon, relu),
     }
+}
+
+/// What inference normalises with, per channel (each `[C]`).
+#[derive(Debug, Clone)]
+pub struct Stats<B: Backend> {
+    /// The mean to subtract.
+    pub mean: Tensor<B, 1>,
+    /// The variance to divide by (its square root, with epsilon).
+    pub var: Tensor<B, 1>,
+    /// The scale after normalising.
+    pub gamma: Tensor<B, 1>,
+    /// The shift after scaling.
+    pub beta: Tensor<B, 1>,
 }
 
 /// [`train`] in Burn's ops, for any backend: four passes over the activations forward (Burn's
@@ -66,6 +81,7 @@ pub fn default_train<B: Backend>(
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     epsilon: f64,
+    relu: bool,
 ) -> BatchStats<B> {
     let channels = x.dims()[1];
     let per_channel = [1, channels, 1, 1];
@@ -73,8 +89,13 @@ pub fn default_train<B: Backend>(
     let centered = x - mean.clone();
     let var = channel_mean(centered.clone().powi_scalar(2));
     let scale = var.clone().add_scalar(epsilon).sqrt().recip() * gamma.reshape(per_channel);
+    let output = centered * scale + beta.reshape(per_channel);
     BatchStats {
-        output: centered * scale + beta.reshape(per_channel),
+        output: if relu {
+            activation::relu(output)
+        } else {
+            output
+        },
         mean: mean.detach().reshape([channels]),
         var: var.detach().reshape([channels]),
     }
@@ -84,16 +105,19 @@ pub fn default_train<B: Backend>(
 /// shift per channel first, so two passes over the activations.
 pub fn default_inference<B: Backend>(
     x: Tensor<B, 4>,
-    mean: Tensor<B, 1>,
-    var: Tensor<B, 1>,
-    gamma: Tensor<B, 1>,
-    beta: Tensor<B, 1>,
+    stats: Stats<B>,
     epsilon: f64,
+    relu: bool,
 ) -> Tensor<B, 4> {
     let per_channel = [1, x.dims()[1], 1, 1];
-    let scale = var.add_scalar(epsilon).sqrt().recip() * gamma;
-    let shift = beta - mean * scale.clone();
-    x * scale.reshape(per_channel) + shift.reshape(per_channel)
+    let scale = stats.var.add_scalar(epsilon).sqrt().recip() * stats.gamma;
+    let shift = stats.beta - stats.mean * scale.clone();
+    let output = x * scale.reshape(per_channel) + shift.reshape(per_channel);
+    if relu {
+        activation::relu(output)
+    } else {
+        output
+    }
 }
 
 /// The mean over batch, height and width, kept as `[1, C, 1, 1]`. The batch goes first: each
@@ -118,25 +142,31 @@ pub struct TrainForward<B: Backend> {
 /// A backend's own batch-norm kernels, on its primitives. Inputs are `[N, C, H, W]` and `[C]`
 /// float tensors on one device. Register them with [`register_kernels`].
 pub trait BatchNormKernels: Backend {
-    /// Training forward: `x` normalised with its own per-channel mean and biased variance.
+    /// Training forward: `x` normalised with its own per-channel mean and biased variance, then
+    /// `max(0, .)` where `relu` is set.
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> TrainForward<Self>;
 
     /// The gradients of `x`, `gamma` and `beta`, in that order, given the output's gradient and
-    /// what [`Self::batch_norm_train`] returned for `x`.
+    /// what [`Self::batch_norm_train`] returned for `x`. `relu_output` is that output where the
+    /// ReLU was applied: the gradient passes where it is positive.
     fn batch_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         invstd: FloatTensor<Self>,
+        relu_output: Option<FloatTensor<Self>>,
         grad_output: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3];
 
-    /// Inference: `x` normalised with the given per-channel `mean` and `var`.
+    /// Inference: `x` normalised with the given per-channel `mean` and `var`, then `max(0, .)`
+    /// where `relu` is set.
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_inference(
         x: FloatTensor<Self>,
         mean: FloatTensor<Self>,
@@ -144,6 +174,7 @@ pub trait BatchNormKernels: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -169,9 +200,8 @@ pub fn kernels_registered<B: Backend>() -> bool {
     entry::<B>().is_some()
 }
 
-type TrainFn<B> = fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64) -> BatchStats<B>;
-type InferenceFn<B> =
-    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>, f64) -> Tensor<B, 4>;
+type TrainFn<B> = fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64, bool) -> BatchStats<B>;
+type InferenceFn<B> = fn(Tensor<B, 4>, Stats<B>, f64, bool) -> Tensor<B, 4>;
 
 struct Entry<B: Backend> {
     train: Option<TrainFn<B>>,
@@ -221,8 +251,15 @@ fn train_plain<K: BatchNormKernels>(
     gamma: Tensor<K, 1>,
     beta: Tensor<K, 1>,
     epsilon: f64,
+    relu: bool,
 ) -> BatchStats<K> {
-    let forward = K::batch_norm_train(primitive(x), primitive(gamma), primitive(beta), epsilon);
+    let forward = K::batch_norm_train(
+        primitive(x),
+        primitive(gamma),
+        primitive(beta),
+        epsilon,
+        relu,
+    );
     BatchStats {
         output: float(forward.output),
         mean: float(forward.mean),
@@ -232,19 +269,18 @@ fn train_plain<K: BatchNormKernels>(
 
 fn inference_plain<K: BatchNormKernels>(
     x: Tensor<K, 4>,
-    mean: Tensor<K, 1>,
-    var: Tensor<K, 1>,
-    gamma: Tensor<K, 1>,
-    beta: Tensor<K, 1>,
+    stats: Stats<K>,
     epsilon: f64,
+    relu: bool,
 ) -> Tensor<K, 4> {
     float(K::batch_norm_inference(
         primitive(x),
-        primitive(mean),
-        primitive(var),
-        primitive(gamma),
-        primitive(beta),
+        primitive(stats.mean),
+        primitive(stats.var),
+        primitive(stats.gamma),
+        primitive(stats.beta),
         epsilon,
+        relu,
     ))
 }
 
@@ -253,12 +289,14 @@ fn inference_plain<K: BatchNormKernels>(
 struct BatchNormBackward;
 
 impl<K: BatchNormKernels> Backward<K, 3> for BatchNormBackward {
-    /// `x`, `gamma`, the batch mean and `1 / sqrt(var + epsilon)`.
+    /// `x`, `gamma`, the batch mean, `1 / sqrt(var + epsilon)` and the output where a ReLU
+    /// followed.
     type State = (
         FloatTensor<K>,
         FloatTensor<K>,
         FloatTensor<K>,
         FloatTensor<K>,
+        Option<FloatTensor<K>>,
     );
 
     fn backward(
@@ -268,8 +306,8 @@ impl<K: BatchNormKernels> Backward<K, 3> for BatchNormBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let grad_output = grads.consume::<K>(&ops.node);
-        let (x, gamma, mean, invstd) = ops.state;
-        let input_grads = K::batch_norm_backward(x, gamma, mean, invstd, grad_output);
+        let (x, gamma, mean, invstd, relu_output) = ops.state;
+        let input_grads = K::batch_norm_backward(x, gamma, mean, invstd, relu_output, grad_output);
         for (parent, grad) in ops.parents.into_iter().zip(input_grads) {
             if let Some(parent) = parent {
                 grads.register::<K>(parent.id, grad);
@@ -283,6 +321,7 @@ fn train_autodiff<K: BatchNormKernels, C: CheckpointStrategy>(
     gamma: Tensor<Autodiff<K, C>, 1>,
     beta: Tensor<Autodiff<K, C>, 1>,
     epsilon: f64,
+    relu: bool,
 ) -> BatchStats<Autodiff<K, C>> {
     let (x, gamma, beta) = (primitive(x), primitive(gamma), primitive(beta));
     let forward = K::batch_norm_train(
@@ -290,21 +329,24 @@ fn train_autodiff<K: BatchNormKernels, C: CheckpointStrategy>(
         gamma.primitive.clone(),
         beta.primitive.clone(),
         epsilon,
+        relu,
     );
     let output = match BatchNormBackward
         .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(
-            (
+        OpsKind::Tracked(prep) => {
+            let relu_output = relu.then(|| forward.output.clone());
+            let state = (
                 x.primitive,
                 gamma.primitive,
                 forward.mean.clone(),
                 forward.invstd,
-            ),
-            forward.output,
-        ),
+                relu_output,
+            );
+            prep.finish(state, forward.output)
+        }
         OpsKind::UnTracked(prep) => prep.finish(forward.output),
     };
     BatchStats {
@@ -357,7 +399,7 @@ mod tests {
         let x = sample(&device);
         let gamma = Tensor::<B, 1>::from_floats([0.5, 2.0], &device);
         let beta = Tensor::<B, 1>::from_floats([1.0, -1.0], &device);
-        let stats = default_train(x.clone(), gamma, beta, 1e-5);
+        let stats = default_train(x.clone(), gamma, beta, 1e-5, false);
         let values = x.into_data().to_vec::<f32>().unwrap();
         let (out, [m0, m1, v0, v1]) = reference(&values, [0.5, 2.0], [1.0, -1.0], 1e-5);
         let tolerance = Tolerance::<f32>::absolute(1e-4);
@@ -381,13 +423,17 @@ mod tests {
         let x = sample(&device);
         let values = x.to_data().to_vec::<f32>().unwrap();
         let (mean, var) = ([99.0f32, -2.0], [4.0f32, 0.25]);
-        let out = default_inference(
-            x,
-            Tensor::from_floats(mean, &device),
-            Tensor::from_floats(var, &device),
-            Tensor::from_floats([0.5, 2.0], &device),
-            Tensor::from_floats([1.0, -1.0], &device),
-            1e-5,
+        let stats = Stats {
+            mean: Tensor::from_floats(mean, &device),
+            var: Tensor::from_floats(var, &device),
+            gamma: Tensor::from_floats([0.5, 2.0], &device),
+            beta: Tensor::from_floats([1.0, -1.0], &device),
+        };
+        let out = default_inference(x.clone(), stats.clone(), 1e-5, false);
+        let with_relu = default_inference(x, stats, 1e-5, true);
+        with_relu.into_data().assert_approx_eq::<f32>(
+            &activation::relu(out.clone()).into_data(),
+            Tolerance::absolute(0.0),
         );
         let expected: Vec<f32> = values
             .iter()

@@ -67,21 +67,30 @@ impl<B: Backend> BatchNorm<B> {
     /// Normalises `x` (`[N, C, H, W]`). Training mode (as Burn's: the backend has autodiff
     /// enabled) uses and records the batch's statistics; inference uses the running ones.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_with(x, false)
+    }
+
+    /// `relu(self.forward(x))`, in one kernel where the backend has one: the pair that follows
+    /// most convolutions of a ResNet.
+    pub fn forward_relu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_with(x, true)
+    }
+
+    fn forward_with(&self, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
+        use kiln_fused::batch_norm;
         let device = x.device();
         if !B::ad_enabled(&device) {
-            return kiln_fused::batch_norm::inference(
-                x,
-                self.running_mean.value().to_device(&device),
-                self.running_var.value().to_device(&device),
-                self.gamma.val(),
-                self.beta.val(),
-                self.epsilon,
-            );
+            let stats = batch_norm::Stats {
+                mean: self.running_mean.value().to_device(&device),
+                var: self.running_var.value().to_device(&device),
+                gamma: self.gamma.val(),
+                beta: self.beta.val(),
+            };
+            return batch_norm::inference(x, stats, self.epsilon, relu);
         }
         let [n, _, h, w] = x.dims();
         let count = (n * h * w) as f64;
-        let stats =
-            kiln_fused::batch_norm::train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let stats = batch_norm::train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu);
         // PyTorch's update (`torch/nn/modules/batchnorm.py`, `_BatchNorm.forward`): the running
         // variance takes the unbiased estimate; a single value per channel has none, so its
         // biased one (zero) stands in rather than a division by zero.

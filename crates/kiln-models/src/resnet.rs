@@ -291,13 +291,13 @@ pub enum Head {
 
 impl<B: Backend> BasicBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self
-            .relu
-            .forward(self.bn1.forward(self.conv1.forward(x.clone())));
-        let mut y = self.bn2.forward(self.conv2.forward(y));
-        if self.relu_before_add {
-            y = self.relu.forward(y);
-        }
+        let y = self.bn1.forward_relu(self.conv1.forward(x.clone()));
+        let y = self.conv2.forward(y);
+        let y = if self.relu_before_add {
+            self.bn2.forward_relu(y)
+        } else {
+            self.bn2.forward(y)
+        };
         let identity = match &self.shortcut {
             Some(s) => {
                 let x = s.conv.forward(x);
@@ -344,8 +344,13 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
         p: &mut P,
     ) -> Tensor<B, 2> {
         let x = tap(p, "conv1", &self.conv1, self.conv1.forward(images));
-        let x = tap(p, "bn1", &self.bn1, self.bn1.forward(x));
-        let mut x = tap(p, "relu", &self.relu, self.relu.forward(x));
+        let mut x = if p.active() {
+            let x = tap(p, "bn1", &self.bn1, self.bn1.forward(x));
+            tap(p, "relu", &self.relu, self.relu.forward(x))
+        } else {
+            // The same values, in one kernel where the backend has one.
+            self.bn1.forward_relu(x)
+        };
         if let Some(pool) = &self.maxpool {
             x = tap(p, "maxpool", pool, pool.forward(x));
         }

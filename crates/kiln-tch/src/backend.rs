@@ -110,8 +110,9 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnTch {
         gamma: FloatTensor<KilnTch>,
         beta: FloatTensor<KilnTch>,
         epsilon: f64,
+        relu: bool,
     ) -> kiln_fused::batch_norm::TrainForward<KilnTch> {
-        let (output, mean, invstd) = x.tensor.native_batch_norm(
+        let (mut output, mean, invstd) = x.tensor.native_batch_norm(
             Some(&gamma.tensor),
             Some(&beta.tensor),
             None::<&tch::Tensor>,
@@ -120,6 +121,10 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnTch {
             0.0,
             epsilon,
         );
+        if relu {
+            // In place: the output is new and nothing else holds it yet.
+            let _ = output.relu_();
+        }
         // libtorch returns 1 / sqrt(var + eps), not the variance; the running variance needs it.
         let var = invstd.square().reciprocal() - epsilon;
         kiln_fused::batch_norm::TrainForward {
@@ -135,11 +140,17 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnTch {
         gamma: FloatTensor<KilnTch>,
         mean: FloatTensor<KilnTch>,
         invstd: FloatTensor<KilnTch>,
+        relu_output: Option<FloatTensor<KilnTch>>,
         grad_output: FloatTensor<KilnTch>,
     ) -> [FloatTensor<KilnTch>; 3] {
+        // What PyTorch's autograd runs for a ReLU: the gradient where the output is positive.
+        let grad = match relu_output {
+            Some(output) => output.tensor.threshold_backward(&grad_output.tensor, 0.0),
+            None => grad_output.tensor,
+        };
         // In training mode libtorch takes the saved 1 / sqrt(var + eps) and never reads eps.
         ffi::batch_norm_backward(
-            &grad_output.tensor,
+            &grad,
             &x.tensor,
             &gamma.tensor,
             &mean.tensor,
@@ -156,8 +167,9 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnTch {
         gamma: FloatTensor<KilnTch>,
         beta: FloatTensor<KilnTch>,
         epsilon: f64,
+        relu: bool,
     ) -> FloatTensor<KilnTch> {
-        let (output, _, _) = x.tensor.native_batch_norm(
+        let (mut output, _, _) = x.tensor.native_batch_norm(
             Some(&gamma.tensor),
             Some(&beta.tensor),
             Some(&mean.tensor),
@@ -166,6 +178,9 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnTch {
             0.0,
             epsilon,
         );
+        if relu {
+            let _ = output.relu_();
+        }
         TchTensor::new(output)
     }
 }

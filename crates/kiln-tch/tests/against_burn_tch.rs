@@ -94,11 +94,12 @@ fn conv2d_gradients_match_burn_tch() {
 }
 
 /// libtorch's batch norm (kiln-fused's registry, `native_batch_norm` and its backward as one
-/// autodiff node) against the same op in Burn's ops on burn-tch: output, statistics, the
-/// three gradients and inference, with channels far from zero.
+/// autodiff node) against the same op in Burn's ops on burn-tch, with and without the ReLU
+/// after it: output, statistics, the three gradients and inference, with channels far from
+/// zero.
 #[test]
 fn fused_batch_norm_matches_burn_ops_on_burn_tch() {
-    use kiln_fused::batch_norm::{default_inference, default_train, inference, train};
+    use kiln_fused::batch_norm::{default_inference, default_train, inference, train, Stats};
     kiln_tch::register_kernels();
     assert!(kiln_fused::batch_norm::kernels_registered::<K>());
     let device = KilnTchDevice::Cpu;
@@ -112,59 +113,56 @@ fn fused_batch_norm_matches_burn_ops_on_burn_tch() {
     };
     let (gamma, beta, dy) = (vector(43), vector(44), data(shape, 45));
 
-    let xk = Tensor::<K, 4>::from_data(x.clone(), &device).require_grad();
-    let gk = Tensor::<K, 1>::from_data(gamma.clone(), &device).require_grad();
-    let bk = Tensor::<K, 1>::from_data(beta.clone(), &device).require_grad();
-    let xt = Tensor::<T, 4>::from_data(x, &device).require_grad();
-    let gt = Tensor::<T, 1>::from_data(gamma, &device).require_grad();
-    let bt = Tensor::<T, 1>::from_data(beta, &device).require_grad();
-    let k = train(xk.clone(), gk.clone(), bk.clone(), 1e-5);
-    let t = default_train(xt.clone(), gt.clone(), bt.clone(), 1e-5);
-    assert_close("output", k.output.to_data(), t.output.to_data());
-    assert_close("batch mean", k.mean.to_data(), t.mean.to_data());
-    assert_close("batch variance", k.var.to_data(), t.var.to_data());
+    for relu in [false, true] {
+        let what = |name: &str| format!("{name} (relu {relu})");
+        let xk = Tensor::<K, 4>::from_data(x.clone(), &device).require_grad();
+        let gk = Tensor::<K, 1>::from_data(gamma.clone(), &device).require_grad();
+        let bk = Tensor::<K, 1>::from_data(beta.clone(), &device).require_grad();
+        let xt = Tensor::<T, 4>::from_data(x.clone(), &device).require_grad();
+        let gt = Tensor::<T, 1>::from_data(gamma.clone(), &device).require_grad();
+        let bt = Tensor::<T, 1>::from_data(beta.clone(), &device).require_grad();
+        let k = train(xk.clone(), gk.clone(), bk.clone(), 1e-5, relu);
+        let t = default_train(xt.clone(), gt.clone(), bt.clone(), 1e-5, relu);
+        assert_close(&what("output"), k.output.to_data(), t.output.to_data());
+        assert_close(&what("batch mean"), k.mean.to_data(), t.mean.to_data());
+        assert_close(&what("batch variance"), k.var.to_data(), t.var.to_data());
 
-    let grads_k = (k.output * Tensor::<K, 4>::from_data(dy.clone(), &device))
-        .sum()
-        .backward();
-    let grads_t = (t.output * Tensor::<T, 4>::from_data(dy, &device))
-        .sum()
-        .backward();
-    assert_close(
-        "x grad",
-        xk.grad(&grads_k).unwrap().into_data(),
-        xt.grad(&grads_t).unwrap().into_data(),
-    );
-    assert_close(
-        "gamma grad",
-        gk.grad(&grads_k).unwrap().into_data(),
-        gt.grad(&grads_t).unwrap().into_data(),
-    );
-    assert_close(
-        "beta grad",
-        bk.grad(&grads_k).unwrap().into_data(),
-        bt.grad(&grads_t).unwrap().into_data(),
-    );
+        let dyk = Tensor::<K, 4>::from_data(dy.clone(), &device);
+        let dyt = Tensor::<T, 4>::from_data(dy.clone(), &device);
+        let grads_k = (k.output * dyk).sum().backward();
+        let grads_t = (t.output * dyt).sum().backward();
+        assert_close(
+            &what("x grad"),
+            xk.grad(&grads_k).unwrap().into_data(),
+            xt.grad(&grads_t).unwrap().into_data(),
+        );
+        assert_close(
+            &what("gamma grad"),
+            gk.grad(&grads_k).unwrap().into_data(),
+            gt.grad(&grads_t).unwrap().into_data(),
+        );
+        assert_close(
+            &what("beta grad"),
+            bk.grad(&grads_k).unwrap().into_data(),
+            bt.grad(&grads_t).unwrap().into_data(),
+        );
 
-    assert_close(
-        "inference",
-        inference(
-            xk.inner(),
-            k.mean.inner(),
-            k.var.inner(),
-            gk.inner(),
-            bk.inner(),
-            1e-5,
-        )
-        .into_data(),
-        default_inference(
-            xt.inner(),
-            t.mean.inner(),
-            t.var.inner(),
-            gt.inner(),
-            bt.inner(),
-            1e-5,
-        )
-        .into_data(),
-    );
+        let stats_k = Stats {
+            mean: k.mean.inner(),
+            var: k.var.inner(),
+            gamma: gk.inner(),
+            beta: bk.inner(),
+        };
+        let stats_t = Stats {
+            mean: t.mean.inner(),
+            var: t.var.inner(),
+            gamma: gt.inner(),
+            beta: bt.inner(),
+        };
+        assert_close(
+            &what("inference"),
+            inference(xk.inner(), stats_k, 1e-5, relu).into_data(),
+            default_inference(xt.inner(), stats_t, 1e-5, relu).into_data(),
+        );
+    }
 }
