@@ -23,9 +23,42 @@ pub struct Metrics {
 /// Sums of loss (weighted by batch size), correct predictions and images.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Tally {
+    #[serde(with = "exact_f64")]
     pub(crate) loss: f64,
     pub(crate) correct: u64,
     pub(crate) images: u64,
+}
+
+/// A running sum a checkpoint carries across a resume must come back bit for bit, or the
+/// resumed epoch's mean loss differs from the uninterrupted run's in its last digit.
+/// serde_json parses a float to within one unit in the last place unless its `float_roundtrip`
+/// feature is on (which would rebuild Burn's whole stack, which shares the crate), so the sum
+/// is written as text, Rust's shortest form that reads back exactly, and read back with
+/// `str::parse`, which rounds correctly. A plain number (a checkpoint written before) still
+/// reads.
+mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&value.to_string())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Number(f64),
+        }
+        match Written::deserialize(d)? {
+            Written::Text(text) => text.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "expected a number written as text, found {text:?}"
+                ))
+            }),
+            Written::Number(value) => Ok(value),
+        }
+    }
 }
 
 impl Tally {
@@ -153,4 +186,40 @@ where
         rows.extend(probabilities(model, batch.images));
     }
     rows
+}
+
+#[cfg(test)]
+mod exact_f64_tests {
+    use super::Tally;
+
+    #[test]
+    fn a_tally_survives_json_bit_for_bit_and_old_checkpoints_still_read() {
+        // Sums of many 17-digit values: the kind serde_json's default parser can miss by one
+        // unit in the last place.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut sum = 0.0f64;
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            sum += (state >> 11) as f64 / (1u64 << 53) as f64 * 3.0;
+            let tally = Tally {
+                loss: sum,
+                correct: 1,
+                images: 2,
+            };
+            let json = serde_json::to_string(&tally).unwrap();
+            let back: Tally = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.loss.to_bits(), sum.to_bits(), "{json}");
+        }
+        let old: Tally = serde_json::from_str(r#"{"loss":1.5,"correct":3,"images":4}"#).unwrap();
+        assert_eq!(
+            old,
+            Tally {
+                loss: 1.5,
+                correct: 3,
+                images: 4
+            }
+        );
+    }
 }
