@@ -146,11 +146,23 @@ impl Conv2dGeometry {
     /// `col`'s `patch_len` rows, `row_len` apart (`out_plane` for one image alone; more where
     /// images sit side by side, `col` then starting at this image's first column).
     fn im2col(&self, image: &[f32], col: &mut [f32], row_len: usize) {
+        self.im2col_channels(image, 0..self.in_channels, col, row_len);
+    }
+
+    /// [`Self::im2col`] of the input channels `channels` only, into `col`'s rows from the first
+    /// of those channels' (`kernel` rows per channel).
+    fn im2col_channels(
+        &self,
+        image: &[f32],
+        channels: std::ops::Range<usize>,
+        col: &mut [f32],
+        row_len: usize,
+    ) {
         let [oh, ow] = self.out_size();
         let [kh, kw] = self.kernel;
         let s = self.stride[1];
         let mut rows = col.chunks_mut(row_len).map(|row| &mut row[..oh * ow]);
-        for c in 0..self.in_channels {
+        for c in channels {
             let plane = &image[c * self.in_plane()..(c + 1) * self.in_plane()];
             for ki in 0..kh {
                 for kj in 0..kw {
@@ -353,9 +365,14 @@ fn scatter_images(wide: &[f32], out: &mut [f32], [count, outs, plane]: [usize; 3
 /// reversed.
 fn gather_images(out: &[f32], wide: &mut [f32], [count, outs, plane]: [usize; 3]) {
     for (o, row) in wide.chunks_exact_mut(count * plane).take(outs).enumerate() {
-        for (g, dst) in row.chunks_exact_mut(plane).enumerate() {
-            dst.copy_from_slice(&out[(g * outs + o) * plane..][..plane]);
-        }
+        gather_row(out, o, row, [outs, plane]);
+    }
+}
+
+/// Row `o` of [`gather_images`]'s result: channel `o` of each image, side by side.
+fn gather_row(out: &[f32], o: usize, row: &mut [f32], [outs, plane]: [usize; 2]) {
+    for (g, dst) in row.chunks_exact_mut(plane).enumerate() {
+        dst.copy_from_slice(&out[(g * outs + o) * plane..][..plane]);
     }
 }
 
@@ -383,22 +400,13 @@ pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f3
                 };
                 let shape = [patch, outs, cols];
                 // A pointwise kernel's column matrix is the image gradient itself.
-                if geo.is_pointwise() {
-                    matmul(
-                        image_grads,
-                        weight,
-                        true,
-                        grads,
-                        false,
-                        shape,
-                        false,
-                        Parallelism::None,
-                    );
-                    return;
-                }
-                let col = &mut col[..patch * cols];
+                let dst: &mut [f32] = if geo.is_pointwise() {
+                    &mut *image_grads
+                } else {
+                    &mut col[..patch * cols]
+                };
                 matmul(
-                    col,
+                    dst,
                     weight,
                     true,
                     grads,
@@ -407,8 +415,10 @@ pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f3
                     false,
                     Parallelism::None,
                 );
-                for (g, image_grad) in image_grads.chunks_exact_mut(image_len).enumerate() {
-                    geo.col2im(&col[g * plane..], cols, image_grad);
+                if !geo.is_pointwise() {
+                    for (g, image_grad) in image_grads.chunks_exact_mut(image_len).enumerate() {
+                        geo.col2im(&col[g * plane..], cols, image_grad);
+                    }
                 }
             },
         );
@@ -421,6 +431,11 @@ const WEIGHT_GRAD_IMAGES: usize = 16;
 /// Columns of the weight gradient per parallel task. Fixed (not derived from the thread
 /// count) so that each element's sum is formed the same way on every machine.
 const WEIGHT_GRAD_COLUMNS: usize = 64;
+/// Below this many output positions per image, the weight gradient puts the images of a step
+/// side by side and makes one GEMM of them (inner dimension images x positions) instead of one
+/// per image: a ResNet's last stages have 3x3 to 6x6 outputs, and a GEMM whose inner
+/// dimension is 9 spends its time packing, not multiplying.
+const WEIGHT_GRAD_MIN_K: usize = 256;
 
 /// Gradient of the loss with respect to the weight `[O, C, KH, KW]`, from the input and the
 /// output's gradient.
@@ -441,16 +456,63 @@ pub fn conv2d_weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f3
     // The gradient is [outs, patch], transposed here to [patch, outs] so that a column block
     // is a contiguous run of rows; transposed back at the end.
     let mut grad_t = vec![0.0; patch * outs];
+    let side_by_side = !geo.is_pointwise() && plane < WEIGHT_GRAD_MIN_K;
+    let mut wide = vec![
+        0.0;
+        if side_by_side {
+            outs * images * plane
+        } else {
+            0
+        }
+    ];
     for (step, first) in (0..geo.batch).step_by(images).enumerate() {
         let count = images.min(geo.batch - first);
         let inputs = &input[first * image_len..(first + count) * image_len];
+        let grads = &output_grad[first * outs * plane..(first + count) * outs * plane];
+        if side_by_side {
+            // cols [patch, count x plane], a channel's rows per task, and the gradients
+            // [outs, count x plane].
+            let k = count * plane;
+            let kernel_rows = geo.kernel[0] * geo.kernel[1];
+            cols[..patch * k]
+                .par_chunks_mut(kernel_rows * k)
+                .enumerate()
+                .for_each(|(c, rows)| {
+                    for (g, image) in inputs.chunks_exact(image_len).enumerate() {
+                        geo.im2col_channels(image, c..c + 1, &mut rows[g * plane..], k);
+                    }
+                });
+            wide[..outs * k]
+                .par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(o, row)| gather_row(grads, o, row, [outs, plane]));
+            let (cols, wide) = (&cols[..patch * k], &wide[..outs * k]);
+            grad_t
+                .par_chunks_mut(WEIGHT_GRAD_COLUMNS * outs)
+                .enumerate()
+                .for_each(|(block, dst)| {
+                    let rows = dst.len() / outs;
+                    let col = &cols[block * WEIGHT_GRAD_COLUMNS * k..];
+                    let shape = [rows, k, outs];
+                    matmul(
+                        dst,
+                        col,
+                        false,
+                        wide,
+                        true,
+                        shape,
+                        step > 0,
+                        Parallelism::None,
+                    );
+                });
+            continue;
+        }
         if !geo.is_pointwise() {
             cols.par_chunks_mut(patch * plane)
                 .zip(inputs.par_chunks(image_len))
                 .for_each(|(col, image)| geo.im2col(image, col, plane));
         }
         let cols: &[f32] = if geo.is_pointwise() { inputs } else { &cols };
-        let grads = &output_grad[first * outs * plane..(first + count) * outs * plane];
         grad_t
             .par_chunks_mut(WEIGHT_GRAD_COLUMNS * outs)
             .enumerate()
