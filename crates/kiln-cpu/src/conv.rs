@@ -1,5 +1,6 @@
 //! 2-D convolution on contiguous `f32` NCHW slices: the forward pass and both gradients, as
-//! im2col + GEMM on the `gemm` crate.
+//! im2col + GEMM on the `gemm` crate, or, for the stride-1 3x3 layers that [`winograd`]
+//! takes, all three by Winograd's F(4x4, 3x3).
 //!
 //! Work is split over images, or groups of images of a size fixed by the geometry (forward,
 //! input gradient), or over fixed blocks of the weight gradient's columns, never over a
@@ -8,6 +9,8 @@
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+use crate::winograd;
 
 /// The fewest columns (images x output positions) the forward pass and the input gradient
 /// give one GEMM. One image per GEMM left the late layers of the ResNets (3x3 to 12x12
@@ -49,7 +52,7 @@ impl Conv2dGeometry {
         self.in_size[0] * self.in_size[1]
     }
 
-    fn out_plane(&self) -> usize {
+    pub(crate) fn out_plane(&self) -> usize {
         let [h, w] = self.out_size();
         h * w
     }
@@ -103,15 +106,15 @@ impl Conv2dGeometry {
         ]
     }
 
-    fn input_len(&self) -> usize {
+    pub(crate) fn input_len(&self) -> usize {
         self.batch * self.in_channels * self.in_plane()
     }
 
-    fn output_len(&self) -> usize {
+    pub(crate) fn output_len(&self) -> usize {
         self.batch * self.out_channels * self.out_plane()
     }
 
-    fn weight_len(&self) -> usize {
+    pub(crate) fn weight_len(&self) -> usize {
         self.out_channels * self.patch_len()
     }
 
@@ -300,8 +303,11 @@ pub fn conv2d_forward(
     weight: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    geo.check(input.len(), weight.len(), geo.output_len());
+    if winograd::chosen(geo) {
+        return winograd::forward(geo, input, weight, bias);
+    }
     let mut output = vec![0.0; geo.output_len()];
-    geo.check(input.len(), weight.len(), output.len());
     let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
     let image_len = geo.in_channels * geo.in_plane();
     let group = geo.images_per_gemm();
@@ -379,8 +385,11 @@ fn gather_row(out: &[f32], o: usize, row: &mut [f32], [outs, plane]: [usize; 2])
 /// Gradient of the loss with respect to the input, from the output's gradient
 /// `output_grad [N, O, OH, OW]`; returns `[N, C, H, W]`.
 pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    geo.check(geo.input_len(), weight.len(), output_grad.len());
+    if winograd::chosen(geo) {
+        return winograd::input_grad(geo, weight, output_grad);
+    }
     let mut input_grad = vec![0.0; geo.input_len()];
-    geo.check(input_grad.len(), weight.len(), output_grad.len());
     let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
     let image_len = geo.in_channels * geo.in_plane();
     let group = geo.images_per_gemm();
@@ -440,8 +449,11 @@ const WEIGHT_GRAD_MIN_K: usize = 256;
 /// Gradient of the loss with respect to the weight `[O, C, KH, KW]`, from the input and the
 /// output's gradient.
 pub fn conv2d_weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    geo.check(input.len(), geo.weight_len(), output_grad.len());
+    if winograd::chosen(geo) {
+        return winograd::weight_grad(geo, input, output_grad);
+    }
     let mut weight_grad = vec![0.0; geo.weight_len()];
-    geo.check(input.len(), weight_grad.len(), output_grad.len());
     let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
     let image_len = geo.in_channels * geo.in_plane();
     let images = WEIGHT_GRAD_IMAGES.min(geo.batch);

@@ -2,7 +2,8 @@
 //!
 //! [`KilnCpu`] is a Burn backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own kernels
 //! for the operations that dominate training small and medium CNNs on a CPU, the 2-D
-//! convolution (forward, input gradient, weight gradient, bias gradient), max pooling with
+//! convolution (forward, input gradient, weight gradient, bias gradient; im2col + GEMM, and
+//! Winograd's F(4x4, 3x3) for the stride-1 3x3 layers, [`winograd`]), max pooling with
 //! indices and its backward, average pooling and the sigmoid with theirs, plus copies and
 //! broadcast arithmetic on the strided views that Burn's batch norm works through. Wrap it in
 //! `burn::backend::Autodiff` to train. The kernels are also public ([`conv`], [`pool`],
@@ -12,6 +13,9 @@
 //! burn-flex's, and anything the kernels do not cover (grouped convolutions, other float
 //! types) falls back to burn-flex too.
 //!
+//! Instruction sets: gemm and Kiln's newer kernels pick AVX-512, AVX2 + FMA or baseline code
+//! at run time ([`isa`]), so one binary serves every x86-64 processor.
+//!
 //! Determinism: every kernel splits its work so that each output element is computed by one
 //! thread in a fixed order, so the same inputs give the same bits on a given machine.
 #![warn(missing_docs)]
@@ -19,10 +23,12 @@
 pub mod activation;
 mod backend;
 pub mod conv;
+pub mod isa;
 pub mod norm;
 pub mod pool;
 pub mod random;
 pub mod strided;
+pub mod winograd;
 
 pub use backend::KilnCpu;
 pub use burn_flex::FlexDevice as KilnCpuDevice;

@@ -177,6 +177,26 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             dilation: [1, 1],
             bias: true,
         },
+        // Stride-1 3x3 layers with 16 channels and more: Winograd's forward pass and input
+        // gradient, partial tiles at the edges, padding 1 and 0.
+        Case {
+            x: [3, 16, 11, 13],
+            out_channels: 24,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            bias: true,
+        },
+        Case {
+            x: [2, 20, 7, 5],
+            out_channels: 16,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            bias: false,
+        },
         // One image, a kernel as large as the padded input.
         Case {
             x: [1, 2, 4, 4],
@@ -278,29 +298,29 @@ fn sigmoid_matches_flex_in_values_and_gradients() {
     );
 }
 
-/// A convolution (its weight gradient on the side-by-side path: 12x12 outputs, 33 images)
-/// followed by the fused batch norm and ReLU gives the same bits on 1 thread and on 3: every
-/// kernel splits its work by the shapes, never by the thread count.
+/// A convolution (its weight gradient on the side-by-side path: 12x12 outputs, 33 images),
+/// the fused batch norm and ReLU, then a convolution on the Winograd path give the same bits
+/// on 1 thread and on 3: every kernel splits its work by the shapes, never by the thread
+/// count.
 #[test]
 fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
     kiln_cpu::register_kernels();
     let run = || {
         let (x, _) = pair([33, 6, 12, 12], 7);
-        let (w, _) = pair([10, 6, 3, 3], 8);
-        let (gamma, _) = pair([10], 9);
-        let (beta, _) = pair([10], 10);
-        let y = conv2d(
-            x.clone(),
-            w.clone(),
-            None,
-            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-        );
+        let (w, _) = pair([16, 6, 3, 3], 8);
+        let (gamma, _) = pair([16], 9);
+        let (beta, _) = pair([16], 10);
+        let (w2, _) = pair([16, 16, 3, 3], 11);
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let y = conv2d(x.clone(), w.clone(), None, options.clone());
         let y = kiln_fused::batch_norm::train(y, gamma.clone(), beta, 1e-5, true).output;
+        let y = conv2d(y, w2.clone(), None, options);
         let grads = (y.clone() * y).sum().backward();
         [
             x.grad(&grads).unwrap().into_data(),
             w.grad(&grads).unwrap().into_data(),
             gamma.grad(&grads).unwrap().into_data(),
+            w2.grad(&grads).unwrap().into_data(),
         ]
     };
     let on = |threads| {
@@ -311,7 +331,10 @@ fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
             .install(run)
     };
     let (a, b, c) = (on(1), on(3), on(3));
-    for (i, what) in ["input", "weight", "gamma"].iter().enumerate() {
+    for (i, what) in ["input", "weight", "gamma", "second weight"]
+        .iter()
+        .enumerate()
+    {
         assert_eq!(
             a[i], b[i],
             "{what} gradient differs between 1 and 3 threads"
