@@ -5,11 +5,13 @@
 //! `expf`, which put about a third of classic LeNet-5's training step there. Here `exp` is a
 //! polynomial (Cephes' `expf`: a two-part `ln 2` range reduction and a degree-6 polynomial,
 //! within 2 ulp of the exact value over the range that matters) in plain arithmetic, so a loop
-//! over a slice becomes SIMD code; on x86-64 CPUs with AVX2 the same loop is compiled a second
-//! time for 8 lanes and chosen at run time. No fused multiply-add is used, so both versions,
-//! and any thread count, give the same bits.
+//! over a slice becomes SIMD code, compiled for AVX-512, AVX2 + FMA and the baseline and chosen
+//! at run time ([`crate::isa`]). No fused multiply-add is used, so every build, and any thread
+//! count, gives the same bits.
 
 use rayon::prelude::*;
+
+use crate::isa::{multiversion, Isa};
 
 /// Elements per task: large enough that splitting costs nothing next to the work.
 const CHUNK: usize = 1 << 14;
@@ -58,61 +60,37 @@ fn sigmoid_of(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-#[inline(always)]
-fn sigmoid_portable(values: &mut [f32]) {
-    for v in values {
-        *v = sigmoid_of(*v);
+multiversion! {
+    fn sigmoid_chunk(values: &mut [f32]) {
+        for v in values {
+            *v = sigmoid_of(*v);
+        }
     }
 }
 
-#[inline(always)]
-fn sigmoid_backward_portable(output: &[f32], grad: &mut [f32]) {
-    for (g, &s) in grad.iter_mut().zip(output) {
-        *g *= s * (1.0 - s);
+multiversion! {
+    fn sigmoid_backward_chunk(output: &[f32], grad: &mut [f32]) {
+        for (g, &s) in grad.iter_mut().zip(output) {
+            *g *= s * (1.0 - s);
+        }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sigmoid_avx2(values: &mut [f32]) {
-    sigmoid_portable(values)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sigmoid_backward_avx2(output: &[f32], grad: &mut [f32]) {
-    sigmoid_backward_portable(output, grad)
-}
-
-fn sigmoid_chunk(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has just been found to have AVX2.
-        return unsafe { sigmoid_avx2(values) };
-    }
-    sigmoid_portable(values)
-}
-
-fn sigmoid_backward_chunk(output: &[f32], grad: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has just been found to have AVX2.
-        return unsafe { sigmoid_backward_avx2(output, grad) };
-    }
-    sigmoid_backward_portable(output, grad)
 }
 
 /// Replaces every value `x` with `1 / (1 + exp(-x))`.
 pub fn sigmoid_in_place(values: &mut [f32]) {
-    values.par_chunks_mut(CHUNK).for_each(sigmoid_chunk);
+    let isa = Isa::best();
+    values
+        .par_chunks_mut(CHUNK)
+        .for_each(|chunk| sigmoid_chunk(isa, chunk));
 }
 
 /// The sigmoid's backward pass from its output `s`: multiplies each gradient by `s (1 - s)`.
 pub fn sigmoid_backward_in_place(output: &[f32], grad: &mut [f32]) {
     assert_eq!(output.len(), grad.len(), "sigmoid backward: lengths differ");
+    let isa = Isa::best();
     grad.par_chunks_mut(CHUNK)
         .zip(output.par_chunks(CHUNK))
-        .for_each(|(g, s)| sigmoid_backward_chunk(s, g));
+        .for_each(|(g, s)| sigmoid_backward_chunk(isa, s, g));
 }
 
 #[cfg(test)]
@@ -170,20 +148,27 @@ mod tests {
     }
 
     #[test]
-    fn the_vector_versions_give_the_portable_bits() {
+    fn every_instruction_set_gives_the_same_bits() {
         let xs: Vec<f32> = (0..3 * CHUNK + 5)
             .map(|i| ((i * 7919) % 20011) as f32 / 1000.0 - 10.0)
             .collect();
-        let mut portable = xs.clone();
-        sigmoid_portable(&mut portable);
-        let mut dispatched = xs.clone();
-        sigmoid_in_place(&mut dispatched);
-        assert_eq!(portable, dispatched);
-
-        let mut grad_portable = xs.clone();
-        sigmoid_backward_portable(&portable, &mut grad_portable);
-        let mut grad = xs;
-        sigmoid_backward_in_place(&portable, &mut grad);
-        assert_eq!(grad_portable, grad);
+        let run_on = |isa| {
+            let mut ys = xs.clone();
+            sigmoid_chunk(isa, &mut ys);
+            let mut grad = xs.clone();
+            sigmoid_backward_chunk(isa, &ys, &mut grad);
+            (ys, grad)
+        };
+        let isas = Isa::available();
+        let want = run_on(*isas.last().unwrap());
+        for isa in isas {
+            assert_eq!(run_on(isa), want, "{isa:?} build against the baseline");
+        }
+        // And the parallel entry points give the same bits as one chunk at a time.
+        let mut ys = xs.clone();
+        sigmoid_in_place(&mut ys);
+        let mut grad = xs.clone();
+        sigmoid_backward_in_place(&ys, &mut grad);
+        assert_eq!((ys, grad), want);
     }
 }

@@ -7,9 +7,9 @@
 //! reduction, so every output element is summed in the same order whatever the number of
 //! threads: the same inputs give the same bits.
 
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use crate::matmul::{matmul, View};
 use crate::winograd;
 
 /// The fewest columns (images x output positions) the forward pass and the input gradient
@@ -244,57 +244,6 @@ impl Conv2dGeometry {
     }
 }
 
-/// Row-major matrix product `dst = a (m x k) * b (k x n)`, or `dst += ...` when `accumulate`.
-/// `a_t`/`b_t` read the operand transposed (`a` stored `k x m`, `b` stored `n x k`).
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    dst: &mut [f32],
-    a: &[f32],
-    a_t: bool,
-    b: &[f32],
-    b_t: bool,
-    [m, k, n]: [usize; 3],
-    accumulate: bool,
-    parallelism: Parallelism,
-) {
-    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let (a_rs, a_cs) = if a_t {
-        (1, m as isize)
-    } else {
-        (k as isize, 1)
-    };
-    let (b_rs, b_cs) = if b_t {
-        (1, k as isize)
-    } else {
-        (n as isize, 1)
-    };
-    // SAFETY: the asserts above keep every index the strides reach inside the three slices,
-    // and `dst` does not alias `a` or `b` (it is borrowed mutably).
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
-
 /// Forward convolution: `input [N, C, H, W]`, `weight [O, C, KH, KW]`, optional `bias [O]`,
 /// returns `[N, O, OH, OW]`.
 pub fn conv2d_forward(
@@ -339,17 +288,11 @@ pub fn conv2d_forward(
                         row.fill(*b);
                     }
                 }
-                let shape = [outs, patch, cols];
-                matmul(
-                    dst,
-                    weight,
-                    false,
-                    col,
-                    false,
-                    shape,
-                    bias.is_some(),
-                    Parallelism::None,
+                let (a, b) = (
+                    View::dense(weight, outs, patch),
+                    View::dense(col, patch, cols),
                 );
+                matmul(dst, a, b, bias.is_some());
                 if count > 1 {
                     scatter_images(wide, out, [count, outs, plane]);
                 }
@@ -407,23 +350,14 @@ pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f3
                     gather_images(out_grads, wide, [count, outs, plane]);
                     &wide[..outs * cols]
                 };
-                let shape = [patch, outs, cols];
                 // A pointwise kernel's column matrix is the image gradient itself.
                 let dst: &mut [f32] = if geo.is_pointwise() {
                     &mut *image_grads
                 } else {
                     &mut col[..patch * cols]
                 };
-                matmul(
-                    dst,
-                    weight,
-                    true,
-                    grads,
-                    false,
-                    shape,
-                    false,
-                    Parallelism::None,
-                );
+                let a = View::transposed(weight, patch, outs);
+                matmul(dst, a, View::dense(grads, outs, cols), false);
                 if !geo.is_pointwise() {
                     for (g, image_grad) in image_grads.chunks_exact_mut(image_len).enumerate() {
                         geo.col2im(&col[g * plane..], cols, image_grad);
@@ -505,17 +439,8 @@ pub fn conv2d_weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f3
                 .for_each(|(block, dst)| {
                     let rows = dst.len() / outs;
                     let col = &cols[block * WEIGHT_GRAD_COLUMNS * k..];
-                    let shape = [rows, k, outs];
-                    matmul(
-                        dst,
-                        col,
-                        false,
-                        wide,
-                        true,
-                        shape,
-                        step > 0,
-                        Parallelism::None,
-                    );
+                    let (a, b) = (View::dense(col, rows, k), View::transposed(wide, k, outs));
+                    matmul(dst, a, b, step > 0);
                 });
             continue;
         }
@@ -536,17 +461,8 @@ pub fn conv2d_weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f3
                     let grad = &grads[n * outs * plane..(n + 1) * outs * plane];
                     // dst [rows, outs] (+)= col [rows, plane] * grad^T [plane, outs]
                     let accumulate = step > 0 || n > 0;
-                    let shape = [rows, plane, outs];
-                    matmul(
-                        dst,
-                        col,
-                        false,
-                        grad,
-                        true,
-                        shape,
-                        accumulate,
-                        Parallelism::None,
-                    );
+                    let a = View::dense(col, rows, plane);
+                    matmul(dst, a, View::transposed(grad, plane, outs), accumulate);
                 }
             });
     }

@@ -56,22 +56,27 @@ impl Isa {
 /// baseline, run in the build `isa` names.
 macro_rules! multiversion {
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $crate::isa::multiversion! {
+            $(#[$meta])* fn $name($($arg: $ty),*) -> () $body
+        }
+    };
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
-        fn $name(isa: $crate::isa::Isa, $($arg: $ty),*) {
+        fn $name(isa: $crate::isa::Isa, $($arg: $ty),*) -> $ret {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
-            fn baseline($($arg: $ty),*) $body
+            fn baseline($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
             #[allow(clippy::too_many_arguments)]
-            fn avx512($($arg: $ty),*) {
+            fn avx512($($arg: $ty),*) -> $ret {
                 baseline($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
-            fn avx2($($arg: $ty),*) {
+            fn avx2($($arg: $ty),*) -> $ret {
                 baseline($($arg),*)
             }
             match isa.level() {

@@ -24,6 +24,7 @@ pub mod activation;
 mod backend;
 pub mod conv;
 pub mod isa;
+mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod random;

@@ -11,6 +11,8 @@
 
 use rayon::prelude::*;
 
+use crate::isa::{multiversion, Isa};
+
 /// The shape of a batch of activations: `batch` images of `channels` planes of `plane` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Planes {
@@ -50,13 +52,17 @@ impl Planes {
 pub fn batch_stats(x: &[f32], shape: Planes) -> (Vec<f32>, Vec<f32>) {
     shape.check("x", x);
     let count = shape.count() as f64;
+    let isa = Isa::best();
     (0..shape.channels)
         .into_par_iter()
         .map(|channel| {
             let planes = || shape.channel_planes(x, channel);
-            let mean = planes().map(|p| sum(p) as f64).sum::<f64>() / count;
+            let mean = planes().map(|p| sum(isa, p) as f64).sum::<f64>() / count;
             let mean32 = mean as f32;
-            let var = planes().map(|p| sum_sq_dev(p, mean32) as f64).sum::<f64>() / count;
+            let var = planes()
+                .map(|p| sum_sq_dev(isa, p, mean32) as f64)
+                .sum::<f64>()
+                / count;
             (mean as f32, var as f32)
         })
         .unzip()
@@ -74,22 +80,28 @@ pub fn scale_shift(
 ) {
     shape.check("x", x);
     shape.check("out", out);
+    let isa = Isa::best();
     out.par_chunks_mut(shape.plane)
         .zip(x.par_chunks(shape.plane))
         .enumerate()
         .for_each(|(p, (out, x))| {
             let c = p % shape.channels;
-            let (a, b) = (scale[c], shift[c]);
-            if relu {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = (v * a + b).max(0.0);
-                }
-            } else {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = v * a + b;
-                }
-            }
+            scale_shift_plane(isa, x, scale[c], shift[c], relu, out);
         });
+}
+
+multiversion! {
+    fn scale_shift_plane(x: &[f32], a: f32, b: f32, relu: bool, out: &mut [f32]) {
+        if relu {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v * a + b).max(0.0);
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * a + b;
+            }
+        }
+    }
 }
 
 /// The ReLU's backward pass from its output: zeroes the gradient where the output is not
@@ -97,15 +109,20 @@ pub fn scale_shift(
 pub fn relu_backward_in_place(output: &[f32], grad: &mut [f32]) {
     assert_eq!(output.len(), grad.len(), "relu backward: lengths differ");
     const CHUNK: usize = 1 << 14;
+    let isa = Isa::best();
     grad.par_chunks_mut(CHUNK)
         .zip(output.par_chunks(CHUNK))
-        .for_each(|(grad, output)| {
-            for (g, &y) in grad.iter_mut().zip(output) {
-                if y <= 0.0 {
-                    *g = 0.0;
-                }
+        .for_each(|(grad, output)| relu_backward_chunk(isa, output, grad));
+}
+
+multiversion! {
+    fn relu_backward_chunk(output: &[f32], grad: &mut [f32]) {
+        for (g, &y) in grad.iter_mut().zip(output) {
+            if y <= 0.0 {
+                *g = 0.0;
             }
-        });
+        }
+    }
 }
 
 /// The per-channel scale and shift that normalise with `mean` and `var`:
@@ -147,6 +164,7 @@ pub fn backward_in_place(
 ) -> (Vec<f32>, Vec<f32>) {
     shape.check("x", x);
     shape.check("grad", grad);
+    let isa = Isa::best();
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = {
         let grad = &*grad;
         (0..shape.channels)
@@ -158,8 +176,8 @@ pub fn backward_in_place(
                     .channel_planes(x, c)
                     .zip(shape.channel_planes(grad, c))
                 {
-                    sum_dy += sum(dy) as f64;
-                    sum_dy_xmu += dot_dev(dy, x, mean[c]) as f64;
+                    sum_dy += sum(isa, dy) as f64;
+                    sum_dy_xmu += dot_dev(isa, dy, x, mean[c]) as f64;
                 }
                 ((sum_dy_xmu * invstd[c] as f64) as f32, sum_dy as f32)
             })
@@ -175,66 +193,110 @@ pub fn backward_in_place(
             // dx = k * dy - k * dbeta / n - (x - mean) * k * invstd * dgamma / n
             let a = k * invstd[c] * dgamma[c] / n;
             let b = -k * dbeta[c] / n + mean[c] * a;
-            for (d, &v) in dy.iter_mut().zip(x) {
-                *d = k * *d - v * a + b;
-            }
+            backward_plane(isa, x, [k, a, b], dy);
         });
     (dgamma, dbeta)
+}
+
+multiversion! {
+    /// `dy = k dy - a x + b`, the input gradient of one plane.
+    fn backward_plane(x: &[f32], coefficients: [f32; 3], dy: &mut [f32]) {
+        let [k, a, b] = coefficients;
+        for (d, &v) in dy.iter_mut().zip(x) {
+            *d = k * *d - v * a + b;
+        }
+    }
 }
 
 /// Lanes summed side by side: enough independent additions for the compiler to vectorise, and
 /// a fixed order whatever the machine.
 const LANES: usize = 16;
 
-fn sum(values: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (a, v) in acc.iter_mut().zip(chunk) {
-            *a += v;
+multiversion! {
+    fn sum(values: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let chunks = values.chunks_exact(LANES);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for chunk in chunks {
+            for (a, v) in acc.iter_mut().zip(chunk) {
+                *a += v;
+            }
         }
+        acc.iter().sum::<f32>() + tail
     }
-    acc.iter().sum::<f32>() + tail
 }
 
-fn sum_sq_dev(values: &[f32], mean: f32) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|v| (v - mean) * (v - mean))
-        .sum();
-    for chunk in chunks {
-        for (a, v) in acc.iter_mut().zip(chunk) {
-            *a += (v - mean) * (v - mean);
+multiversion! {
+    fn sum_sq_dev(values: &[f32], mean: f32) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let chunks = values.chunks_exact(LANES);
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum();
+        for chunk in chunks {
+            for (a, v) in acc.iter_mut().zip(chunk) {
+                *a += (v - mean) * (v - mean);
+            }
         }
+        acc.iter().sum::<f32>() + tail
     }
-    acc.iter().sum::<f32>() + tail
 }
 
-/// `sum(dy * (x - mean))`.
-fn dot_dev(dy: &[f32], x: &[f32], mean: f32) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (dys, xs) = (dy.chunks_exact(LANES), x.chunks_exact(LANES));
-    let tail: f32 = dys
-        .remainder()
-        .iter()
-        .zip(xs.remainder())
-        .map(|(d, v)| d * (v - mean))
-        .sum();
-    for (dy, x) in dys.zip(xs) {
-        for ((a, d), v) in acc.iter_mut().zip(dy).zip(x) {
-            *a += d * (v - mean);
+multiversion! {
+    /// `sum(dy * (x - mean))`.
+    fn dot_dev(dy: &[f32], x: &[f32], mean: f32) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let (dys, xs) = (dy.chunks_exact(LANES), x.chunks_exact(LANES));
+        let tail: f32 = dys
+            .remainder()
+            .iter()
+            .zip(xs.remainder())
+            .map(|(d, v)| d * (v - mean))
+            .sum();
+        for (dy, x) in dys.zip(xs) {
+            for ((a, d), v) in acc.iter_mut().zip(dy).zip(x) {
+                *a += d * (v - mean);
+            }
         }
+        acc.iter().sum::<f32>() + tail
     }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each build of the kernels this CPU can run (AVX-512, AVX2, baseline) gives the same
+    /// bits, on lengths that leave a tail past the last full lane block.
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let x: Vec<f32> = (0..1001)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let dy: Vec<f32> = (0..1001)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 5.0)
+            .collect();
+        let run_on = |isa| {
+            let mut out = vec![0.0; x.len()];
+            scale_shift_plane(isa, &x, 0.7, -0.2, true, &mut out);
+            let mut grad = dy.clone();
+            relu_backward_chunk(isa, &out, &mut grad);
+            backward_plane(isa, &x, [0.3, 0.01, -0.5], &mut grad);
+            let sums = [
+                sum(isa, &x),
+                sum_sq_dev(isa, &x, 0.4),
+                dot_dev(isa, &dy, &x, 0.4),
+            ];
+            (out, grad, sums.map(f32::to_bits))
+        };
+        let isas = Isa::available();
+        let want = run_on(*isas.last().unwrap());
+        for isa in isas {
+            assert_eq!(run_on(isa), want, "{isa:?} build against the baseline");
+        }
+    }
 
     /// A deterministic spread of values around per-channel offsets.
     fn sample(shape: Planes, offsets: &[f32]) -> Vec<f32> {

@@ -22,11 +22,11 @@
 
 use std::cell::RefCell;
 
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use crate::conv::Conv2dGeometry;
 use crate::isa::Isa;
+use crate::matmul::{matmul, View};
 
 /// Outputs per tile side.
 const TILE: usize = 4;
@@ -152,34 +152,16 @@ fn weight_grad_chunked(
     let tiles = Tiles::new(geo, chunk_bytes);
     let isa = Isa::best();
     let columns = tiles.images * tiles.per_image();
-    let mut scratch = SCRATCH.with(|s| s.take());
-    let sizes = [XI * outs * ins, XI * columns * ins, XI * columns * outs];
-    if scratch.len() < sizes.iter().sum() {
-        scratch.resize(sizes.iter().sum(), 0.0);
-    }
-    let (du, rest) = scratch.split_at_mut(sizes[0]);
-    let (v, rest) = rest.split_at_mut(sizes[1]);
-    let dm = &mut rest[..sizes[2]];
+    let mut scratch = Scratch::take();
+    let [du, v, dm] = scratch.parts([XI * outs * ins, XI * columns * ins, XI * columns * outs]);
 
-    let [ph, pw] = padded_size(&tiles);
     let extent = tiles.grid.map(|g| g * TILE);
     for (step, first) in (0..geo.batch).step_by(tiles.images).enumerate() {
         let count = tiles.images.min(geo.batch - first);
         let cols = count * tiles.per_image();
         let images = &input[first * ins * in_plane..(first + count) * ins * in_plane];
         let grads = &output_grad[first * outs * out_plane..(first + count) * outs * out_plane];
-        // V [ins][ξ][cols], as the forward pass makes it.
-        v[..ins * XI * cols]
-            .par_chunks_mut(XI * cols)
-            .enumerate()
-            .for_each_init(
-                || vec![0.0; count * ph * pw],
-                |padded, (c, block)| {
-                    let planes = images.chunks_exact(in_plane).skip(c).step_by(ins);
-                    pad_planes(planes, geo.in_size, geo.padding, [ph, pw], padded);
-                    transform_input(isa, &tiles, [ph, pw], padded, block, cols);
-                },
-            );
+        transform_inputs(isa, geo, &tiles, images, &mut v[..ins * XI * cols]);
         // dM [outs][ξ][cols].
         dm[..outs * XI * cols]
             .par_chunks_mut(XI * cols)
@@ -204,7 +186,6 @@ fn weight_grad_chunked(
         .par_chunks_mut(ins * 9)
         .enumerate()
         .for_each(|(o, row)| transform_kernels_adjoint(du, [outs, ins], o, row));
-    SCRATCH.with(|s| s.replace(scratch));
     weight_grad
 }
 
@@ -218,34 +199,9 @@ fn weight_product(
     [outs, ins, cols]: [usize; 3],
     accumulate: bool,
 ) {
-    assert!(dst.len() == outs * ins && dm.len() == outs * XI * cols && v.len() == ins * XI * cols);
-    assert!(xi < XI);
-    // SAFETY: the largest index read from `dm` is (outs-1)·XI·cols + ξ·cols + cols-1 <
-    // outs·XI·cols, from `v` (ins-1)·XI·cols + ξ·cols + cols-1 < ins·XI·cols (asserted lengths,
-    // ξ < XI); `dst` is dense within its length and aliases neither (borrowed mutably).
-    unsafe {
-        gemm(
-            outs,
-            ins,
-            cols,
-            dst.as_mut_ptr(),
-            1,
-            ins as isize,
-            accumulate,
-            dm.as_ptr().add(xi * cols),
-            1,
-            (XI * cols) as isize,
-            v.as_ptr().add(xi * cols),
-            (XI * cols) as isize,
-            1,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
+    let a = View::new(&dm[xi * cols..], [outs, cols], [XI * cols, 1]);
+    let b = View::new(&v[xi * cols..], [cols, ins], [1, XI * cols]);
+    matmul(dst, a, b, accumulate);
 }
 
 /// Row `o` of the weight gradient, `[ins][3][3]`: `Gᵀ dU G` of each of its kernels' 36
@@ -312,6 +268,36 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// This thread's scratch, for one call; handed back when dropped. A nested call (none today)
+/// would find it taken and allocate its own.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn take() -> Self {
+        Scratch(SCRATCH.with(|s| s.take()))
+    }
+
+    /// Consecutive buffers of the given lengths, grown to fit.
+    fn parts<const N: usize>(&mut self, sizes: [usize; N]) -> [&mut [f32]; N] {
+        let total = sizes.iter().sum();
+        if self.0.len() < total {
+            self.0.resize(total, 0.0);
+        }
+        let mut rest = &mut self.0[..];
+        sizes.map(|n| {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            part
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        SCRATCH.with(|s| s.replace(std::mem::take(&mut self.0)));
+    }
+}
+
 struct Tiles {
     /// Tile rows and columns per image.
     grid: [usize; 2],
@@ -360,43 +346,24 @@ fn run(
     let mut output = vec![0.0; geo.batch * outs * out_plane];
 
     let tiled_plane = tiles.per_image() * TILE * TILE;
-    let mut scratch = SCRATCH.with(|s| s.take());
-    let sizes = [
+    let mut scratch = Scratch::take();
+    let [u, v, m, staged] = scratch.parts([
         XI * outs * ins,
         XI * columns * ins,
         XI * columns * outs,
         columns * TILE * TILE * outs,
-    ];
-    if scratch.len() < sizes.iter().sum() {
-        scratch.resize(sizes.iter().sum(), 0.0);
-    }
-    let (u, rest) = scratch.split_at_mut(sizes[0]);
-    let (v, rest) = rest.split_at_mut(sizes[1]);
-    let (m, rest) = rest.split_at_mut(sizes[2]);
-    let staged = &mut rest[..sizes[3]];
+    ]);
 
     // U [outs][ξ][ins].
     u.par_chunks_mut(XI * ins)
         .enumerate()
         .for_each(|(o, row)| transform_kernels(weight, kernels, [outs, ins], o, row));
 
-    let [ph, pw] = padded_size(&tiles);
     for first in (0..geo.batch).step_by(tiles.images) {
         let count = tiles.images.min(geo.batch - first);
         let cols = count * tiles.per_image();
         let images = &input[first * ins * in_plane..(first + count) * ins * in_plane];
-        // V [ins][ξ][cols]: channel c's block holds its tiles of every image in the chunk.
-        v[..ins * XI * cols]
-            .par_chunks_mut(XI * cols)
-            .enumerate()
-            .for_each_init(
-                || vec![0.0; count * ph * pw],
-                |padded, (c, block)| {
-                    let planes = images.chunks_exact(in_plane).skip(c).step_by(ins);
-                    pad_planes(planes, geo.in_size, geo.padding, [ph, pw], padded);
-                    transform_input(isa, &tiles, [ph, pw], padded, block, cols);
-                },
-            );
+        transform_inputs(isa, geo, &tiles, images, &mut v[..ins * XI * cols]);
         // M [ξ][outs][cols] = U[ξ] V[ξ], one product per task.
         let (u, v) = (&*u, &v[..ins * XI * cols]);
         m[..XI * outs * cols]
@@ -426,40 +393,32 @@ fn run(
                 }
             });
     }
-    SCRATCH.with(|s| s.replace(scratch));
     output
+}
+
+/// `V [ins][ξ][cols]` of a chunk of `images`: channel c's block holds its tiles of every
+/// image in the chunk.
+fn transform_inputs(isa: Isa, geo: &Conv2dGeometry, tiles: &Tiles, images: &[f32], v: &mut [f32]) {
+    let ins = geo.in_channels;
+    let in_plane = geo.in_size[0] * geo.in_size[1];
+    let count = images.len() / (ins * in_plane);
+    let cols = count * tiles.per_image();
+    let [ph, pw] = padded_size(tiles);
+    v.par_chunks_mut(XI * cols).enumerate().for_each_init(
+        || vec![0.0; count * ph * pw],
+        |padded, (c, block)| {
+            let planes = images.chunks_exact(in_plane).skip(c).step_by(ins);
+            pad_planes(planes, geo.in_size, geo.padding, [ph, pw], padded);
+            transform_input(isa, tiles, [ph, pw], padded, block, cols);
+        },
+    );
 }
 
 /// `dst [outs x cols] = U[ξ] (row o at o·XI·ins + ξ·ins) · V[ξ] (row c at c·XI·cols + ξ·cols)`.
 fn product(dst: &mut [f32], u: &[f32], v: &[f32], xi: usize, [outs, ins, cols]: [usize; 3]) {
-    assert!(dst.len() == outs * cols && u.len() == outs * XI * ins && v.len() == ins * XI * cols);
-    assert!(xi < XI);
-    // SAFETY: the largest index read from `u` is (outs-1)·XI·ins + ξ·ins + ins-1 < outs·XI·ins,
-    // from `v` (ins-1)·XI·cols + ξ·cols + cols-1 < ins·XI·cols (asserted lengths, ξ < XI);
-    // `dst` is written densely within its length and aliases neither (borrowed mutably).
-    unsafe {
-        gemm(
-            outs,
-            cols,
-            ins,
-            dst.as_mut_ptr(),
-            1,
-            cols as isize,
-            false,
-            u.as_ptr().add(xi * ins),
-            1,
-            (XI * ins) as isize,
-            v.as_ptr().add(xi * cols),
-            1,
-            (XI * cols) as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
+    let a = View::new(&u[xi * ins..], [outs, ins], [XI * ins, 1]);
+    let b = View::new(&v[xi * cols..], [ins, cols], [XI * cols, 1]);
+    matmul(dst, a, b, false);
 }
 
 /// Row `o` of U, `[ξ][ins]`: `G g Gᵀ` of each of output channel `o`'s kernels, input
@@ -601,29 +560,43 @@ fn copy_lanes(dst: &mut [f32], src: &[f32], lanes: usize) {
     }
 }
 
-crate::isa::multiversion! {
-    /// One channel's tiles of every image of a chunk, from its padded planes (`[ph, pw]`
-    /// each), into `block [ξ][cols]`, sixteen tiles at a time.
-    fn transform_input(tiles: &Tiles, size: [usize; 2], padded: &[f32], block: &mut [f32], cols: usize) {
-        let pw = size[1];
-        let mut d = [[0.0f32; LANES]; XI];
-        let mut tmp = [[0.0f32; LANES]; XI];
-        let mut out = [[0.0f32; LANES]; XI];
-        for q0 in (0..cols).step_by(LANES) {
-            let lanes = LANES.min(cols - q0);
-            let origins = tile_origins(tiles, q0, cols, size);
-            gather::<PATCH>(padded, origins, pw, &mut d);
-            // Bᵀ along the rows of the patches, then along their columns.
-            for j in 0..PATCH {
-                input_1d(&d, j, PATCH, &mut tmp);
-            }
-            for i in 0..PATCH {
-                input_1d(&tmp, i * PATCH, 1, &mut out);
-            }
-            for (xi, lane) in out.iter().enumerate() {
-                copy_lanes(&mut block[xi * cols + q0..], lane, lanes);
-            }
+/// The `N x N` blocks of every tile of a chunk (from planes of `size` in `padded`), each taken
+/// to a 6x6 block by `transform_1d` along its rows and then its columns, into `block [ξ][cols]`,
+/// sixteen tiles at a time: the input transform (`N` = 6, `Bᵀ`) and the output gradient's
+/// (`N` = 4, `A`).
+#[inline(always)]
+fn tiles_to_block<const N: usize>(
+    tiles: &Tiles,
+    size: [usize; 2],
+    padded: &[f32],
+    block: &mut [f32],
+    cols: usize,
+    transform_1d: impl Fn(&[Lane; XI], usize, usize, &mut [Lane; XI]),
+) {
+    let mut d = [[0.0f32; LANES]; XI];
+    let mut tmp = [[0.0f32; LANES]; XI];
+    let mut out = [[0.0f32; LANES]; XI];
+    for q0 in (0..cols).step_by(LANES) {
+        let lanes = LANES.min(cols - q0);
+        let origins = tile_origins(tiles, q0, cols, size);
+        gather::<N>(padded, origins, size[1], &mut d);
+        for j in 0..N {
+            transform_1d(&d, j, PATCH, &mut tmp);
         }
+        for i in 0..PATCH {
+            transform_1d(&tmp, i * PATCH, 1, &mut out);
+        }
+        for (xi, lane) in out.iter().enumerate() {
+            copy_lanes(&mut block[xi * cols + q0..], lane, lanes);
+        }
+    }
+}
+
+crate::isa::multiversion! {
+    /// One channel's tiles of every image of a chunk, from its padded planes (`size` each),
+    /// into `block [ξ][cols]`: `Bᵀ d B`.
+    fn transform_input(tiles: &Tiles, size: [usize; 2], padded: &[f32], block: &mut [f32], cols: usize) {
+        tiles_to_block::<PATCH>(tiles, size, padded, block, cols, input_1d)
     }
 }
 
@@ -694,25 +667,9 @@ fn output_1d(src: &[Lane; XI], start: usize, stride: usize, dst: &mut [Lane; XI]
 crate::isa::multiversion! {
     /// One output channel's gradient tiles (4x4, from its planes padded to the tiles' full
     /// extent `size`) of every image of a chunk, taken back through the output transform
-    /// (`A dY Aᵀ`) into `block [ξ][cols]`, sixteen tiles at a time.
+    /// into `block [ξ][cols]`: `A dY Aᵀ`.
     fn transform_output_adjoint(tiles: &Tiles, size: [usize; 2], padded: &[f32], block: &mut [f32], cols: usize) {
-        let mut d = [[0.0f32; LANES]; XI];
-        let mut tmp = [[0.0f32; LANES]; XI];
-        let mut out = [[0.0f32; LANES]; XI];
-        for q0 in (0..cols).step_by(LANES) {
-            let lanes = LANES.min(cols - q0);
-            let origins = tile_origins(tiles, q0, cols, size);
-            gather::<TILE>(padded, origins, size[1], &mut d);
-            for j in 0..TILE {
-                output_1d_adjoint(&d, j, PATCH, &mut tmp);
-            }
-            for i in 0..PATCH {
-                output_1d_adjoint(&tmp, i * PATCH, 1, &mut out);
-            }
-            for (xi, lane) in out.iter().enumerate() {
-                copy_lanes(&mut block[xi * cols + q0..], lane, lanes);
-            }
-        }
+        tiles_to_block::<TILE>(tiles, size, padded, block, cols, output_1d_adjoint)
     }
 }
 

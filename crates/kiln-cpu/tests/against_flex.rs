@@ -177,8 +177,8 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             dilation: [1, 1],
             bias: true,
         },
-        // Stride-1 3x3 layers with 16 channels and more: Winograd's forward pass and input
-        // gradient, partial tiles at the edges, padding 1 and 0.
+        // Stride-1 3x3 layers with 16 channels and more: Winograd's forward pass and both
+        // gradients, partial tiles at the edges, padding 1 and 0.
         Case {
             x: [3, 16, 11, 13],
             out_channels: 24,
