@@ -48,7 +48,7 @@ impl Conv2dGeometry {
         })
     }
 
-    fn in_plane(&self) -> usize {
+    pub(crate) fn in_plane(&self) -> usize {
         self.in_size[0] * self.in_size[1]
     }
 
@@ -229,7 +229,7 @@ impl Conv2dGeometry {
         }
     }
 
-    fn check(&self, input: usize, weight: usize, output: usize) {
+    pub(crate) fn check(&self, input: usize, weight: usize, output: usize) {
         assert_eq!(input, self.input_len(), "conv2d: input length for {self:?}");
         assert_eq!(
             weight,

@@ -137,18 +137,9 @@ fn weight_grad_chunked(
         applies(geo),
         "winograd: not a stride-1 3x3 convolution: {geo:?}"
     );
+    geo.check(input.len(), geo.weight_len(), output_grad.len());
     let (ins, outs) = (geo.in_channels, geo.out_channels);
-    let (in_plane, out_plane) = (geo.in_size[0] * geo.in_size[1], geo.out_plane());
-    assert_eq!(
-        input.len(),
-        geo.batch * ins * in_plane,
-        "winograd: input length"
-    );
-    assert_eq!(
-        output_grad.len(),
-        geo.batch * outs * out_plane,
-        "winograd: output gradient length"
-    );
+    let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
     let tiles = Tiles::new(geo, chunk_bytes);
     let isa = Isa::best();
     let columns = tiles.images * tiles.per_image();
@@ -327,16 +318,10 @@ fn run(
     bias: Option<&[f32]>,
     chunk_bytes: usize,
 ) -> Vec<f32> {
+    geo.check(input.len(), weight.len(), geo.output_len());
     let (ins, outs) = (geo.in_channels, geo.out_channels);
-    let [h, w] = geo.in_size;
-    let [oh, ow] = geo.out_size();
-    let (in_plane, out_plane) = (h * w, oh * ow);
-    assert_eq!(
-        input.len(),
-        geo.batch * ins * in_plane,
-        "winograd: input length"
-    );
-    assert_eq!(weight.len(), outs * ins * 9, "winograd: weight length");
+    let ow = geo.out_size()[1];
+    let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
     if let Some(bias) = bias {
         assert_eq!(bias.len(), outs, "winograd: bias length");
     }
@@ -399,8 +384,7 @@ fn run(
 /// `V [ins][ξ][cols]` of a chunk of `images`: channel c's block holds its tiles of every
 /// image in the chunk.
 fn transform_inputs(isa: Isa, geo: &Conv2dGeometry, tiles: &Tiles, images: &[f32], v: &mut [f32]) {
-    let ins = geo.in_channels;
-    let in_plane = geo.in_size[0] * geo.in_size[1];
+    let (ins, in_plane) = (geo.in_channels, geo.in_plane());
     let count = images.len() / (ins * in_plane);
     let cols = count * tiles.per_image();
     let [ph, pw] = padded_size(tiles);
