@@ -81,7 +81,7 @@ pub fn forward(
 ) -> Vec<f32> {
     assert!(
         applies(geo),
-        "winograd: not a stride-1 3x3 convolution: {geo:?}"
+        "winograd: not a convolution `applies` takes (3x3, stride 1, no dilation, padding <= 2, >= 16 channels each side, >= 3x3 outputs): {geo:?}"
     );
     run(geo, input, weight, Kernels::AsGiven, bias, CHUNK_BYTES)
 }
@@ -92,7 +92,7 @@ pub fn forward(
 pub fn input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
     assert!(
         applies(geo),
-        "winograd: not a stride-1 3x3 convolution: {geo:?}"
+        "winograd: not a convolution `applies` takes (3x3, stride 1, no dilation, padding <= 2, >= 16 channels each side, >= 3x3 outputs): {geo:?}"
     );
     let backward = Conv2dGeometry {
         batch: geo.batch,
@@ -135,7 +135,7 @@ fn weight_grad_chunked(
 ) -> Vec<f32> {
     assert!(
         applies(geo),
-        "winograd: not a stride-1 3x3 convolution: {geo:?}"
+        "winograd: not a convolution `applies` takes (3x3, stride 1, no dilation, padding <= 2, >= 16 channels each side, >= 3x3 outputs): {geo:?}"
     );
     geo.check(input.len(), geo.weight_len(), output_grad.len());
     let (ins, outs) = (geo.in_channels, geo.out_channels);
