@@ -806,6 +806,11 @@ mod tests {
                 "recipe.validate_every: expected at least 1, found 0",
             ),
             (
+                "batch_size = 256",
+                "batch_size = 256\nrecompute_bn_batches = 0",
+                "recipe.recompute_bn_batches: expected at least 1, found 0",
+            ),
+            (
                 "lr = 0.01",
                 "lr = -1.0",
                 "recipe.optimizer.lr: expected a positive number, found -1",

@@ -13,8 +13,35 @@
 //! `burn::nn::BatchNorm` load unchanged and burn-store's PyTorch adapter (`weight` -> `gamma`,
 //! `bias` -> `beta`, keyed on the `BatchNorm` container) still applies.
 
+use std::cell::Cell;
+
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
+
+thread_local! {
+    /// The momentum [`with_momentum`] imposes on this thread's batch norms, if any.
+    static MOMENTUM: Cell<Option<f64>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with every [`BatchNorm`] that trains on this thread weighting the batch's
+/// statistics by `momentum` in its running ones, in place of its own momentum.
+///
+/// Recomputing the running statistics under fixed weights (what `recompute_bn_batches` of
+/// Kiln's recipe does before evaluating) calls it with `1 / (k + 1)` for the k-th batch from 0:
+/// the first batch's statistics replace the old ones, and after K batches the running mean and
+/// variance are the plain averages of the K batches' (Wu and Johnson, "Rethinking 'Batch' in
+/// BatchNorm", 2021, call this precise batch norm). A thread-local rather than a field, so it
+/// reaches every batch norm of any network without a visitor over their configs.
+pub fn with_momentum<R>(momentum: f64, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<f64>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MOMENTUM.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(MOMENTUM.with(|m| m.replace(Some(momentum))));
+    f()
+}
 
 /// Builds a [`BatchNorm`]; PyTorch's defaults.
 #[derive(Config, Debug)]
@@ -99,7 +126,7 @@ impl<B: Backend> BatchNorm<B> {
         } else {
             1.0
         };
-        let m = self.momentum;
+        let m = MOMENTUM.with(Cell::get).unwrap_or(self.momentum);
         let running_mean = self.running_mean.value_sync().to_device(&device);
         let running_var = self.running_var.value_sync().to_device(&device);
         self.running_mean
@@ -119,6 +146,62 @@ mod tests {
     use burn_ndarray::NdArray;
 
     type B = Autodiff<NdArray<f32>>;
+
+    #[test]
+    fn momenta_of_one_over_k_plus_one_average_the_batches_statistics() {
+        let device = Default::default();
+        let bn = BatchNormConfig::new(2).init::<B>(&device);
+        let batches: Vec<_> = (0..3)
+            .map(|k| {
+                let mean = 1.0 + 2.0 * k as f64;
+                Tensor::<B, 4>::random(
+                    [4, 2, 3, 3],
+                    Distribution::Normal(mean, 1.0 + k as f64),
+                    &device,
+                )
+            })
+            .collect();
+        for (k, x) in batches.iter().enumerate() {
+            with_momentum(1.0 / (k as f64 + 1.0), || bn.forward(x.clone()));
+        }
+        let per_channel = |x: &Tensor<B, 4>| x.clone().swap_dims(0, 1).reshape([2, 36]);
+        let mean = batches
+            .iter()
+            .map(|x| per_channel(x).mean_dim(1).reshape([2]))
+            .reduce(|a, b| a + b)
+            .unwrap()
+            .div_scalar(3.0);
+        let var = batches
+            .iter()
+            .map(|x| per_channel(x).var(1).reshape([2]))
+            .reduce(|a, b| a + b)
+            .unwrap()
+            .div_scalar(3.0);
+        let tolerance = Tolerance::<f32>::absolute(1e-5);
+        bn.running_mean
+            .value_sync()
+            .into_data()
+            .assert_approx_eq::<f32>(&mean.into_data(), tolerance);
+        bn.running_var
+            .value_sync()
+            .into_data()
+            .assert_approx_eq::<f32>(&var.into_data(), tolerance);
+
+        // Outside the closure the module's own momentum applies again.
+        let before = bn.running_mean.value_sync().into_data();
+        bn.forward(batches[0].clone());
+        let after = bn.running_mean.value_sync().into_data();
+        let first = per_channel(&batches[0])
+            .mean_dim(1)
+            .reshape([2])
+            .into_data();
+        let expected: Vec<f32> = before
+            .iter::<f32>()
+            .zip(first.iter::<f32>())
+            .map(|(r, b)| 0.9 * r + 0.1 * b)
+            .collect();
+        after.assert_approx_eq::<f32>(&TensorData::new(expected, [2]), tolerance);
+    }
 
     #[test]
     fn training_updates_the_running_statistics_as_pytorch_does() {

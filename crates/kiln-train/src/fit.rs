@@ -435,12 +435,7 @@ where
                 // Dropout draws from the backend's generator: seeded per batch, so a resumed
                 // fit draws the same masks.
                 B::seed(self.device, batch_seed(!recipe.seed, epoch, b));
-                let batch: ImageBatch<B> = match prepared {
-                    Prepared::Items(items) => {
-                        Batcher::<B, I, ImageBatch<B>>::batch(batcher, items, self.device)
-                    }
-                    Prepared::Host(host) => host.to_device(self.device),
-                };
+                let batch = self.on_device(prepared);
                 // An error drops `batches` on the way out, which stops the worker.
                 let (next, loss, correct) = self.step(model, optim, batch, p)?;
                 model = next;
@@ -545,6 +540,9 @@ where
     ) -> Result<(), FitError> {
         let epoch = p.at.epoch;
         let train_seconds = p.epoch_clock.seconds() - p.at.validation_seconds;
+        if let Some(batches) = self.recipe.recompute_bn_batches {
+            self.recompute_bn(model, batches, epoch);
+        }
         let valid_m = self.data.valid.map(|set| self.evaluate(model, set));
         let eval_start = Instant::now();
         let test_m = self.data.test.map(|set| self.evaluate(model, set));
@@ -591,6 +589,39 @@ where
             });
         }
         Ok(())
+    }
+
+    /// The running statistics of `model`'s batch norms, recomputed as the plain average over
+    /// `batches` training batches (augmented, with dropout, as in training) under its current
+    /// weights. The batches are drawn without replacement from the whole training set by a
+    /// generator of their own, seeded by the recipe's seed and the epoch, so a resumed fit
+    /// recomputes what the uninterrupted one did and the training order is untouched.
+    fn recompute_bn<M: Trainable<B>>(&self, model: &M, batches: usize, epoch: usize) {
+        let recipe = self.recipe;
+        let seed = recipe.seed.rotate_left(32);
+        let train = self.data.train;
+        let mut rng = SmallRng::seed_from_u64(batch_seed(seed, epoch, usize::MAX));
+        let amount = (batches * recipe.batch_size).min(train.len());
+        let chosen = rand::seq::index::sample(&mut rng, train.len(), amount).into_vec();
+        for (k, chunk) in chosen.chunks(recipe.batch_size).enumerate() {
+            let mut rng = SmallRng::seed_from_u64(batch_seed(seed, epoch, k));
+            let items = chunk.iter().map(|&i| item(train, i)).collect();
+            let batch = self.on_device(self.data.batcher.prepare_train(items, &mut rng));
+            B::seed(self.device, batch_seed(!seed, epoch, k));
+            kiln_models::batch_norm::with_momentum(1.0 / (k + 1) as f64, || {
+                drop(model.logits(batch.images))
+            });
+        }
+    }
+
+    /// A prepared training batch on the device.
+    fn on_device(&self, prepared: Prepared<I>) -> ImageBatch<B> {
+        match prepared {
+            Prepared::Items(items) => {
+                Batcher::<B, I, ImageBatch<B>>::batch(self.data.batcher, items, self.device)
+            }
+            Prepared::Host(host) => host.to_device(self.device),
+        }
     }
 
     fn stop_requested(&self) -> bool {
@@ -673,4 +704,104 @@ impl<B: Backend> ModuleVisitor<B> for Materialise {
 fn emit(at: &mut CheckpointState, on_event: &mut dyn FnMut(&Event), event: Event) {
     at.events += 1;
     on_event(&event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use kiln_data::{ImageSet, Normalize};
+    use kiln_models::{BatchNorm, BatchNormConfig, Probe};
+
+    type B = burn_autodiff::Autodiff<burn_ndarray::NdArray>;
+
+    /// Batch norm straight on the images, so its statistics are the data's whatever the
+    /// weights, then a linear layer.
+    #[derive(Module, Debug)]
+    struct NormFirst<B: Backend> {
+        bn: BatchNorm<B>,
+        fc: Linear<B>,
+    }
+
+    impl<B: Backend> ImageClassifier<B> for NormFirst<B> {
+        fn forward_probed<P: Probe<B> + ?Sized>(
+            &self,
+            images: Tensor<B, 4>,
+            _probe: &mut P,
+        ) -> Tensor<B, 2> {
+            self.fc.forward(self.bn.forward(images).flatten(1, 3))
+        }
+    }
+
+    fn trained(set: &ImageSet, recompute_bn_batches: Option<usize>) -> NormFirst<B> {
+        let device = Default::default();
+        B::seed(&device, 7);
+        let model = NormFirst {
+            bn: BatchNormConfig::new(2).init(&device),
+            fc: LinearConfig::new(2 * 2 * 2, 3).init(&device),
+        };
+        let batcher = ImageBatcher::for_set(set, Normalize::unit());
+        let data = FitData {
+            train: set,
+            valid: None,
+            test: Some(set),
+            batcher: &batcher,
+        };
+        let recipe = Recipe {
+            recompute_bn_batches,
+            ..Recipe::default()
+                .with_epochs(2)
+                .with_batch_size(4)
+                .with_optimizer(crate::OptimizerSpec::sgd(0.1, 0.0))
+        };
+        let options = FitOptions::default();
+        fit(model, data, &recipe, &device, &options, &mut |_| {})
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn recomputed_statistics_average_the_training_batches_and_leave_training_alone() {
+        // 12 images of 2 channels, 2x2, in 3 batches of 4.
+        let pixels: Vec<u8> = (0..12 * 8)
+            .map(|i| ((i * 37 + i * i) % 251) as u8)
+            .collect();
+        let labels: Vec<u8> = (0..12).map(|i| (i % 3) as u8).collect();
+        let classes = ["a", "b", "c"].map(String::from).to_vec();
+        let set = ImageSet::new(2, 2, 2, pixels.clone(), labels, classes);
+
+        let recomputed = trained(&set, Some(3));
+        let plain = trained(&set, None);
+        // Every image once in 3 batches of 4: the running mean is the data's channel mean.
+        let expected: Vec<f32> = (0..2)
+            .map(|c| {
+                let values = pixels.chunks(8).flat_map(|img| &img[c * 4..(c + 1) * 4]);
+                values.map(|&v| v as f32 / 255.0).sum::<f32>() / 48.0
+            })
+            .collect();
+        let tolerance = burn::tensor::Tolerance::<f32>::absolute(1e-6);
+        recomputed
+            .bn
+            .running_mean
+            .value_sync()
+            .into_data()
+            .assert_approx_eq::<f32>(&TensorData::new(expected.clone(), [2]), tolerance);
+        // Without it the running mean is an exponential average started from zero: far off.
+        let ema: Vec<f32> = plain
+            .bn
+            .running_mean
+            .value_sync()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(
+            ema.iter().zip(&expected).all(|(a, b)| (a - b).abs() > 0.1),
+            "{ema:?}"
+        );
+        // The recomputation draws from its own generator: the weights train the same.
+        assert_eq!(
+            recomputed.fc.weight.val().into_data(),
+            plain.fc.weight.val().into_data()
+        );
+    }
 }

@@ -39,6 +39,14 @@ pub struct Recipe {
     /// of each epoch, where the caller saves checkpoints at all). It does not change results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<usize>,
+    /// Before each end-of-epoch evaluation, recompute the batch norms' running statistics as
+    /// the plain average over this many training batches under the epoch's final weights
+    /// ("precise batch norm"; `kiln_models::batch_norm::with_momentum`), instead of evaluating
+    /// with the exponential average that training left, which lags the weights (docs/results.md,
+    /// the tutorial ResNet's swinging test accuracy). Off by default: the tutorials do not.
+    /// Only Kiln's own `BatchNorm` takes part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recompute_bn_batches: Option<usize>,
 }
 
 fn default_log_every() -> usize {
@@ -194,6 +202,7 @@ impl Default for Recipe {
             label_smoothing: 0.0,
             max_steps: None,
             checkpoint_every: None,
+            recompute_bn_batches: None,
         }
     }
 }
@@ -279,14 +288,16 @@ impl Recipe {
                 return Err(format!("{key}: expected at least 1, found 0"));
             }
         }
-        if self.max_steps == Some(0) {
-            return Err("recipe.max_steps: expected at least 1, found 0".into());
-        }
-        if self.checkpoint_every == Some(0) {
-            return Err("recipe.checkpoint_every: expected at least 1, found 0".into());
-        }
-        if self.validate_every == Some(0) {
-            return Err("recipe.validate_every: expected at least 1, found 0".into());
+        let optional = [
+            ("recipe.max_steps", self.max_steps),
+            ("recipe.checkpoint_every", self.checkpoint_every),
+            ("recipe.validate_every", self.validate_every),
+            ("recipe.recompute_bn_batches", self.recompute_bn_batches),
+        ];
+        for (key, value) in optional {
+            if value == Some(0) {
+                return Err(format!("{key}: expected at least 1, found 0"));
+            }
         }
         let lr = self.optimizer.lr();
         if !(lr > 0.0 && lr.is_finite()) {
