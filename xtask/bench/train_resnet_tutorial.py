@@ -1,0 +1,292 @@
+"""The tutorial's ResNet trained in PyTorch on the CIFAR-10 files Kiln reads: the other half of
+the side-by-side run that docs/results.md ("Why the tutorial ResNet's test accuracy swings")
+reports.
+
+The network is the tutorial's own code as ../shared/TUTORIAL-NETWORKS.md gives it, with its
+module names (`block1.0.weight`, ..., `classifier.bias`), so the state dict it saves as its
+initial weights loads into Kiln with `kiln import resnet-cifar10`. The recipe is
+experiments/resnet-cifar10.toml's: Xavier-uniform weights, plain SGD at lr 0.01, batch 64 with
+the last partial batch kept, images resized to 96x96 by Pillow's bilinear filter and mapped to
+(x/255 - 0.5)/0.5, no augmentation. The images are the folder layout's (DIR/train/<class>/*,
+DIR/test/<class>/*) in Kiln's order: classes sorted, files sorted by name within a class, the
+classes interleaved, so `--limit-train N` keeps the same N images as Kiln's.
+
+After every epoch it evaluates the test images three ways, to tell the network's weights from
+its batch-norm statistics:
+
+- `test_acc`: model.eval(), the running statistics (what the tutorial and Kiln report);
+- `test_acc_batch_stats`: model.train() under no_grad, each test batch normalised with its own
+  statistics (what a network without running statistics would score);
+- `test_acc_recomputed`: the running statistics recomputed as a plain average over
+  `--recompute-batches` training batches with the epoch's final weights, then model.eval();
+- `test_acc_stats_before_last_batch` (where the epoch ends in a partial batch): the final
+  weights with the running statistics as they were before that batch, then model.eval().
+
+One JSON object per epoch on stdout, the last line the whole run (also written to --out).
+
+Needs torch and Pillow (`~/.cache/kiln/torch-venv/bin/pip install pillow`).
+
+usage: python train_resnet_tutorial.py --data-dir DIR [--limit-train N] [--limit-test N]
+       [--epochs 10] [--seed 42] [--threads 2] [--save-init init.pt]
+       [--init init.pt|model.safetensors] [--evaluate] [--recompute-batches 50] [--drop-last]
+       [--out run.json]
+"""
+
+import argparse
+import copy
+import json
+import os
+import time
+import warnings
+
+warnings.filterwarnings("ignore", message=".*NumPy.*")
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+
+CLASSES = 10
+SIZE = 96
+
+
+class Residual(nn.Module):
+    """The tutorial's `residual(in, out, add_conv1_1, stride)`."""
+
+    def __init__(self, in_c, out_c, add_conv1_1=False, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_c)
+        self.conv2 = nn.Conv2d(out_c, out_c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_c)
+        self.conv3 = nn.Conv2d(in_c, out_c, 1, stride) if add_conv1_1 else None
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.bn2(self.conv2(y)))
+        if self.conv3 is not None:
+            x = self.conv3(x)
+        return torch.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """The tutorial's `resnet(3, 10)`: 11,180,810 parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.block1 = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2), nn.BatchNorm2d(64, eps=1e-3), nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1),
+        )
+        self.block2 = nn.Sequential(Residual(64, 64), Residual(64, 64))
+        self.block3 = nn.Sequential(Residual(64, 128, True, 2), Residual(128, 128))
+        self.block4 = nn.Sequential(Residual(128, 256, True, 2), Residual(256, 256))
+        self.block5 = nn.Sequential(
+            Residual(256, 512, True, 2), Residual(512, 512), nn.AvgPool2d(3), nn.Flatten(),
+        )
+        self.classifier = nn.Linear(512, CLASSES)
+
+    def forward(self, x):
+        for block in (self.block1, self.block2, self.block3, self.block4, self.block5):
+            x = block(x)
+        return self.classifier(x)
+
+
+def load_split(root, limit):
+    """uint8 [N, 3, 96, 96] images and int64 labels of one split in Kiln's folder order."""
+    classes = sorted(d for d in os.listdir(root) if not d.startswith("."))
+    if len(classes) != CLASSES:
+        raise SystemExit(f"{root}: expected {CLASSES} class folders, found {len(classes)}")
+    files = [sorted(os.listdir(os.path.join(root, c))) for c in classes]
+    order = []
+    for i in range(max(len(f) for f in files)):
+        order.extend((c, files[c][i]) for c in range(CLASSES) if i < len(files[c]))
+    if limit is not None:
+        order = order[:limit]
+    images = torch.empty(len(order), 3, SIZE, SIZE, dtype=torch.uint8)
+    for n, (c, name) in enumerate(order):
+        with Image.open(os.path.join(root, classes[c], name)) as img:
+            img = img.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+            pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        images[n] = pixels.view(SIZE, SIZE, 3).permute(2, 0, 1)
+    labels = torch.tensor([c for c, _ in order], dtype=torch.int64)
+    return images, labels
+
+
+def normalised(images):
+    return (images.float() / 255 - 0.5) / 0.5
+
+
+def accuracy(model, images, labels, batch, train_mode=False):
+    model.train(train_mode)
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(labels), batch):
+            logits = model(normalised(images[i:i + batch]))
+            correct += (logits.argmax(1) == labels[i:i + batch]).sum().item()
+    return 100.0 * correct / len(labels)
+
+
+def load_weights(path):
+    """A state dict from torch.save's file or from a .safetensors file (what `kiln export`
+    writes), read without the safetensors package: an 8-byte little-endian header length, a
+    JSON header of name -> dtype, shape and byte range, then the data."""
+    if not path.endswith(".safetensors"):
+        return torch.load(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    dtypes = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}
+    state = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] not in dtypes:
+            raise SystemExit(f"{path}: {name}: expected one of {list(dtypes)}, "
+                             f"found dtype {entry['dtype']}")
+        start, end = entry["data_offsets"]
+        raw = bytearray(data[8 + size + start:8 + size + end])
+        state[name] = torch.frombuffer(raw, dtype=dtypes[entry["dtype"]]).reshape(entry["shape"])
+    return state
+
+
+def test_accuracies(model, train_x, test_x, test_y, args, generator):
+    """The test accuracy with the running statistics, with each batch's own and with the
+    statistics recomputed under the current weights (the module docstring)."""
+    return dict(
+        test_acc=accuracy(model, test_x, test_y, args.eval_batch),
+        # on a copy: train mode would also move the running statistics
+        test_acc_batch_stats=accuracy(copy.deepcopy(model), test_x, test_y, args.eval_batch,
+                                      True),
+        test_acc_recomputed=accuracy(
+            recomputed_statistics(model, train_x, args.recompute_batches, args.batch,
+                                  generator),
+            test_x, test_y, args.eval_batch),
+    )
+
+
+def running_statistics(model):
+    """A copy of every batch norm's running mean and variance, by state-dict key."""
+    return {k: v.clone() for k, v in model.state_dict().items()
+            if k.endswith("running_mean") or k.endswith("running_var")}
+
+
+def recomputed_statistics(model, images, batches, batch, generator):
+    """A copy of `model` whose running statistics are the plain average of `batches` random
+    training batches' statistics under its current weights."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    order = torch.randperm(len(images), generator=generator)
+    model.train()
+    with torch.no_grad():
+        for b in range(min(batches, len(images) // batch)):
+            model(normalised(images[order[b * batch:(b + 1) * batch]]))
+    return model
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--limit-train", type=int)
+    p.add_argument("--limit-test", type=int)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--eval-batch", type=int, default=200)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save-init", help="write the initial state dict here (for kiln import)")
+    p.add_argument("--init", help="start from these weights (torch.save or .safetensors)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="evaluate the initial weights first, as epoch 0")
+    p.add_argument("--recompute-batches", type=int, default=50)
+    p.add_argument("--drop-last", action="store_true", help="drop each epoch's partial batch")
+    p.add_argument("--out")
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = ResNet()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+    if args.init:
+        missing, unexpected = model.load_state_dict(load_weights(args.init), strict=False)
+        # Kiln keeps no batch counters; PyTorch's are unused with a fixed momentum.
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise SystemExit(f"{args.init}: expected the tutorial network's keys; missing "
+                             f"{missing}, unexpected {unexpected}")
+    if args.save_init:
+        torch.save(model.state_dict(), args.save_init)
+
+    start = time.perf_counter()
+    train_x, train_y = load_split(os.path.join(args.data_dir, "train"), args.limit_train)
+    test_x, test_y = load_split(os.path.join(args.data_dir, "test"), args.limit_test)
+    load_s = time.perf_counter() - start
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    shuffle = torch.Generator().manual_seed(args.seed)
+    recompute = torch.Generator().manual_seed(args.seed + 1)
+    epochs = []
+    if args.evaluate:
+        row = dict(epoch=0, **test_accuracies(model, train_x, test_x, test_y, args, recompute))
+        epochs.append(row)
+        print(json.dumps(row), flush=True)
+    for epoch in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_y), generator=shuffle)
+        end = len(order) - len(order) % args.batch if args.drop_last else len(order)
+        loss_sum, correct, seen = 0.0, 0, 0
+        before_last = None
+        for i in range(0, end, args.batch):
+            idx = order[i:i + args.batch]
+            if len(idx) < args.batch:
+                before_last = running_statistics(model)
+            logits = model(normalised(train_x[idx]))
+            loss = loss_fn(logits, train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == train_y[idx]).sum().item()
+            seen += len(idx)
+        train_s = time.perf_counter() - start
+        if before_last is not None:
+            without_last = copy.deepcopy(model)
+            without_last.load_state_dict(before_last, strict=False)
+        row = dict(
+            epoch=epoch,
+            train_loss=loss_sum / seen,
+            train_acc=100.0 * correct / seen,
+            **test_accuracies(model, train_x, test_x, test_y, args, recompute),
+            train_s=round(train_s, 1),
+        )
+        if before_last is not None:
+            row["test_acc_stats_before_last_batch"] = accuracy(
+                without_last, test_x, test_y, args.eval_batch)
+        epochs.append(row)
+        print(json.dumps(row), flush=True)
+
+    result = dict(
+        network="tutorial resnet(3, 10)",
+        parameters=sum(p.numel() for p in model.parameters()),
+        torch=torch.__version__,
+        args=vars(args),
+        train_images=len(train_y),
+        test_images=len(test_y),
+        load_s=round(load_s, 1),
+        epochs=epochs,
+    )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
