@@ -165,18 +165,16 @@ mod tests {
             with_momentum(1.0 / (k as f64 + 1.0), || bn.forward(x.clone()));
         }
         let per_channel = |x: &Tensor<B, 4>| x.clone().swap_dims(0, 1).reshape([2, 36]);
-        let mean = batches
-            .iter()
-            .map(|x| per_channel(x).mean_dim(1).reshape([2]))
-            .reduce(|a, b| a + b)
-            .unwrap()
-            .div_scalar(3.0);
-        let var = batches
-            .iter()
-            .map(|x| per_channel(x).var(1).reshape([2]))
-            .reduce(|a, b| a + b)
-            .unwrap()
-            .div_scalar(3.0);
+        // The mean over the batches of a per-channel statistic.
+        let average = |statistic: fn(Tensor<B, 2>) -> Tensor<B, 2>| {
+            let sum = batches
+                .iter()
+                .map(|x| statistic(per_channel(x)).reshape([2]))
+                .reduce(|a, b| a + b);
+            sum.unwrap().div_scalar(3.0)
+        };
+        let mean = average(|x| x.mean_dim(1));
+        let var = average(|x| x.var(1));
         let tolerance = Tolerance::<f32>::absolute(1e-5);
         bn.running_mean
             .value_sync()
