@@ -2,7 +2,8 @@
 the side-by-side run that docs/results.md ("Why the tutorial ResNet's test accuracy swings")
 reports.
 
-The network is the tutorial's own code as ../shared/TUTORIAL-NETWORKS.md gives it, with its
+The network is the tutorial's own code as ../shared/TUTORIAL-NETWORKS.md gives it
+(`resnet` of tests/pytorch/tutorial_weights.py, which the PyTorch weights tests use), with its
 module names (`block1.0.weight`, ..., `classifier.bias`), so the state dict it saves as its
 initial weights loads into Kiln with `kiln import resnet-cifar10`. The recipe is
 experiments/resnet-cifar10.toml's: Xavier-uniform weights, plain SGD at lr 0.01, batch 64 with
@@ -36,6 +37,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 import time
 import warnings
 
@@ -44,50 +46,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
+# The tutorial's network and the safetensors reader, as the PyTorch weights tests define them.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tests/pytorch"))
+from tutorial_weights import load_safetensors, resnet  # noqa: E402
+
 CLASSES = 10
 SIZE = 96
-
-
-class Residual(nn.Module):
-    """The tutorial's `residual(in, out, add_conv1_1, stride)`."""
-
-    def __init__(self, in_c, out_c, add_conv1_1=False, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_c)
-        self.conv2 = nn.Conv2d(out_c, out_c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_c)
-        self.conv3 = nn.Conv2d(in_c, out_c, 1, stride) if add_conv1_1 else None
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = torch.relu(self.bn2(self.conv2(y)))
-        if self.conv3 is not None:
-            x = self.conv3(x)
-        return torch.relu(x + y)
-
-
-class ResNet(nn.Module):
-    """The tutorial's `resnet(3, 10)`: 11,180,810 parameters."""
-
-    def __init__(self):
-        super().__init__()
-        self.block1 = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2), nn.BatchNorm2d(64, eps=1e-3), nn.ReLU(),
-            nn.MaxPool2d(3, 2, padding=1),
-        )
-        self.block2 = nn.Sequential(Residual(64, 64), Residual(64, 64))
-        self.block3 = nn.Sequential(Residual(64, 128, True, 2), Residual(128, 128))
-        self.block4 = nn.Sequential(Residual(128, 256, True, 2), Residual(256, 256))
-        self.block5 = nn.Sequential(
-            Residual(256, 512, True, 2), Residual(512, 512), nn.AvgPool2d(3), nn.Flatten(),
-        )
-        self.classifier = nn.Linear(512, CLASSES)
-
-    def forward(self, x):
-        for block in (self.block1, self.block2, self.block3, self.block4, self.block5):
-            x = block(x)
-        return self.classifier(x)
 
 
 def load_split(root, limit):
@@ -127,26 +91,8 @@ def accuracy(model, images, labels, batch, train_mode=False):
 
 def load_weights(path):
     """A state dict from torch.save's file or from a .safetensors file (what `kiln export`
-    writes), read without the safetensors package: an 8-byte little-endian header length, a
-    JSON header of name -> dtype, shape and byte range, then the data."""
-    if not path.endswith(".safetensors"):
-        return torch.load(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + size])
-    dtypes = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}
-    state = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if entry["dtype"] not in dtypes:
-            raise SystemExit(f"{path}: {name}: expected one of {list(dtypes)}, "
-                             f"found dtype {entry['dtype']}")
-        start, end = entry["data_offsets"]
-        raw = bytearray(data[8 + size + start:8 + size + end])
-        state[name] = torch.frombuffer(raw, dtype=dtypes[entry["dtype"]]).reshape(entry["shape"])
-    return state
+    writes)."""
+    return load_safetensors(path) if path.endswith(".safetensors") else torch.load(path)
 
 
 def test_accuracies(model, train_x, test_x, test_y, args, generator):
@@ -208,7 +154,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = ResNet()
+    model = resnet()
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
