@@ -168,12 +168,16 @@ impl CheckpointState {
 /// The seed of one batch's random draws (augmentation, dropout): a function of the recipe's
 /// seed and the batch's position only, so a resumed fit draws what the uninterrupted one did.
 pub(crate) fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
-    // SplitMix64's finaliser over the three: nearby positions get unrelated seeds.
-    let mut z = seed
+    // Mixed over the three: nearby positions get unrelated seeds.
+    mix(seed
         ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ (batch as u64)
             .wrapping_mul(0xbf58_476d_1ce4_e5b9)
-            .rotate_left(17);
+            .rotate_left(17))
+}
+
+/// SplitMix64's finaliser: every input bit moves about half the output bits.
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

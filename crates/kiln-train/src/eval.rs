@@ -78,7 +78,7 @@ impl Tally {
 }
 
 /// What a fit minimises: the mean loss of a batch from its logits `[batch, classes]` and class
-/// targets `[batch]`. [`fit`] uses cross-entropy with the recipe's label smoothing.
+/// targets `[batch]`. [`fit`](crate::fit::fit) uses cross-entropy with the recipe's label smoothing.
 pub trait ClassificationLoss<B: Backend> {
     /// The mean loss of the batch, a one-element tensor.
     fn loss(&self, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1>;
@@ -141,15 +141,31 @@ where
     B: Backend,
     M: ImageClassifier<B>,
 {
+    let indices: Vec<usize> = (0..set.len()).collect();
+    tally(model, set, &indices, batcher, batch_size, device).metrics()
+}
+
+/// The cross-entropy and correct predictions of `model` over the items `indices` of `set`.
+pub(crate) fn tally<B, M, I>(
+    model: &M,
+    set: &(impl Dataset<I> + ?Sized),
+    indices: &[usize],
+    batcher: &impl Batcher<B, I, ImageBatch<B>>,
+    batch_size: usize,
+    device: &B::Device,
+) -> Tally
+where
+    B: Backend,
+    M: ImageClassifier<B>,
+{
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut tally = Tally::default();
-    let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = batcher.batch(chunk.iter().map(|&i| item(set, i)).collect(), device);
         let (loss, correct) = batch_loss(model, &loss_fn, batch);
         tally.add(loss.into_scalar().elem(), correct, chunk.len());
     }
-    tally.metrics()
+    tally
 }
 
 /// Softmax probabilities of every class for each image of the batch, one row per image.

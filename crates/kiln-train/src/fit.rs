@@ -21,8 +21,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{batch_seed, Checkpoint, CheckpointSink, CheckpointState, ResumeError};
-use crate::eval::{batch_loss, evaluate, item, training_loss, ClassificationLoss, Metrics, Tally};
+use crate::eval::{batch_loss, item, tally, training_loss, ClassificationLoss, Metrics, Tally};
 use crate::optimizer::RecipeOptimizer;
+use crate::parallel::{self, rank_seed, share, Collective};
 use crate::schedule::Schedule;
 use crate::{EpochMetrics, Event, Recipe, StepMetrics};
 
@@ -42,6 +43,10 @@ pub struct FitOptions<'a> {
     /// Checked after every step: once set, the fit saves a checkpoint and stops with
     /// [`FitError::Interrupted`] (how Kiln's command handles Ctrl-C).
     pub stop: Option<&'a AtomicBool>,
+    /// Train data-parallel with the other ranks of this group (see [`crate::parallel`]):
+    /// every rank calls [`fit`] with the same recipe and data, and its own member of the
+    /// group. `None` (the default), or a group of one, trains in this process alone.
+    pub parallel: Option<&'a dyn Collective>,
 }
 
 impl std::fmt::Debug for FitOptions<'_> {
@@ -51,6 +56,7 @@ impl std::fmt::Debug for FitOptions<'_> {
             .field("save_checkpoint", &self.save_checkpoint.is_some())
             .field("resume_from", &self.resume_from.map(|c| &c.state))
             .field("stop", &self.stop)
+            .field("parallel", &self.parallel.map(|g| (g.rank(), g.size())))
             .finish()
     }
 }
@@ -93,6 +99,16 @@ pub enum FitError {
         /// The step of the checkpoint.
         step: usize,
         /// The sink's error.
+        message: String,
+    },
+    /// A data-parallel fit cannot go on: a collective operation failed (a rank died or did not
+    /// answer in time), the ranks' weights parted, or the batch does not split over the ranks.
+    /// Every rank that can still run stops with it.
+    #[error("data-parallel training, rank {rank}: {message}")]
+    Parallel {
+        /// The rank that reports it.
+        rank: usize,
+        /// What went wrong.
         message: String,
     },
     /// [`FitOptions::resume_from`] cannot be taken back.
@@ -364,6 +380,20 @@ where
             }
             None => CheckpointState::start(recipe, train_images),
         };
+        if let Some(group) = self.group() {
+            if recipe.batch_size % group.size() != 0 {
+                return Err(self.parallel_error(format!(
+                    "recipe.batch_size = {} is the global batch, split over the ranks, and does \
+                     not divide over {} ranks; choose a batch size that is a multiple of the \
+                     number of processes",
+                    recipe.batch_size,
+                    group.size()
+                )));
+            }
+            // Every rank starts from rank 0's weights (and, starting afresh, its parameter
+            // ids, by which the optimiser keeps its state).
+            model = self.rank0_state(model)?;
+        }
         // What the seed decides up to there: the finished epochs' shuffles, the schedule's steps.
         let mut rng = StdRng::seed_from_u64(recipe.seed);
         let mut order: Vec<usize> = (0..train_images).collect();
@@ -391,7 +421,7 @@ where
             order.shuffle(&mut rng);
             p.epoch_clock = Clock::starting_at(p.at.epoch_seconds);
             model = self.train_epoch(model, &mut optim, &order, &mut p, on_event)?;
-            self.end_epoch(&model, &optim, &mut p, on_event)?;
+            model = self.end_epoch(model, &optim, &mut p, on_event)?;
         }
         let summary = FitSummary {
             seconds: p.clock.seconds(),
@@ -400,8 +430,9 @@ where
         Ok((model, summary))
     }
 
-    /// The epoch's batches from `p.at.batch` on, in `order`. A worker thread decodes, augments
-    /// and normalises the next batches while the device trains on this one.
+    /// The epoch's batches from `p.at.batch` on, in `order` (this rank's share of each). A
+    /// worker thread decodes, augments and normalises the next batches while the device trains
+    /// on this one.
     fn train_epoch<M: Trainable<B>>(
         &self,
         model: M,
@@ -413,16 +444,21 @@ where
         let recipe = self.recipe;
         let (epoch, skip) = (p.at.epoch, p.at.batch);
         let (train, batcher) = (self.data.train, self.data.batcher);
+        let (rank, ranks) = self.rank_and_size();
         let bar = self.progress_bar(epoch, self.steps_per_epoch);
         bar.set_position(skip as u64);
         let trained = std::thread::scope(|scope| {
-            let (sender, batches) = std::sync::mpsc::sync_channel::<(Prepared<I>, usize)>(2);
+            let (sender, batches) = std::sync::mpsc::sync_channel(2);
             scope.spawn(move || {
                 for (b, chunk) in order.chunks(recipe.batch_size).enumerate().skip(skip) {
-                    let mut rng = SmallRng::seed_from_u64(batch_seed(recipe.seed, epoch, b));
-                    let items = chunk.iter().map(|&i| item(train, i)).collect();
-                    let prepared = batcher.prepare_train(items, &mut rng);
-                    if sender.send((prepared, chunk.len())).is_err() {
+                    let part = share(chunk, rank, ranks);
+                    let seed = rank_seed(batch_seed(recipe.seed, epoch, b), rank);
+                    let mut rng = SmallRng::seed_from_u64(seed);
+                    let items: Vec<I> = part.iter().map(|&i| item(train, i)).collect();
+                    // A rank's share of a last, short batch may be empty.
+                    let prepared =
+                        (!items.is_empty()).then(|| batcher.prepare_train(items, &mut rng));
+                    if sender.send((prepared, part.len())).is_err() {
                         break; // the training side stopped
                     }
                 }
@@ -434,23 +470,30 @@ where
                 }
                 // Dropout draws from the backend's generator: seeded per batch, so a resumed
                 // fit draws the same masks.
-                B::seed(self.device, batch_seed(!recipe.seed, epoch, b));
-                let batch = self.on_device(prepared);
+                B::seed(
+                    self.device,
+                    rank_seed(batch_seed(!recipe.seed, epoch, b), rank),
+                );
+                let batch = prepared.map(|prepared| self.on_device(prepared));
                 // An error drops `batches` on the way out, which stops the worker.
-                let (next, loss, correct) = self.step(model, optim, batch, p)?;
+                let (next, done) = self.step(model, optim, batch, n, p)?;
                 model = next;
                 p.at.step += 1;
                 p.at.batch = b + 1;
-                p.at.epoch_tally.add(loss, correct, n);
-                p.at.interval.add(loss, correct, n);
+                p.at.epoch_tally.add(done.loss, done.correct, done.images);
+                p.at.interval.add(done.loss, done.correct, done.images);
                 bar.inc(1);
-                bar.set_message(format!("loss {loss:.4}"));
-                self.report_step(&model, p, on_event);
+                bar.set_message(format!("loss {:.4}", done.loss));
+                model = self.report_step(model, p, on_event)?;
 
                 let step = p.at.step;
                 let last = recipe.max_steps.is_some_and(|max| step >= max);
                 let ends_epoch = last || b + 1 == self.steps_per_epoch;
-                let stop = self.stop_requested();
+                // Ranks must stop at the same step: theirs is agreed in the step's all-reduce.
+                let stop = match self.group() {
+                    Some(_) => done.stop,
+                    None => self.stop_requested(),
+                };
                 // (The epoch's end has its own checkpoint, after evaluation.)
                 let periodic =
                     !ends_epoch && recipe.checkpoint_every.is_some_and(|k| step % k == 0);
@@ -471,50 +514,101 @@ where
         trained
     }
 
-    /// One optimiser step on `batch`: forward, loss, backward, update. Gives back the model,
-    /// the batch's mean loss and its correct predictions; a loss that is not finite ends the fit.
+    /// One optimiser step on `batch` (this rank's share of it, `images` images, none where
+    /// the share is empty): forward, loss, backward, the ranks' gradients averaged, update.
+    /// Gives back the model and the whole batch's figures; a loss that is not finite ends the
+    /// fit.
     fn step<M: Trainable<B>>(
         &self,
         model: M,
         optim: &mut RecipeOptimizer<M, B>,
-        batch: ImageBatch<B>,
+        batch: Option<ImageBatch<B>>,
+        images: usize,
         p: &mut Progress,
-    ) -> Result<(M, f64, u64), FitError> {
-        let (loss, correct) = batch_loss(&model, self.loss, batch);
-        let value: f64 = loss.clone().into_scalar().elem();
-        if !value.is_finite() {
-            return Err(FitError::Diverged {
-                epoch: p.at.epoch,
-                step: p.at.step + 1,
-                loss: value,
-                last_finite: p.at.last_finite,
-                lr: p.lr,
-            });
-        }
-        p.at.last_finite = Some(value);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        // Data-parallel training averages `grads` over its processes here, before the update.
+    ) -> Result<(M, Stepped), FitError> {
+        let mut done = Stepped {
+            loss: 0.0,
+            correct: 0,
+            images,
+            stop: false,
+        };
+        let loss = batch.map(|batch| {
+            let (loss, correct) = batch_loss(&model, self.loss, batch);
+            done.loss = loss.clone().into_scalar().elem();
+            done.correct = correct;
+            loss
+        });
+        let grads = match self.group() {
+            None => {
+                let loss = loss.expect("one process trains on whole batches, never empty");
+                self.check_finite(done.loss, p)?;
+                GradientsParams::from_grads(loss.backward(), &model)
+            }
+            Some(group) => {
+                let grads = loss.map_or_else(GradientsParams::new, |loss| {
+                    GradientsParams::from_grads(loss.backward(), &model)
+                });
+                let own = [
+                    (done.loss * images as f64) as f32,
+                    done.correct as f32,
+                    images as f32,
+                    f32::from(u8::from(self.stop_requested())),
+                ];
+                let (grads, [loss_sum, correct, total, stops]) =
+                    parallel::average_gradients(group, &model, grads, own, self.device)
+                        .map_err(|e| self.parallel_error(e.0))?;
+                done = Stepped {
+                    loss: f64::from(loss_sum) / f64::from(total),
+                    correct: correct as u64,
+                    images: total as usize,
+                    stop: stops > 0.0,
+                };
+                // A loss that is not finite on any rank is not finite in the sum: every rank
+                // stops here, at the same step.
+                self.check_finite(done.loss, p)?;
+                grads
+            }
+        };
+        p.at.last_finite = Some(done.loss);
         let model = optim.step(p.lr, model, grads);
-        Ok((model, value, correct))
+        Ok((model, done))
+    }
+
+    fn check_finite(&self, loss: f64, p: &Progress) -> Result<(), FitError> {
+        if loss.is_finite() {
+            return Ok(());
+        }
+        Err(FitError::Diverged {
+            epoch: p.at.epoch,
+            step: p.at.step + 1,
+            loss,
+            last_finite: p.at.last_finite,
+            lr: p.lr,
+        })
     }
 
     /// After a step: validation where it is due, and a step event every `log_every` steps and
-    /// with every validation.
+    /// with every validation (where a data-parallel fit also compares its ranks' weights).
     fn report_step<M: Trainable<B>>(
         &self,
-        model: &M,
+        mut model: M,
         p: &mut Progress,
         on_event: &mut dyn FnMut(&Event),
-    ) {
+    ) -> Result<M, FitError> {
         let step = p.at.step;
         let due = self.recipe.validate_every.is_some_and(|k| step % k == 0);
-        let valid = self.data.valid.filter(|_| due).map(|set| {
-            let started = Instant::now();
-            let m = self.evaluate(model, set);
-            p.at.validation_seconds += started.elapsed().as_secs_f64();
-            m
-        });
+        let valid = match self.data.valid.filter(|_| due) {
+            Some(set) => {
+                let started = Instant::now();
+                model = self.rank0_state(model)?;
+                let m = self.evaluate(&model, set)?;
+                p.at.validation_seconds += started.elapsed().as_secs_f64();
+                Some(m)
+            }
+            None => None,
+        };
         if step % self.recipe.log_every == 0 || valid.is_some() {
+            self.check_weights(&model)?;
             let m = p.at.interval.metrics();
             let event = Event::Step(StepMetrics {
                 epoch: p.at.epoch,
@@ -528,24 +622,31 @@ where
             emit(&mut p.at, on_event, event);
             p.at.interval = Tally::default();
         }
+        Ok(model)
     }
 
     /// The end of an epoch: evaluation, the epoch's event and its checkpoint.
     fn end_epoch<M: Trainable<B>>(
         &self,
-        model: &M,
+        model: M,
         optim: &RecipeOptimizer<M, B>,
         p: &mut Progress,
         on_event: &mut dyn FnMut(&Event),
-    ) -> Result<(), FitError> {
+    ) -> Result<M, FitError> {
         let epoch = p.at.epoch;
         let train_seconds = p.epoch_clock.seconds() - p.at.validation_seconds;
         if let Some(batches) = self.recipe.recompute_bn_batches {
-            self.recompute_bn(model, batches, epoch);
+            self.recompute_bn(&model, batches, epoch);
         }
-        let valid_m = self.data.valid.map(|set| self.evaluate(model, set));
+        self.check_weights(&model)?;
+        let model = self.rank0_state(model)?;
+        let valid_m = (self.data.valid)
+            .map(|set| self.evaluate(&model, set))
+            .transpose()?;
         let eval_start = Instant::now();
-        let test_m = self.data.test.map(|set| self.evaluate(model, set));
+        let test_m = (self.data.test)
+            .map(|set| self.evaluate(&model, set))
+            .transpose()?;
         let eval_seconds = eval_start.elapsed().as_secs_f64();
         let train_m = p.at.epoch_tally.metrics();
         let metrics = EpochMetrics {
@@ -581,14 +682,14 @@ where
         p.at.epochs.push(metrics);
         p.at.epoch += 1;
         p.at.batch = 0;
-        self.save(model, optim, &p.at, p.clock.seconds())?;
-        if self.stop_requested() {
+        self.save(&model, optim, &p.at, p.clock.seconds())?;
+        if self.stop_agreed()? {
             return Err(FitError::Interrupted {
                 epoch,
                 step: p.at.step,
             });
         }
-        Ok(())
+        Ok(model)
     }
 
     /// The running statistics of `model`'s batch norms, recomputed as the plain average over
@@ -628,6 +729,19 @@ where
         self.options.stop.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
+    /// Whether any rank was asked to stop: ranks must stop together, or the others wait for
+    /// the one that left.
+    fn stop_agreed(&self) -> Result<bool, FitError> {
+        let Some(group) = self.group() else {
+            return Ok(self.stop_requested());
+        };
+        let mut stops = [f64::from(u8::from(self.stop_requested()))];
+        group
+            .sum_f64(&mut stops)
+            .map_err(|e| self.parallel_error(e.0))?;
+        Ok(stops[0] > 0.0)
+    }
+
     /// Hands the sink (if any) a checkpoint of `model`, `optim` and `at`.
     fn save<M: Trainable<B>>(
         &self,
@@ -653,14 +767,93 @@ where
         })
     }
 
-    fn evaluate<M: Trainable<B>>(&self, model: &M, set: &dyn Dataset<I>) -> Metrics {
-        evaluate(
-            &model.valid(),
-            set,
-            self.data.batcher,
-            self.recipe.eval_batch_size,
-            self.device,
-        )
+    /// Metrics of `model` over `set`; data-parallel, each rank evaluates its share of the
+    /// set and the ranks' sums are added up.
+    fn evaluate<M: Trainable<B>>(
+        &self,
+        model: &M,
+        set: &dyn Dataset<I>,
+    ) -> Result<Metrics, FitError> {
+        let (rank, ranks) = self.rank_and_size();
+        let indices: Vec<usize> = (0..set.len()).collect();
+        let batcher = self.data.batcher;
+        let batch_size = self.recipe.eval_batch_size;
+        let mine = share(&indices, rank, ranks);
+        let tally = tally(&model.valid(), set, mine, batcher, batch_size, self.device);
+        let Some(group) = self.group() else {
+            return Ok(tally.metrics());
+        };
+        let mut sums = [tally.loss, tally.correct as f64, tally.images as f64];
+        group
+            .sum_f64(&mut sums)
+            .map_err(|e| self.parallel_error(e.0))?;
+        let [loss, correct, images] = sums;
+        let total = Tally {
+            loss,
+            correct: correct as u64,
+            images: images as u64,
+        };
+        Ok(total.metrics())
+    }
+
+    /// The data-parallel group, if this fit has one of more than one rank.
+    fn group(&self) -> Option<&dyn Collective> {
+        self.options.parallel.filter(|g| g.size() > 1)
+    }
+
+    /// This process's rank and the number of ranks: `(0, 1)` alone.
+    fn rank_and_size(&self) -> (usize, usize) {
+        self.group().map_or((0, 1), |g| (g.rank(), g.size()))
+    }
+
+    fn parallel_error(&self, message: String) -> FitError {
+        FitError::Parallel {
+            rank: self.rank_and_size().0,
+            message,
+        }
+    }
+
+    /// Fails unless every rank holds the same trainable weights, bit for bit.
+    fn check_weights<M: Trainable<B>>(&self, model: &M) -> Result<(), FitError> {
+        let Some(group) = self.group() else {
+            return Ok(());
+        };
+        let sums = group
+            .gather(parallel::weights_checksum(model))
+            .map_err(|e| self.parallel_error(e.0))?;
+        let parted: Vec<String> = (1..sums.len())
+            .filter(|&r| sums[r] != sums[0])
+            .map(|r| r.to_string())
+            .collect();
+        if parted.is_empty() {
+            return Ok(());
+        }
+        Err(self.parallel_error(format!(
+            "the weights of rank {} differ from rank 0's (checksums {sums:x?}); the ranks \
+             should take identical steps: do all of them run the same build, backend and \
+             recipe?",
+            parted.join(", ")
+        )))
+    }
+
+    /// `model` as rank 0 holds it, weights and batch-norm running statistics (which each
+    /// rank otherwise keeps from its own batches).
+    fn rank0_state<M: Trainable<B>>(&self, model: M) -> Result<M, FitError> {
+        let Some(group) = self.group() else {
+            return Ok(model);
+        };
+        let mut bytes = match group.rank() {
+            0 => kiln_models::record::encode::<B, _>(model.clone().into_record()),
+            _ => Vec::new(),
+        };
+        group
+            .broadcast(&mut bytes, 0)
+            .map_err(|e| self.parallel_error(e.0))?;
+        if group.rank() == 0 {
+            return Ok(model);
+        }
+        kiln_models::record::load_module(model, bytes, self.device)
+            .map_err(|e| self.parallel_error(format!("rank 0's weights did not load: {e}")))
     }
 
     fn progress_bar(&self, epoch: usize, steps: usize) -> ProgressBar {
@@ -681,6 +874,15 @@ where
 
 fn optional(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "-".to_string(), show)
+}
+
+/// What a step gives back: the whole batch's mean loss, correct predictions and images (all
+/// ranks' in a data-parallel fit), and whether any rank was asked to stop.
+struct Stepped {
+    loss: f64,
+    correct: u64,
+    images: usize,
+    stop: bool,
 }
 
 /// Visits every parameter, which initialises the lazy ones.
@@ -740,13 +942,6 @@ mod tests {
             bn: BatchNormConfig::new(2).init(&device),
             fc: LinearConfig::new(2 * 2 * 2, 3).init(&device),
         };
-        let batcher = ImageBatcher::for_set(set, Normalize::unit());
-        let data = FitData {
-            train: set,
-            valid: None,
-            test: Some(set),
-            batcher: &batcher,
-        };
         let recipe = Recipe {
             recompute_bn_batches,
             ..Recipe::default()
@@ -754,21 +949,321 @@ mod tests {
                 .with_batch_size(4)
                 .with_optimizer(crate::OptimizerSpec::sgd(0.1, 0.0))
         };
-        let options = FitOptions::default();
-        fit(model, data, &recipe, &device, &options, &mut |_| {})
+        // One rank: a fit of this process alone.
+        let (model, _) = fit_ranks(vec![model], set, &recipe, None)
+            .pop()
             .unwrap()
-            .0
+            .unwrap();
+        model
+    }
+
+    /// The pixels of [`tiny_set`]: 8 a image, varied.
+    fn tiny_pixels(images: usize) -> Vec<u8> {
+        (0..images * 8)
+            .map(|i| ((i * 37 + i * i) % 251) as u8)
+            .collect()
+    }
+
+    /// `images` images of 2 channels, 2x2, in 3 classes.
+    fn tiny_set(images: usize) -> ImageSet {
+        let labels: Vec<u8> = (0..images).map(|i| (i % 3) as u8).collect();
+        let classes = ["a", "b", "c"].map(String::from).to_vec();
+        ImageSet::new(2, 2, 2, tiny_pixels(images), labels, classes)
+    }
+
+    /// Two linear layers: no batch norm, so data-parallel training is the single process's.
+    #[derive(Module, Debug)]
+    struct Mlp<B: Backend> {
+        fc1: Linear<B>,
+        fc2: Linear<B>,
+    }
+
+    impl<B: Backend> ImageClassifier<B> for Mlp<B> {
+        fn forward_probed<P: Probe<B> + ?Sized>(
+            &self,
+            images: Tensor<B, 4>,
+            _probe: &mut P,
+        ) -> Tensor<B, 2> {
+            let hidden = burn::tensor::activation::relu(self.fc1.forward(images.flatten(1, 3)));
+            self.fc2.forward(hidden)
+        }
+    }
+
+    /// [`NormFirst`] that normalises each half of its batch with that half's statistics:
+    /// what two ranks, each with one half, compute together.
+    #[derive(Module, Debug)]
+    struct NormHalves<B: Backend> {
+        bn: BatchNorm<B>,
+        fc: Linear<B>,
+    }
+
+    impl<B: Backend> ImageClassifier<B> for NormHalves<B> {
+        fn forward_probed<P: Probe<B> + ?Sized>(
+            &self,
+            images: Tensor<B, 4>,
+            _probe: &mut P,
+        ) -> Tensor<B, 2> {
+            let halves = images.chunk(2, 0).into_iter().map(|h| self.bn.forward(h));
+            let normed = Tensor::cat(halves.collect(), 0);
+            self.fc.forward(normed.flatten(1, 3))
+        }
+    }
+
+    /// Burn draws a parameter's initial values at its first use: made now, on this thread,
+    /// they are what the generator gives here, not whatever another rank's thread left it at.
+    fn materialised<M: Module<B>>(model: M) -> M {
+        model.visit(&mut Materialise);
+        model
+    }
+
+    fn mlp(device: &Device<B>) -> Mlp<B> {
+        materialised(Mlp {
+            fc1: LinearConfig::new(8, 6).init(device),
+            fc2: LinearConfig::new(6, 3).init(device),
+        })
+    }
+
+    fn sgd_recipe(batch_size: usize) -> Recipe {
+        Recipe::default()
+            .with_epochs(3)
+            .with_batch_size(batch_size)
+            .with_log_every(2)
+            .with_optimizer(crate::OptimizerSpec::sgd(0.1, 0.9))
+    }
+
+    /// `models` (one per rank, built before any thread starts: the backend's generator is one
+    /// for the process) trained data-parallel, each rank on a thread of its own.
+    fn fit_ranks<M: Trainable<B> + Send>(
+        models: Vec<M>,
+        set: &ImageSet,
+        recipe: &Recipe,
+        stop_rank_when: Option<(usize, fn(&Event) -> bool)>,
+    ) -> Vec<Result<(M, FitSummary), FitError>> {
+        let group = crate::ThreadGroup::new(models.len(), std::time::Duration::from_secs(20));
+        let batcher = ImageBatcher::for_set(set, Normalize::unit());
+        let data = FitData {
+            train: set,
+            valid: None,
+            test: Some(set),
+            batcher: &batcher,
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = models
+                .into_iter()
+                .zip(group)
+                .map(|(model, member)| {
+                    s.spawn(move || {
+                        let rank = member.rank();
+                        let stop = AtomicBool::new(false);
+                        let options = FitOptions {
+                            parallel: Some(&member),
+                            stop: Some(&stop),
+                            ..FitOptions::default()
+                        };
+                        let device = Default::default();
+                        fit(model, data, recipe, &device, &options, &mut |event| {
+                            if let Some((r, when)) = stop_rank_when {
+                                if r == rank && when(event) {
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                            }
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    fn weights<M: Module<B>>(model: &M) -> Vec<f32> {
+        struct All(Vec<f32>);
+        impl ModuleVisitor<B> for All {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                if param.val().is_require_grad() {
+                    self.0
+                        .extend(param.val().into_data().to_vec::<f32>().unwrap());
+                }
+            }
+        }
+        let mut all = All(Vec::new());
+        model.visit(&mut all);
+        all.0
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tolerance: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tolerance, "weight {i}: {x} against {y}");
+        }
+    }
+
+    /// PyTorch's DDP correctness test, adapted: ranks with a share of the batch each end
+    /// where one process with the whole batch does.
+    #[test]
+    fn ranks_sharing_each_batch_train_as_one_process_with_the_whole_batch() {
+        let device = Default::default();
+        // (ranks, global batch, images): even shares; shares of 3, 3, 2 and a short last batch;
+        // a last batch of one image, which three of four ranks get none of.
+        for (ranks, batch, images) in [(2, 8, 24), (3, 9, 26), (4, 12, 25)] {
+            let set = tiny_set(images);
+            let recipe = sgd_recipe(batch);
+            B::seed(&device, 7);
+            let models: Vec<Mlp<B>> = (0..ranks).map(|_| mlp(&device)).collect();
+            B::seed(&device, 7);
+            let alone = fit_ranks(vec![mlp(&device)], &set, &recipe, None);
+            let (alone, alone_summary) = alone.into_iter().next().unwrap().unwrap();
+            let together = fit_ranks(models, &set, &recipe, None);
+            let mut first = None;
+            for outcome in together {
+                let (model, summary) = outcome.unwrap();
+                // Every rank holds the same weights, bit for bit, and reports the same.
+                let w = weights(&model);
+                let first = first.get_or_insert_with(|| (w.clone(), summary.epochs.clone()));
+                assert_eq!(w, first.0, "{ranks} ranks");
+                for (e, (a, b)) in summary.epochs.iter().zip(&first.1).enumerate() {
+                    assert_eq!(
+                        (a.train_loss, a.test_loss),
+                        (b.train_loss, b.test_loss),
+                        "{e}"
+                    );
+                }
+                // Against one process: the same steps up to the rounding of the sums.
+                assert_close(&w, &weights(&alone), 2e-5);
+                for (a, b) in summary.epochs.iter().zip(&alone_summary.epochs) {
+                    assert!((a.train_loss - b.train_loss).abs() < 1e-5, "{a:?} {b:?}");
+                    assert!((a.test_loss.unwrap() - b.test_loss.unwrap()).abs() < 1e-5);
+                    assert_eq!(a.train_accuracy, b.train_accuracy);
+                    assert_eq!(a.test_accuracy, b.test_accuracy);
+                }
+            }
+        }
+    }
+
+    /// With batch norm each rank normalises its share with the share's own statistics (as
+    /// DDP without SyncBatchNorm): two ranks train as one process that normalises each half
+    /// of the batch apart. (The running statistics differ: the reference updates them twice a
+    /// step, each rank once; they train nothing.)
+    #[test]
+    fn with_batch_norm_each_rank_normalises_its_own_share() {
+        let device = Default::default();
+        let set = tiny_set(24);
+        let recipe = sgd_recipe(8);
+        let norm_first = |device| {
+            materialised(NormFirst {
+                bn: BatchNormConfig::new(2).init(device),
+                fc: LinearConfig::new(8, 3).init(device),
+            })
+        };
+        B::seed(&device, 3);
+        let models: Vec<NormFirst<B>> = (0..2).map(|_| norm_first(&device)).collect();
+        B::seed(&device, 3);
+        let reference = materialised(NormHalves {
+            bn: BatchNormConfig::new(2).init(&device),
+            fc: LinearConfig::new(8, 3).init(&device),
+        });
+        let (reference, _) = fit_ranks(vec![reference], &set, &recipe, None)
+            .pop()
+            .unwrap()
+            .unwrap();
+        let whole_batch = fit_ranks(vec![norm_first(&device)], &set, &recipe, None)
+            .pop()
+            .unwrap()
+            .unwrap()
+            .0;
+        for outcome in fit_ranks(models, &set, &recipe, None) {
+            let w = weights(&outcome.unwrap().0);
+            assert_close(&w, &weights(&reference), 2e-5);
+            // ... and not as one process normalising the whole batch.
+            let apart = w
+                .iter()
+                .zip(weights(&whole_batch))
+                .any(|(a, b)| (a - b).abs() > 1e-3);
+            assert!(apart, "per-rank statistics should train differently");
+        }
+    }
+
+    #[test]
+    fn a_stop_on_one_rank_stops_every_rank_at_the_same_step() {
+        let device = Default::default();
+        let set = tiny_set(24);
+        B::seed(&device, 7);
+        let models: Vec<Mlp<B>> = (0..2).map(|_| mlp(&device)).collect();
+        let at_step_2: fn(&Event) -> bool = |e| matches!(e, Event::Step(m) if m.step == 2);
+        let outcomes = fit_ranks(models, &set, &sgd_recipe(8), Some((1, at_step_2)));
+        for outcome in outcomes {
+            // Asked during step 2's report; agreed in step 3's all-reduce.
+            assert_eq!(
+                outcome.unwrap_err(),
+                FitError::Interrupted { epoch: 1, step: 3 }
+            );
+        }
+        // Asked at the end of epoch 1 (3 steps), after the epoch's last all-reduce.
+        B::seed(&device, 7);
+        let models: Vec<Mlp<B>> = (0..2).map(|_| mlp(&device)).collect();
+        let at_epoch_1: fn(&Event) -> bool = |e| matches!(e, Event::Epoch(m) if m.epoch == 1);
+        for outcome in fit_ranks(models, &set, &sgd_recipe(8), Some((1, at_epoch_1))) {
+            assert_eq!(
+                outcome.unwrap_err(),
+                FitError::Interrupted { epoch: 1, step: 3 }
+            );
+        }
+    }
+
+    #[test]
+    fn a_rank_that_dies_ends_the_others_with_its_number_and_an_indivisible_batch_is_named() {
+        let device = Default::default();
+        let set = tiny_set(24);
+        let batcher = ImageBatcher::for_set(&set, Normalize::unit());
+        let data = FitData {
+            train: &set,
+            valid: None,
+            test: None,
+            batcher: &batcher,
+        };
+        let mut group = crate::ThreadGroup::new(2, std::time::Duration::from_millis(300));
+        drop(group.pop()); // rank 1 never comes
+        let options = FitOptions {
+            parallel: Some(&group[0]),
+            ..FitOptions::default()
+        };
+        B::seed(&device, 7);
+        let error = fit(
+            mlp(&device),
+            data,
+            &sgd_recipe(8),
+            &device,
+            &options,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        let FitError::Parallel { rank: 0, message } = &error else {
+            panic!("{error}");
+        };
+        assert!(message.starts_with("rank 1 did not reach"), "{message}");
+
+        let error = fit(
+            mlp(&device),
+            data,
+            &sgd_recipe(9),
+            &device,
+            &options,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("recipe.batch_size = 9 is the global batch")
+                && error.to_string().contains("does not divide over 2 ranks"),
+            "{error}"
+        );
     }
 
     #[test]
     fn recomputed_statistics_average_the_training_batches_and_leave_training_alone() {
         // 12 images of 2 channels, 2x2, in 3 batches of 4.
-        let pixels: Vec<u8> = (0..12 * 8)
-            .map(|i| ((i * 37 + i * i) % 251) as u8)
-            .collect();
-        let labels: Vec<u8> = (0..12).map(|i| (i % 3) as u8).collect();
-        let classes = ["a", "b", "c"].map(String::from).to_vec();
-        let set = ImageSet::new(2, 2, 2, pixels.clone(), labels, classes);
+        let set = tiny_set(12);
+        let pixels = tiny_pixels(12);
 
         let recomputed = trained(&set, Some(3));
         let plain = trained(&set, None);

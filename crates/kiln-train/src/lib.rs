@@ -38,6 +38,7 @@ pub mod eval;
 pub mod events;
 pub mod fit;
 mod optimizer;
+pub mod parallel;
 pub mod recipe;
 mod schedule;
 
@@ -48,4 +49,5 @@ pub use fit::{
     fit, fit_with_loss, FitData, FitError, FitOptions, FitSummary, Prepared, TrainBatcher,
     Trainable,
 };
+pub use parallel::{Collective, CollectiveError, ThreadGroup};
 pub use recipe::{OptimizerSpec, Recipe, SchedulerSpec};
