@@ -25,7 +25,7 @@ pub use error::RunError;
 pub use inspect::Looked;
 pub use models::ModelSpec;
 pub use registry::{builtin, load};
-pub use run_dir::{FixedBatchLogits, RunFolder, RunStart, RunSummary};
+pub use run_dir::{FixedBatchLogits, ParallelRun, RunFolder, RunStart, RunSummary};
 pub use runner::{
     load_splits, load_test_split, resume, run, DrawRun, Finished, RunOptions, RunOutcome, Splits,
 };

@@ -374,6 +374,22 @@ pub struct RunSummary {
     /// The processor it trained on ([`crate::machine::processor`]); absent in older runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processor: Option<String>,
+    /// How a data-parallel run was spread over processes; absent for one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<ParallelRun>,
+}
+
+/// The processes of a data-parallel run, as `summary.json` records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParallelRun {
+    /// How many processes (MPI ranks) trained together.
+    pub ranks: usize,
+    /// Each rank's share of every batch (the recipe's batch over the ranks).
+    pub batch_per_rank: usize,
+    /// The recipe's batch size: the batch each optimiser step averages over.
+    pub global_batch: usize,
+    /// What carried the collective operations (the MPI library's version line).
+    pub library: String,
 }
 
 /// `logits.json`: a model's logits on the first `images` test images, row-major

@@ -11,11 +11,11 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_data::{ImageBatch, ImageBatcher, ImageItem, ImageSet, Locator, Split};
 use kiln_models::{Classifier, ImageClassifier};
-use kiln_train::{Checkpoint, Event, FitData, FitOptions};
+use kiln_train::{Checkpoint, Collective, Event, FitData, FitOptions};
 
 use crate::error::{io_error, RunError};
 use crate::machine;
-use crate::run_dir::{self, write_atomic, FixedBatchLogits, RunStart, RunSummary};
+use crate::run_dir::{self, write_atomic, FixedBatchLogits, ParallelRun, RunStart, RunSummary};
 use crate::spec::{DatasetName, MAX_SIDE, MIN_SIDE};
 use crate::weights::{load_weights, save_weights};
 use crate::{ExperimentSpec, ValidSpec};
@@ -47,6 +47,11 @@ pub struct RunOptions {
     /// `kiln_report::write_run_pictures`); `None` draws none and skips the evaluation they
     /// are drawn from.
     pub draw: Option<DrawRun>,
+    /// Train data-parallel with the other ranks of this group (see `kiln_train::parallel`):
+    /// every rank calls [`run`] (or [`resume`]) with the same spec and options but its own
+    /// member of the group. Rank 0 alone writes the run folder; every rank returns its path
+    /// and the same summary.
+    pub parallel: Option<&'static dyn Collective>,
 }
 
 /// What a finished run hands to [`RunOptions::draw`]: everything its pictures come from.
@@ -110,6 +115,55 @@ pub fn run<B: AutodiffBackend>(
         )));
     }
 
+    let created = match leads(options) {
+        true => create_run_folder(spec, options, input, &summary),
+        false => Ok(PathBuf::new()),
+    };
+    let dir = rank0_folder(options, created)?;
+    train_in::<B>(spec, options, &splits, dir, None, Vec::new(), device)
+}
+
+/// Whether this process writes the run folder: it runs alone, or is rank 0 of several.
+fn leads(options: &RunOptions) -> bool {
+    options.parallel.is_none_or(|g| g.rank() == 0)
+}
+
+/// The run folder rank 0 made (or failed to make), on every rank.
+fn rank0_folder(
+    options: &RunOptions,
+    created: Result<PathBuf, RunError>,
+) -> Result<PathBuf, RunError> {
+    let Some(group) = options.parallel.filter(|g| g.size() > 1) else {
+        return created;
+    };
+    let mut message = match &created {
+        Ok(dir) => format!("ok {}", dir.display()),
+        Err(e) => format!("error {e}"),
+    }
+    .into_bytes();
+    let unreachable = |e: kiln_train::CollectiveError| RunError::Spec(e.to_string());
+    group.broadcast(&mut message, 0).map_err(unreachable)?;
+    if group.rank() == 0 {
+        return created;
+    }
+    let message = String::from_utf8_lossy(&message);
+    match message.split_once(' ') {
+        Some(("ok", dir)) => Ok(PathBuf::from(dir)),
+        _ => Err(RunError::Spec(format!(
+            "rank 0 could not start the run: {}",
+            message.trim_start_matches("error ")
+        ))),
+    }
+}
+
+/// Makes the run folder and writes what it holds before training: `config.toml`, `run.json`
+/// and `layers.txt`.
+fn create_run_folder(
+    spec: &ExperimentSpec,
+    options: &RunOptions,
+    input: [usize; 3],
+    summary: &impl std::fmt::Display,
+) -> Result<PathBuf, RunError> {
     let dir = match &options.run_folder {
         Some(dir) => run_dir::create_exact(dir).map_err(io_error(dir))?,
         None => run_dir::create(&options.runs_dir, &spec.name, &options.backend)
@@ -138,7 +192,7 @@ pub fn run<B: AutodiffBackend>(
         spec.name, input[0], input[1], input[2]
     );
     write_atomic(&layers_path, table.as_bytes()).map_err(io_error(&layers_path))?;
-    train_in::<B>(spec, options, &splits, dir, None, Vec::new(), device)
+    Ok(dir)
 }
 
 /// Goes on with the run in `dir` from its newest checkpoint, as its `config.toml` and
@@ -218,6 +272,19 @@ pub fn resume<B: AutodiffBackend>(
         }
     }
     let splits = load_splits(&spec, &locator)?;
+    if !leads(options) {
+        // Rank 0 alone writes the folder: it cuts metrics.jsonl back.
+        let dir = dir.to_path_buf();
+        return train_in::<B>(
+            &spec,
+            options,
+            &splits,
+            dir,
+            Some(&checkpoint),
+            vec![],
+            device,
+        );
+    }
     let metrics_path = dir.join(run_dir::METRICS);
     let kept = keep_first_lines(&metrics_path, checkpoint.state.events)
         .map_err(io_error(&metrics_path))?;
@@ -327,15 +394,20 @@ fn train_in<B: AutodiffBackend>(
         .as_ref()
         .map(|b: &ImageBatch<B::InnerBackend>| logits_of(&model.valid(), b));
     let metrics_path = dir.join(run_dir::METRICS);
+    let leader = leads(options);
     // A resumed run appends to the lines its checkpoint had seen.
-    let file = OpenOptions::new()
-        .create_new(resume_from.is_none())
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
+    let file = leader
+        .then(|| {
+            OpenOptions::new()
+                .create_new(resume_from.is_none())
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+        })
+        .transpose()
         .map_err(io_error(&metrics_path))?;
     let mut log = EventLog {
-        out: BufWriter::new(file),
+        out: file.map(BufWriter::new),
         error: None,
         events: earlier,
     };
@@ -345,10 +417,11 @@ fn train_in<B: AutodiffBackend>(
         Ok(())
     };
     let fit_options = FitOptions {
-        progress: options.progress,
-        save_checkpoint: Some(&save),
+        progress: options.progress && leader,
+        save_checkpoint: leader.then_some(&save as &kiln_train::CheckpointSink),
         resume_from,
         stop: options.stop,
+        parallel: options.parallel,
     };
     let data = FitData {
         train,
@@ -376,6 +449,55 @@ fn train_in<B: AutodiffBackend>(
         dir: dir.clone(),
         error,
     })?;
+
+    let parallel = options
+        .parallel
+        .filter(|g| g.size() > 1)
+        .map(|g| ParallelRun {
+            ranks: g.size(),
+            batch_per_rank: spec.recipe.batch_size / g.size(),
+            global_batch: spec.recipe.batch_size,
+            library: g.library(),
+        });
+    let summary = |fitted: &kiln_train::FitSummary| {
+        let best = fitted
+            .best()
+            .expect("a validated recipe runs at least one epoch");
+        let last = fitted
+            .last()
+            .expect("a validated recipe runs at least one epoch");
+        RunSummary {
+            experiment: spec.name.clone(),
+            backend: options.backend.clone(),
+            epochs: fitted.epochs.len(),
+            train_images: train.len(),
+            test_images: test.len(),
+            final_test_accuracy: last.test_accuracy.expect(TESTED),
+            final_test_loss: last.test_loss.expect(TESTED),
+            final_valid_accuracy: last.valid_accuracy,
+            best_test_accuracy: best.test_accuracy.expect(TESTED),
+            best_epoch: best.epoch,
+            total_seconds: fitted.seconds,
+            train_images_per_sec: fitted.train_images_per_sec(),
+            eval_images_per_sec: fitted.eval_images_per_sec().expect(TESTED),
+            seed: spec.recipe.seed,
+            init_weights: options.init_weights.clone(),
+            peak_rss_mib: machine::peak_rss_mib(),
+            processor: machine::processor(),
+            normalize: batcher.normalize.clone(),
+            classes: train.classes.clone(),
+            image_shape: Some([train.channels, train.height, train.width]),
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            flush_denormals: kiln_train::denormals::flushes_denormals(),
+            parallel: parallel.clone(),
+        }
+    };
+    if !leader {
+        return Ok(RunOutcome {
+            summary: summary(&fitted),
+            dir,
+        });
+    }
 
     if let (Some(batch), Some(initial)) = (&fixed_batch, initial_logits) {
         let logits = FixedBatchLogits {
@@ -405,36 +527,7 @@ fn train_in<B: AutodiffBackend>(
         );
     }
 
-    let best = fitted
-        .best()
-        .expect("a validated recipe runs at least one epoch");
-    let last = fitted
-        .last()
-        .expect("a validated recipe runs at least one epoch");
-    let summary = RunSummary {
-        experiment: spec.name.clone(),
-        backend: options.backend.clone(),
-        epochs: fitted.epochs.len(),
-        train_images: train.len(),
-        test_images: test.len(),
-        final_test_accuracy: last.test_accuracy.expect(TESTED),
-        final_test_loss: last.test_loss.expect(TESTED),
-        final_valid_accuracy: last.valid_accuracy,
-        best_test_accuracy: best.test_accuracy.expect(TESTED),
-        best_epoch: best.epoch,
-        total_seconds: fitted.seconds,
-        train_images_per_sec: fitted.train_images_per_sec(),
-        eval_images_per_sec: fitted.eval_images_per_sec().expect(TESTED),
-        seed: spec.recipe.seed,
-        init_weights: options.init_weights.clone(),
-        peak_rss_mib: machine::peak_rss_mib(),
-        processor: machine::processor(),
-        normalize: batcher.normalize.clone(),
-        classes: train.classes.clone(),
-        image_shape: Some([train.channels, train.height, train.width]),
-        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-        flush_denormals: kiln_train::denormals::flushes_denormals(),
-    };
+    let summary = summary(&fitted);
     let summary_path = dir.join(run_dir::SUMMARY);
     let json = serde_json::to_vec_pretty(&summary).expect("a summary always serialises");
     write_atomic(&summary_path, &json).map_err(io_error(&summary_path))?;
@@ -607,7 +700,8 @@ fn logits_of<B: burn::tensor::backend::Backend, M: ImageClassifier<B>>(
 /// and every event of the run in memory for its pictures. The first write error is kept and
 /// reported when training returns.
 struct EventLog {
-    out: BufWriter<File>,
+    /// `None` on the ranks other than 0 of a data-parallel run: they keep the events only.
+    out: Option<BufWriter<File>>,
     error: Option<std::io::Error>,
     events: Vec<Event>,
 }
@@ -618,8 +712,11 @@ impl EventLog {
             return;
         }
         self.events.push(event.clone());
+        let Some(out) = &mut self.out else {
+            return;
+        };
         let line = serde_json::to_string(event).expect("events always serialise");
-        if let Err(e) = writeln!(self.out, "{line}").and_then(|_| self.out.flush()) {
+        if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
             self.error = Some(e);
         }
     }
