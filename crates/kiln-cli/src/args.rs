@@ -39,6 +39,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Train an experiment and write its run folder.
     Run(RunArgs),
+    /// Train one experiment data-parallel on several processes of this machine (or of the
+    /// hosts in --hostfile): starts `mpirun -np N kiln run ARGS...` with what it needs (as
+    /// root too), each process with its share of the cores. Needs a kiln built with the `mpi`
+    /// feature and Open MPI's mpirun; `mpirun` and `srun --mpi=pmix` can start `kiln run`
+    /// directly as well.
+    Launch(LaunchArgs),
     /// List the built-in experiments.
     List,
     /// Print an experiment's network layer by layer: output shape and parameters for the
@@ -75,6 +81,24 @@ pub enum Command {
     /// Write a run's weights as safetensors under the experiment's PyTorch module names, for
     /// `net.load_state_dict(safetensors.torch.load_file(FILE))`.
     Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// How many processes (MPI ranks) train together; the recipe's batch is split over them.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub procs: usize,
+    /// Threads per process (RAYON_NUM_THREADS and OMP_NUM_THREADS). Default: this machine's
+    /// cores over the processes, at least 1.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Open MPI hostfile: the machines to start the processes on (each line `host slots=N`);
+    /// the run folder must be on a file system they share.
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+    /// Everything `kiln run` takes: the experiment and its options (or --resume RUN).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub run_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -20,13 +20,50 @@ mod args;
 pub mod backend_table;
 mod backends;
 mod compare;
+mod parallel;
 
 use args::{
-    BenchArgs, Cli, Command, ExportArgs, ExportFormat, FeaturesArgs, ImportArgs, LogFormat,
-    PlotsArgs, PredictArgs, ReportArgs, RunArgs, SummaryArgs,
+    BenchArgs, Cli, Command, ExportArgs, ExportFormat, FeaturesArgs, ImportArgs, LaunchArgs,
+    LogFormat, PlotsArgs, PredictArgs, ReportArgs, RunArgs, SummaryArgs,
 };
 use backends::with_backend;
 pub use backends::{backend_failure, backend_name, dispatch, is_built, BackendTask};
+
+/// The exit status of a run stopped on request (Ctrl-C, SIGTERM, SIGUSR1) that saved a
+/// checkpoint to go on from: EX_TEMPFAIL, "try again later", so a job script can tell it from
+/// a failure and requeue.
+pub const STOPPED_EXIT_CODE: u8 = 75;
+
+/// Prints `result`'s error, if any, with its whole chain ("running X on ndarray: <file>: <what
+/// was wrong>"), and gives the process's exit status: 0, [`STOPPED_EXIT_CODE`] for a run
+/// stopped on request, 1 for any other error.
+pub fn exit_status(result: Result<()>) -> u8 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if stopped_on_request(&e) {
+                STOPPED_EXIT_CODE
+            } else {
+                1
+            }
+        }
+    }
+}
+
+/// Whether `error` is a run that stopped on request, its checkpoint saved.
+pub fn stopped_on_request(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let interrupted = matches!(
+            cause.downcast_ref::<kiln_experiments::RunError>(),
+            Some(kiln_experiments::RunError::Fit {
+                error: kiln_train::FitError::Interrupted { .. },
+                ..
+            })
+        );
+        interrupted || cause.is::<StoppedRanks>()
+    })
+}
 
 /// Parses the arguments, sets up logging and runs the command.
 pub fn main_with_args<I, T>(args: I) -> Result<()>
@@ -53,8 +90,10 @@ fn log_filter(quiet: bool) -> String {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KILN_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(log_filter(cli.quiet)));
+    // Ranks other than 0 of a data-parallel run would repeat rank 0's lines.
+    let quiet = cli.quiet || parallel::is_follower();
+    let filter =
+        EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| EnvFilter::new(log_filter(quiet)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -82,6 +121,7 @@ fn execute(cli: &Cli) -> Result<()> {
         }
         Command::Compare(args) => compare::compare(args, cli.quiet),
         Command::Run(args) => run_command(args, progress),
+        Command::Launch(args) => launch(args, cli),
         Command::Summary(args) => summary(args),
         Command::Bench(args) => bench(args),
         Command::Plots(args) => plots(args, progress),
@@ -123,6 +163,9 @@ fn run_command(args: &RunArgs, progress: bool) -> Result<()> {
             record_failure(args, e)
         }
     })?;
+    if parallel::is_follower() {
+        return Ok(()); // rank 0 prints the results
+    }
     let s = &outcome.summary;
     println!(
         "{}: test accuracy {:.2}% after {} epochs (best {:.2}% at epoch {}), {:.1} s, {:.0} train images/s",
@@ -344,9 +387,18 @@ fn record_failure(args: &RunArgs, error: &anyhow::Error) {
 /// Resolves the experiment (or the run to resume) and runs it on the chosen backend.
 fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
     let stop = stop_on_ctrl_c();
-    if let Some(dir) = &args.resume {
-        return resume(args, dir, progress, stop);
-    }
+    parallel::with_ranks(|ranks| match &args.resume {
+        Some(dir) => resume(args, dir, progress, stop, ranks),
+        None => start(args, progress, stop, ranks),
+    })
+}
+
+fn start(
+    args: &RunArgs,
+    progress: bool,
+    stop: Option<&'static AtomicBool>,
+    parallel: Option<&'static dyn kiln_train::Collective>,
+) -> Result<RunOutcome> {
     let experiment = args
         .experiment
         .as_deref()
@@ -362,10 +414,12 @@ fn run(args: &RunArgs, progress: bool) -> Result<RunOutcome> {
         logits_of: args.logits_of,
         stop,
         draw: Some(kiln_report::write_run_pictures),
+        parallel,
     };
     let backend = &options.backend;
     backends::announce(backend);
-    with_backend!(backend, args.backend.device, |B, device| {
+    let device = parallel::rank_device(backend, args.backend.device);
+    with_backend!(backend, device, |B, device| {
         kiln_experiments::run::<B>(&spec, &options, device)
     })?
     .with_context(|| format!("running {} on {backend}", spec.name))
@@ -376,6 +430,7 @@ fn resume(
     dir: &Path,
     progress: bool,
     stop: Option<&'static AtomicBool>,
+    parallel: Option<&'static dyn kiln_train::Collective>,
 ) -> Result<RunOutcome> {
     let overrides = args.overrides.overrides();
     if overrides
@@ -395,24 +450,76 @@ fn resume(
         progress,
         stop,
         draw: Some(kiln_report::write_run_pictures),
+        parallel,
         ..RunOptions::default()
     };
     let backend = &options.backend;
     let checkpoint_every = args.overrides.checkpoint_every;
     backends::announce(backend);
-    with_backend!(backend, args.backend.device, |B, device| {
+    let device = parallel::rank_device(backend, args.backend.device);
+    with_backend!(backend, device, |B, device| {
         kiln_experiments::resume::<B>(dir, checkpoint_every, &options, device)
     })?
     .with_context(|| format!("resuming {} on {backend}", dir.display()))
 }
 
-/// The first Ctrl-C (or SIGTERM) asks training to save a checkpoint and stop at the next step;
-/// a second one exits at once. `None` where the handler cannot be installed (a second run in
+/// `kiln launch`: the global flags given to it go to every `kiln run` it starts.
+fn launch(args: &LaunchArgs, cli: &Cli) -> Result<()> {
+    let mut global = Vec::new();
+    if cli.quiet {
+        global.push("--quiet".to_string());
+    }
+    if cli.keep_denormals {
+        global.push("--keep-denormals".to_string());
+    }
+    if cli.log_format == LogFormat::Json {
+        global.extend(["--log-format".to_string(), "json".to_string()]);
+    }
+    let status = parallel::launch(args, &global)?;
+    match status.code() {
+        Some(0) => Ok(()),
+        // The ranks stopped on request, together, with a checkpoint: say so by the status too.
+        Some(code) if code == i32::from(STOPPED_EXIT_CODE) => Err(anyhow::Error::new(StoppedRanks)),
+        _ => bail!("mpirun ended with {status} (the ranks' errors are above)"),
+    }
+}
+
+/// `kiln launch`'s ranks stopped on request (each said so, with the command that resumes).
+#[derive(Debug)]
+struct StoppedRanks;
+
+impl std::fmt::Display for StoppedRanks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the ranks stopped on request; the run folder keeps their checkpoint")
+    }
+}
+
+impl std::error::Error for StoppedRanks {}
+
+/// Set by the first Ctrl-C, SIGTERM or SIGUSR1: training saves a checkpoint and stops at the
+/// next step.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The first Ctrl-C (or SIGTERM, which Slurm sends at a time limit, a preemption or `scancel`)
+/// asks training to save a checkpoint and stop at the next step; a second one exits at once.
+/// SIGUSR1 asks the same, silently: the signal `sbatch --signal=USR1@SECONDS` sends that long
+/// before a job's time limit. `None` where the handler cannot be installed (a second run in
 /// the same process: the first run's flag is reused).
 fn stop_on_ctrl_c() -> Option<&'static AtomicBool> {
-    static STOP: AtomicBool = AtomicBool::new(false);
     static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let installed = *INSTALLED.get_or_init(|| {
+        #[cfg(unix)]
+        {
+            extern "C" fn on_usr1(_: libc::c_int) {
+                // An atomic store is all a signal handler may safely do here.
+                STOP.store(true, Ordering::SeqCst);
+            }
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                let handler: extern "C" fn(libc::c_int) = on_usr1;
+                libc::signal(libc::SIGUSR1, handler as libc::sighandler_t);
+            }
+        }
         ctrlc::set_handler(|| {
             if STOP.swap(true, Ordering::SeqCst) {
                 eprintln!("\nstopped at once: the run keeps its last checkpoint");
