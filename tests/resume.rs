@@ -1,6 +1,6 @@
 //! Runs that survive: a real `kiln run` process killed with SIGKILL at several moments (in
-//! the middle of checkpoint writes, mid-epoch, during evaluation) or stopped with Ctrl-C, then
-//! resumed with `kiln run --resume`, ends with exactly the weights, metrics and summary of a
+//! the middle of checkpoint writes, mid-epoch, during evaluation) or stopped with Ctrl-C or
+//! SIGUSR1, then resumed with `kiln run --resume`, ends with exactly the weights, metrics and summary of a
 //! run that never stopped, on the default CPU backend.
 
 use std::fs;
@@ -27,10 +27,8 @@ fn kiln_process() {
         return;
     };
     let args: Vec<&str> = std::iter::once("kiln").chain(args.lines()).collect();
-    if let Err(e) = kiln_cli::main_with_args(args) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    let status = kiln_cli::exit_status(kiln_cli::main_with_args(args));
+    std::process::exit(i32::from(status));
 }
 
 /// Starts `kiln <args>` as a child process, with `env` set.
@@ -278,11 +276,13 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
 
     // (signal, the line count after which it is sent): mid-epoch, at once and a little later;
     // during epoch 1's evaluation (after its last step, before its epoch event); right after
-    // an epoch event (the epoch's checkpoint being written); Ctrl-C mid-epoch.
+    // an epoch event (the epoch's checkpoint being written); Ctrl-C mid-epoch; SIGUSR1 (what
+    // `sbatch --signal=USR1@60` sends before a time limit) mid-epoch.
     let plan = [
         ("KILL", 37, 0),
         ("INT", 80, 3),
         ("KILL", 100, 0),
+        ("USR1", 120, 0),
         ("KILL", 150, 7),
         ("KILL", 202, 0),
         ("KILL", 260, 2),
@@ -293,19 +293,23 @@ fn a_run_killed_mid_epoch_in_evaluation_or_stopped_with_ctrl_c_resumes_to_the_sa
         let mut child = spawn(&child_args, &[]);
         wait_for_lines(&runs, line, &mut child);
         std::thread::sleep(Duration::from_millis(jitter_ms));
-        let number = if signal == "INT" {
-            libc::SIGINT
-        } else {
-            libc::SIGKILL
+        let number = match signal {
+            "INT" => libc::SIGINT,
+            "USR1" => libc::SIGUSR1,
+            _ => libc::SIGKILL,
         };
         // SAFETY: kill(2) on our own child, which has not been waited for, so its pid is ours.
         let sent = unsafe { libc::kill(child.id() as libc::pid_t, number) };
         assert_eq!(sent, 0, "the child had exited before line {line}");
         let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if signal == "INT" {
+        if signal != "KILL" {
             // Stopped at a step boundary with a checkpoint, saying how to go on.
-            assert_eq!(output.status.code(), Some(1), "{stderr}");
+            assert_eq!(
+                output.status.code(),
+                Some(i32::from(kiln_cli::STOPPED_EXIT_CODE)),
+                "{stderr}"
+            );
             assert!(stderr.contains("stopped on request after step"), "{stderr}");
             assert!(stderr.contains("kiln run --resume"), "{stderr}");
         } else {

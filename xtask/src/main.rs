@@ -221,20 +221,52 @@ fn tested_backends() -> Vec<&'static str> {
 fn test(args: &[String]) -> Result<()> {
     ensure_fashion_mnist()?;
     ensure_chromium()?;
-    let env = runtime_env(&tested_backends(), Install::Yes)?;
+    ensure_mpi()?;
+    let mut env = runtime_env(&tested_backends(), Install::Yes)?;
+    // The data-parallel tests send a job step through a real Slurm: this machine as a cluster
+    // of one node, for as long as the tests run.
+    let slurm = std::env::temp_dir().join(format!("kiln-slurm-{}", std::process::id()));
+    slurm_cluster("start", &slurm)?;
+    env.push((
+        "SLURM_CONF".into(),
+        slurm.join("slurm.conf").to_string_lossy().into_owned(),
+    ));
     let mut cmd = cargo();
     // `parity` builds the wgpu, tch and flex backends into kiln and the tests, once, in the
-    // release profile the CLI uses too.
+    // release profile the CLI uses too; `mpi` builds data-parallel training in.
     cmd.args([
         "test",
         "--release",
         "--workspace",
         "--features",
-        "kiln-integration-tests/parity",
+        "kiln-integration-tests/parity,kiln-integration-tests/mpi",
     ])
     .args(args)
     .envs(env.iter().map(|(k, v)| (k, v)));
-    status(cmd)
+    let tested = status(cmd);
+    if let Err(e) = slurm_cluster("stop", &slurm) {
+        eprintln!("xtask: the test cluster's daemons may still run: {e:#}");
+    }
+    tested
+}
+
+/// `xtask/slurm/one-node-cluster.sh start|stop STATE` (as root, or through password-less sudo).
+fn slurm_cluster(action: &str, state: &Path) -> Result<()> {
+    let script = project_root().join("xtask/slurm/one-node-cluster.sh");
+    let mut cmd = if is_root() {
+        Command::new(&script)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-n").arg(&script);
+        sudo
+    };
+    cmd.arg(action).arg(state);
+    status(cmd).with_context(|| {
+        format!(
+            "the Slurm test cluster (it needs root or password-less sudo): {}",
+            script.display()
+        )
+    })
 }
 
 /// `cargo doc` of the workspace with the test build's features (every backend's `dispatch`
@@ -447,6 +479,36 @@ fn ensure_chromium() -> Result<()> {
     }
     apt_install("chromium", "headless Chromium for the HTML report test")
         .context("or set KILN_CHROMIUM to a Chromium or Chrome binary")
+}
+
+/// Open MPI (its mpirun and headers), libclang, which the `mpi` crate's bindings are generated
+/// with, and Slurm: what the data-parallel tests build and run with.
+fn ensure_mpi() -> Result<()> {
+    for (package, what) in [
+        (
+            "openmpi-bin",
+            "Open MPI's mpirun, for the data-parallel tests",
+        ),
+        (
+            "libopenmpi-dev",
+            "Open MPI's headers, to build kiln with the `mpi` feature",
+        ),
+        (
+            "libclang-dev",
+            "libclang, which the `mpi` crate generates its bindings with",
+        ),
+        ("slurm-wlm", "Slurm, for the data-parallel test's job step"),
+        ("munge", "Slurm's authentication daemon"),
+    ] {
+        let installed = Command::new("dpkg")
+            .args(["-s", package])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            apt_install(package, what)?;
+        }
+    }
+    Ok(())
 }
 
 /// Installs a Debian package when we may: as root or with password-less sudo; otherwise says
