@@ -19,6 +19,7 @@ pub mod registry;
 pub mod run_dir;
 pub mod runner;
 pub mod spec;
+pub mod tensorboard;
 pub mod weights;
 
 pub use error::RunError;
@@ -30,7 +31,7 @@ pub use runner::{
     load_splits, load_test_split, resume, run, DrawRun, Finished, RunOptions, RunOutcome, Splits,
 };
 pub use spec::{
-    DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides, SpecError, Statistics,
-    TorchNaming, ValidSpec, ValidationSplit,
+    split_assignment, DataSpec, DatasetName, ExperimentSpec, Layout, NormalizeSpec, Overrides,
+    SpecError, Statistics, TorchNaming, ValidSpec, ValidationSplit,
 };
 pub use weights::{export_safetensors, import_pytorch, load_weights, save_weights};

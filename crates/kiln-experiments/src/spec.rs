@@ -408,31 +408,102 @@ impl DataSpec {
 }
 
 /// Changes to a spec's values by their TOML keys (`recipe.epochs`, `data.limit_train`, ...), as
-/// `kiln run`'s flags give them: one list, applied in one place ([`ExperimentSpec::apply`]).
+/// `kiln run`'s flags and `--set KEY=VALUE` give them: one list, applied in one place
+/// ([`ExperimentSpec::apply`]).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Overrides(Vec<(&'static str, toml::Value)>);
+pub struct Overrides(Vec<(String, toml::Value)>);
 
 impl Overrides {
     /// Adds `key = value` where `value` is set.
     ///
     /// # Panics
     /// If `value` has no TOML form: the caller's types are the spec's own, so this is a bug.
-    pub fn set<T: Serialize>(mut self, key: &'static str, value: Option<T>) -> Self {
+    pub fn set<T: Serialize>(mut self, key: &str, value: Option<T>) -> Self {
         if let Some(v) = value {
             let v = toml::Value::try_from(v).expect("an override's value has a TOML form");
-            self.0.push((key, v));
+            self.0.push((key.to_string(), v));
         }
         self
     }
 
+    /// Adds `KEY=VALUE` as `--set` gives it. The value is read as a TOML value (`0.01`, `64`,
+    /// `true`, `"sgd"`, `{ from = "test", count = 500 }`) and otherwise taken as a string, so
+    /// `recipe.optimizer.name=adam` needs no quotes. Whether the key exists and the value fits
+    /// is [`ExperimentSpec::apply`]'s to say.
+    pub fn set_text(mut self, assignment: &str) -> Result<Self, SpecError> {
+        let (key, text) = split_assignment(assignment)?;
+        self.0.push((key.to_string(), value_of_text(text)));
+        Ok(self)
+    }
+
     /// The keys the overrides change, as [`SpecError::key`] names them.
-    pub fn keys(&self) -> Vec<&'static str> {
-        self.0.iter().map(|(key, _)| *key).collect()
+    pub fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(key, _)| key.as_str()).collect()
+    }
+
+    /// Each override as `KEY=VALUE` with the value in TOML, as [`Overrides::set_text`] reads
+    /// it back: what a `kiln run` started by another command (`kiln sweep`) is given.
+    pub fn assignments(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(key, value)| format!("{key}={}", inline_toml(value)))
+            .collect()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// `KEY=VALUE` split at its first `=`; an error names the assignment and the form expected.
+pub fn split_assignment(assignment: &str) -> Result<(&str, &str), SpecError> {
+    let malformed = || SpecError {
+        origin: None,
+        key: String::new(),
+        problem: format!(
+            "--set: expected KEY=VALUE with a spec key such as recipe.optimizer.lr=0.01, found \
+             {assignment:?}"
+        ),
+    };
+    let (key, text) = assignment.split_once('=').ok_or_else(malformed)?;
+    let key = key.trim();
+    let key_ok = !key.is_empty()
+        && key.split('.').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    if !key_ok {
+        return Err(malformed());
+    }
+    Ok((key, text.trim()))
+}
+
+/// A `--set` value: TOML where it parses as one, else the text as a string.
+fn value_of_text(text: &str) -> toml::Value {
+    #[derive(Deserialize)]
+    struct One {
+        v: toml::Value,
+    }
+    toml::from_str::<One>(&format!("v = {text}"))
+        .map(|one| one.v)
+        .unwrap_or_else(|_| toml::Value::String(text.to_string()))
+}
+
+/// A value as inline TOML, on one line (`toml::Value`'s `Display` writes tables as sections).
+fn inline_toml(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Table(table) => {
+            let fields: Vec<String> = table
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", inline_toml(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        toml::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(inline_toml).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -709,6 +780,64 @@ mod tests {
             .unwrap_err();
         assert!(err.problem.contains("three"), "{}", err.problem);
         assert_eq!(spec.recipe.epochs, 3, "a refused override changes nothing");
+    }
+
+    #[test]
+    fn set_reads_toml_values_and_plain_words_and_round_trips() {
+        let overrides = Overrides::default()
+            .set_text("recipe.optimizer.lr=0.05")
+            .and_then(|o| o.set_text("recipe.batch_size = 64"))
+            .and_then(|o| o.set_text("data.layout=idx"))
+            .and_then(|o| o.set_text("data.validation={ from = \"train\", count = 500 }"))
+            .unwrap();
+        let mut spec = ExperimentSpec::from_toml(BUILTIN, "lenet5").unwrap();
+        spec.apply(&overrides).unwrap();
+        assert_eq!(spec.recipe.batch_size, 64);
+        assert_eq!(spec.data.layout(), Layout::Idx);
+        assert_eq!(
+            spec.data.validation,
+            Some(ValidationSplit {
+                from: Split::Train,
+                count: 500
+            })
+        );
+        assert!(spec.to_toml().contains("lr = 0.05"));
+        // Another optimizer keeps none of Adam's keys only when its whole table is set.
+        let mut sgd = spec.clone();
+        let err = sgd
+            .apply(
+                &Overrides::default()
+                    .set_text("recipe.optimizer.name=sgd")
+                    .unwrap(),
+            )
+            .unwrap_err();
+        assert!(err.problem.contains("betas"), "{err}");
+        sgd.apply(
+            &Overrides::default()
+                .set_text("recipe.optimizer={ name = \"sgd\", lr = 0.1, momentum = 0.9 }")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            sgd.to_toml().contains("name = \"sgd\""),
+            "{}",
+            sgd.to_toml()
+        );
+        // What `assignments` writes, `set_text` reads back to the same overrides.
+        let again = overrides
+            .assignments()
+            .iter()
+            .try_fold(Overrides::default(), |o, a| o.set_text(a))
+            .unwrap();
+        assert_eq!(again, overrides);
+        for bad in ["recipe.epochs", "=3", "recipe..epochs=3", "recipe epochs=3"] {
+            let err = Overrides::default().set_text(bad).unwrap_err();
+            assert!(err.problem.contains(&format!("{bad:?}")), "{err}");
+        }
+        // A value of the wrong type is named by its key when applied.
+        let wrong = Overrides::default().set_text("recipe.epochs=many").unwrap();
+        let err = spec.apply(&wrong).unwrap_err();
+        assert_eq!(err.key, "recipe.epochs");
     }
 
     #[test]
