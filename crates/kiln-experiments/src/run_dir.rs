@@ -65,6 +65,9 @@ impl RunStart {
 
 /// The resolved experiment.
 pub const CONFIG: &str = "config.toml";
+/// The metrics and settings for TensorBoard ([`crate::tensorboard`]); "tfevents" in the name
+/// is how TensorBoard finds event files.
+pub const TENSORBOARD: &str = "events.out.tfevents.kiln";
 /// [`RunStart`].
 pub const RUN_START: &str = "run.json";
 /// The layer table.

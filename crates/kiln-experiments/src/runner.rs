@@ -17,6 +17,7 @@ use crate::error::{io_error, RunError};
 use crate::machine;
 use crate::run_dir::{self, write_atomic, FixedBatchLogits, ParallelRun, RunStart, RunSummary};
 use crate::spec::{DatasetName, MAX_SIDE, MIN_SIDE};
+use crate::tensorboard;
 use crate::weights::{load_weights, save_weights};
 use crate::{ExperimentSpec, ValidSpec};
 
@@ -406,8 +407,22 @@ fn train_in<B: AutodiffBackend>(
         })
         .transpose()
         .map_err(io_error(&metrics_path))?;
+    let board_path = dir.join(run_dir::TENSORBOARD);
+    let board = leader
+        .then(|| {
+            let config = toml::Value::try_from(spec).expect("a spec always serialises");
+            let mut hparams = tensorboard::hparams_of(&config);
+            hparams.push((
+                "backend".to_string(),
+                tensorboard::HParam::Text(options.backend.clone()),
+            ));
+            tensorboard::EventFile::create(&board_path, &hparams, &earlier)
+        })
+        .transpose()
+        .map_err(io_error(&board_path))?;
     let mut log = EventLog {
         out: file.map(BufWriter::new),
+        board,
         error: None,
         events: earlier,
     };
@@ -437,9 +452,20 @@ fn train_in<B: AutodiffBackend>(
         &fit_options,
         &mut |event| log.write(event),
     );
-    if let Some(source) = log.error {
+    // A stopped run's session goes on when it resumes.
+    let end = match &fitted {
+        Ok(_) => Some(tensorboard::SessionEnd::Success),
+        Err(kiln_train::FitError::Interrupted { .. }) => None,
+        Err(_) => Some(tensorboard::SessionEnd::Failure),
+    };
+    if let (Some(board), Some(end), None) = (&mut log.board, end, &log.error) {
+        if let Err(e) = board.end(end) {
+            log.error = Some((run_dir::TENSORBOARD, e));
+        }
+    }
+    if let Some((file, source)) = log.error {
         return Err(RunError::Io {
-            path: metrics_path,
+            path: dir.join(file),
             source,
         });
     }
@@ -702,7 +728,10 @@ fn logits_of<B: burn::tensor::backend::Backend, M: ImageClassifier<B>>(
 struct EventLog {
     /// `None` on the ranks other than 0 of a data-parallel run: they keep the events only.
     out: Option<BufWriter<File>>,
-    error: Option<std::io::Error>,
+    /// The same events for TensorBoard (rank 0 only).
+    board: Option<tensorboard::EventFile>,
+    /// The first write that failed: the file's name in the run folder, and why.
+    error: Option<(&'static str, std::io::Error)>,
     events: Vec<Event>,
 }
 
@@ -717,7 +746,9 @@ impl EventLog {
         };
         let line = serde_json::to_string(event).expect("events always serialise");
         if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
-            self.error = Some(e);
+            self.error = Some((run_dir::METRICS, e));
+        } else if let Some(Err(e)) = self.board.as_mut().map(|b| b.write(event)) {
+            self.error = Some((run_dir::TENSORBOARD, e));
         }
     }
 }
