@@ -19,15 +19,14 @@ use burn::prelude::*;
 use kiln_experiments::ValidSpec;
 use kiln_models::ImageClassifier;
 
+mod common;
+use common::python;
+
 type Inner = burn_ndarray::NdArray;
 
 const IMAGES: usize = 2;
 /// max |logit difference| / max |logit|.
 const TOLERANCE: f64 = 1e-4;
-
-fn python() -> String {
-    std::env::var("KILN_TORCH_PYTHON").unwrap_or_else(|_| "python".to_string())
-}
 
 fn script(args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pytorch/tutorial_weights.py");

@@ -84,6 +84,12 @@ pub fn tiny_run(dir: &Path, epochs: usize) -> PathBuf {
     only_entry(&runs.join("lenet5-fashion-mnist"))
 }
 
+/// The Python with PyTorch and TensorBoard: `$KILN_TORCH_PYTHON`, else `python` (`cargo xtask
+/// test` puts its virtualenv first on PATH).
+pub fn python() -> String {
+    std::env::var("KILN_TORCH_PYTHON").unwrap_or_else(|_| "python".to_string())
+}
+
 /// A LeNet-5 run's final weights (`model.mpk`) in a fresh model on ndarray.
 pub fn load_lenet(run: &Path) -> kiln_models::LeNet5<burn_ndarray::NdArray> {
     use burn::module::Module;
@@ -212,4 +218,51 @@ pub fn cargo_metadata(extra: &[&str]) -> serde_json::Value {
 /// The repository's root folder.
 pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// Set (to any value) in the processes a `harness = false` test binary starts as `kiln`.
+pub const AS_KILN: &str = "KILN_TEST_AS_KILN";
+
+/// The `main` of a test binary whose children are `kiln` (this same binary, started by the
+/// test, by mpirun or by Slurm with [`AS_KILN`] set): as `kiln`, it runs the command line and
+/// exits with kiln's status; otherwise it runs `tests` in order, or those whose names contain
+/// an argument.
+pub fn kiln_or_tests(tests: &[(&str, fn())]) {
+    if std::env::var_os(AS_KILN).is_some() {
+        let status = kiln_cli::exit_status(kiln_cli::main_with_args(std::env::args_os()));
+        std::process::exit(i32::from(status));
+    }
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        eprintln!("test {name} ...");
+        let started = std::time::Instant::now();
+        test();
+        eprintln!(
+            "test {name} ... ok ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The Slurm cluster's `slurm.conf` (`SLURM_CONF`), for the tests that send jobs to the
+/// one-node cluster `cargo xtask test` starts.
+pub fn slurm_conf() -> String {
+    let conf = std::env::var("SLURM_CONF").unwrap_or_else(|_| {
+        panic!(
+            "SLURM_CONF is not set: start a one-node Slurm cluster with \
+             `xtask/slurm/one-node-cluster.sh start DIR` and export SLURM_CONF=DIR/slurm.conf \
+             (cargo xtask test does both)"
+        )
+    });
+    assert!(
+        Path::new(&conf).exists(),
+        "SLURM_CONF={conf} does not exist"
+    );
+    conf
 }

@@ -29,6 +29,8 @@ const FASHION_MNIST_PACKAGE: &str = "dataset-fashion-mnist";
 const VULKAN_PACKAGE: &str = "mesa-vulkan-drivers";
 /// The libtorch version burn-tch 0.21 (tch 0.22) is built against.
 const TORCH_VERSION: &str = "2.9.0";
+/// The TensorBoard the tests read event files with.
+const TENSORBOARD_VERSION: &str = "2.21.0";
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -223,7 +225,8 @@ fn test(args: &[String]) -> Result<()> {
     ensure_chromium()?;
     ensure_mpi()?;
     let mut env = runtime_env(&tested_backends(), Install::Yes)?;
-    // The data-parallel tests send a job step through a real Slurm: this machine as a cluster
+    ensure_tensorboard()?;
+    // The data-parallel and sweep tests send jobs through a real Slurm: this machine as a cluster
     // of one node, for as long as the tests run.
     let slurm = std::env::temp_dir().join(format!("kiln-slurm-{}", std::process::id()));
     slurm_cluster("start", &slurm)?;
@@ -233,13 +236,14 @@ fn test(args: &[String]) -> Result<()> {
     ));
     let mut cmd = cargo();
     // `parity` builds the wgpu, tch and flex backends into kiln and the tests, once, in the
-    // release profile the CLI uses too; `mpi` builds data-parallel training in.
+    // release profile the CLI uses too; `mpi` builds data-parallel training in; `slurm` turns
+    // on the tests that need the cluster started above.
     cmd.args([
         "test",
         "--release",
         "--workspace",
         "--features",
-        "kiln-integration-tests/parity,kiln-integration-tests/mpi",
+        "kiln-integration-tests/parity,kiln-integration-tests/mpi,kiln-integration-tests/slurm",
     ])
     .args(args)
     .envs(env.iter().map(|(k, v)| (k, v)));
@@ -422,6 +426,34 @@ fn install_torch(venv: &Path) -> Result<()> {
     }
     let mut cmd = Command::new(venv.join("bin/pip"));
     cmd.args(["install", "--quiet", &format!("torch=={TORCH_VERSION}")]);
+    status(cmd)
+}
+
+/// TensorBoard, whose own reader the TensorBoard test reads each run's event file with: into
+/// the Python the tests use (`$KILN_TORCH_PYTHON`, else the PyTorch virtualenv's).
+fn ensure_tensorboard() -> Result<()> {
+    let python = std::env::var_os("KILN_TORCH_PYTHON")
+        .map_or_else(|| torch_venv().join("bin/python"), PathBuf::from);
+    let has = Command::new(&python)
+        .args(["-c", "import tensorboard"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if has {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing tensorboard {TENSORBOARD_VERSION} into {} (the TensorBoard test \
+         reads runs with its reader)",
+        python.display()
+    );
+    let mut cmd = Command::new(&python);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        &format!("tensorboard=={TENSORBOARD_VERSION}"),
+    ]);
     status(cmd)
 }
 

@@ -56,6 +56,16 @@ pub enum Command {
     Compare(CompareArgs),
     /// List the backends and whether this binary was built with each.
     Backends,
+    /// Train an experiment at every point of a grid (`--set KEY=V1,V2` per axis, times
+    /// `--backends`), each point an ordinary run folder under runs/sweeps/<name>-<timestamp>/:
+    /// here, --jobs at a time, or with --slurm as one Slurm job array. Ends with the table of
+    /// `kiln sweep-status`.
+    Sweep(SweepArgs),
+    /// The table of a sweep's points, finished, running, stopped or failed: ranked by
+    /// validation accuracy where the experiment has a validation split (never by the test set),
+    /// each with its settings, its rerun command and, where it failed, why. Written to
+    /// DIR/status.md, status.json and status.csv and printed.
+    SweepStatus(SweepStatusArgs),
     /// Time an experiment on one backend: the data pipeline, the training step (forward,
     /// loss, backward, optimiser at the recipe's batch) and the evaluation pass, as medians
     /// after a warm-up, with the peak memory of the step phase. Prints one JSON object on
@@ -81,6 +91,48 @@ pub enum Command {
     /// Write a run's weights as safetensors under the experiment's PyTorch module names, for
     /// `net.load_state_dict(safetensors.torch.load_file(FILE))`.
     Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
+    pub experiment: String,
+    /// Backends, comma-separated: every point of the grid runs on each (default: the default
+    /// backend).
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Vec<String>,
+    /// How many points run at once: here, each with its share of the cores (default 1); on
+    /// Slurm, the job array's limit on tasks running at once (default none).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// The sweep's name, which starts its folder's (default: the experiment's).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The sweep folder is created under DIR/sweeps/.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    #[command(flatten)]
+    pub slurm: crate::slurm::SlurmArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepStatusArgs {
+    /// A sweep folder (runs/sweeps/<name>-<timestamp>).
+    pub dir: PathBuf,
+    /// What to print (all three are written into the folder).
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Markdown,
+    Json,
+    Csv,
 }
 
 #[derive(Debug, Args)]
@@ -296,12 +348,26 @@ pub struct OverrideArgs {
     /// folder (`DIR/{train,test}/<class>/*.jpg|png` under --data-dir).
     #[arg(long, value_name = "LAYOUT")]
     pub layout: Option<Layout>,
+    /// Set any key of the experiment's TOML, after the flags above: KEY=VALUE with the value in
+    /// TOML or a plain word (`--set recipe.optimizer.lr=0.05 --set recipe.optimizer.name=sgd`).
+    /// Repeatable. In `kiln sweep`, KEY=V1,V2,... lists the values of one axis of the grid.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 impl OverrideArgs {
+    /// The flags and every `--set`, in that order.
+    pub fn overrides(&self) -> anyhow::Result<Overrides> {
+        let mut overrides = self.flag_overrides();
+        for assignment in &self.set {
+            overrides = overrides.set_text(assignment)?;
+        }
+        Ok(overrides)
+    }
+
     /// The one list of override flags: each flag's value under the spec key it sets. A new
     /// flag is its field above and its line here.
-    pub fn overrides(&self) -> Overrides {
+    pub fn flag_overrides(&self) -> Overrides {
         Overrides::default()
             .set("recipe.epochs", self.epochs)
             .set("recipe.max_steps", self.steps)
@@ -337,11 +403,25 @@ impl DataArgs {
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// A built-in experiment name (see `kiln list`) or a path to an experiment .toml file.
-    pub experiment: String,
+    #[arg(required_unless_present = "report")]
+    pub experiment: Option<String>,
     /// Backends to compare, comma-separated; the first is the reference the others are
     /// measured against.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "report")]
     pub backends: Vec<String>,
+    /// Write the report of an existing comparison folder from its runs as they stand (what
+    /// the last job of `kiln compare --slurm` does once the backends' jobs have ended).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["experiment", "slurm"])]
+    pub report: Option<PathBuf>,
+    /// With --slurm: each backend is its own job; the backends that run on a GPU (wgpu,
+    /// tch-cuda, cuda) go to this partition instead of --partition's.
+    #[arg(long, value_name = "NAME", requires = "slurm")]
+    pub gpu_partition: Option<String>,
+    /// With --slurm: the generic resources of the GPU backends' jobs (e.g. gpu:1).
+    #[arg(long, value_name = "GRES", requires = "slurm")]
+    pub gpu_gres: Option<String>,
+    #[command(flatten)]
+    pub slurm: crate::slurm::SlurmArgs,
     #[command(flatten)]
     pub overrides: OverrideArgs,
     #[command(flatten)]

@@ -126,3 +126,11 @@ pub fn find(name: &str) -> Option<&'static Backend> {
 pub fn names() -> Vec<&'static str> {
     BACKENDS.iter().map(|b| b.name).collect()
 }
+
+/// Whether `name` runs on a GPU (its jobs go to a GPU partition). Unknown names do not.
+#[allow(dead_code)] // xtask does not ask
+pub fn is_gpu(name: &str) -> bool {
+    BACKENDS
+        .iter()
+        .any(|b| b.name == name && b.devices != Devices::One)
+}

@@ -85,8 +85,27 @@ pub struct Agreement {
     pub logit_scale: f64,
 }
 
+/// `compare.json`: what `kiln compare --report DIR` needs to write the report of a comparison
+/// whose backends ran elsewhere (as Slurm jobs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plan {
+    backends: Vec<String>,
+    /// The Slurm jobs, one per backend, where they went to Slurm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    jobs: Vec<String>,
+}
+
+const PLAN: &str = "compare.json";
+
 pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
-    let spec = crate::load_valid(&args.experiment, &args.overrides.overrides())?;
+    if let Some(dir) = &args.report {
+        return report_of(dir);
+    }
+    let experiment = args
+        .experiment
+        .as_deref()
+        .expect("clap requires it without --report");
+    let spec = crate::load_valid(experiment, &args.overrides.overrides()?)?;
     for (i, name) in args.backends.iter().enumerate() {
         if args.backends[..i].contains(name) {
             bail!("--backends: {name:?} is listed twice");
@@ -94,6 +113,7 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     }
     let dir = run_dir::create(&args.runs_dir, "compare", &spec.name)
         .with_context(|| format!("creating a folder under {}", args.runs_dir.display()))?;
+    let dir = dir.canonicalize().context("the comparison folder")?;
     eprintln!(
         "comparing {} on {}: {}",
         spec.name,
@@ -109,27 +129,48 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     with_backend!(&args.backends[0], None, |B, device| {
         save_initial_weights::<B>(&spec, &init, device)
     })??;
+    let plan = Plan {
+        backends: args.backends.clone(),
+        jobs: Vec::new(),
+    };
+    if args.slurm.slurm {
+        return submit_to_slurm(args, &dir, &spec_path, &init, plan);
+    }
+    save_plan(&dir, &plan)?;
 
     let mut rows = Vec::new();
     for backend in &args.backends {
         eprintln!("--- {backend} ---");
-        let outcome = match train_on(backend, &spec_path, &init, &dir, args, quiet) {
-            Ok(run_dir) => Outcome::Finished(measure(&run_dir)?),
-            Err(cause) => {
-                eprintln!("{backend}: {cause:#}");
-                Outcome::Failed {
-                    cause: format!("{cause:#}"),
-                }
-            }
-        };
+        let mut cmd = Command::new(std::env::current_exe().context("finding the kiln executable")?);
+        cmd.args(run_args(backend, &spec_path, &init, &dir, args, quiet));
+        // The child's messages pass through to the terminal.
+        let status = cmd
+            .stdout(Stdio::null())
+            .status()
+            .context("starting kiln run")?;
+        let outcome = outcome_of(&dir.join(backend), &status.to_string())?;
+        if let Outcome::Failed { cause } = &outcome {
+            eprintln!("{backend}: {cause}");
+        }
         rows.push(BackendRow {
             backend: backend.clone(),
             outcome,
         });
     }
+    write_report(&dir, &spec, rows)
+}
+
+fn save_plan(dir: &Path, plan: &Plan) -> Result<()> {
+    let path = dir.join(PLAN);
+    let json = serde_json::to_vec_pretty(plan).expect("a plan always serialises");
+    write_atomic(&path, &json).with_context(|| path.display().to_string())
+}
+
+/// The report, written beside the runs and printed; an error if a backend did not finish.
+fn write_report(dir: &Path, spec: &ExperimentSpec, rows: Vec<BackendRow>) -> Result<()> {
     let report = Report {
         experiment: spec.name.clone(),
-        reference: args.backends[0].clone(),
+        reference: rows[0].backend.clone(),
         seed: spec.recipe.seed,
         epochs: spec.recipe.epochs,
         max_steps: spec.recipe.max_steps,
@@ -156,66 +197,162 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// Trains on `backend` in a child `kiln run` writing into `dir/<backend>/`; returns that run
-/// folder, or the child's error as it wrote it to the folder's `error.txt`.
-fn train_on(
+/// `kiln compare --report DIR`: the report of a comparison whose runs have ended.
+fn report_of(dir: &Path) -> Result<()> {
+    let plan: Plan = crate::read_json(&dir.join(PLAN)).map_err(|e| {
+        e.context("not a comparison folder (kiln compare makes them under runs/compare/)")
+    })?;
+    let spec_path = dir.join("experiment.toml");
+    let text =
+        std::fs::read_to_string(&spec_path).with_context(|| spec_path.display().to_string())?;
+    let spec = ExperimentSpec::from_toml(&text, &spec_path.to_string_lossy())?;
+    let mut rows = Vec::new();
+    for backend in &plan.backends {
+        let log = dir.join(format!("{backend}.log"));
+        let outcome = outcome_of(&dir.join(backend), &format!("see {}", log.display()))?;
+        rows.push(BackendRow {
+            backend: backend.clone(),
+            outcome,
+        });
+    }
+    write_report(dir, &spec, rows)
+}
+
+/// The `kiln run` arguments that train `backend` into `dir/<backend>/`.
+fn run_args(
     backend: &str,
     spec_path: &Path,
     init: &Path,
     dir: &Path,
     args: &CompareArgs,
     quiet: bool,
-) -> Result<PathBuf> {
-    let folder = dir.join(backend);
-    let exe = std::env::current_exe().context("finding the kiln executable")?;
-    let mut cmd = Command::new(exe);
+) -> Vec<String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut words = Vec::new();
     if quiet {
-        cmd.arg("--quiet");
+        words.push("--quiet".to_string());
     }
     if !kiln_train::denormals::flushes_denormals() {
-        cmd.arg("--keep-denormals");
+        words.push("--keep-denormals".to_string());
     }
-    cmd.arg("run")
-        .arg(spec_path)
-        .args(["--backend", backend])
-        .arg("--init-weights")
-        .arg(init)
-        .args([
-            "--log-every",
-            "1",
-            "--logits-of",
-            &args.logits_of.to_string(),
-        ])
-        .arg("--run-folder")
-        .arg(&folder);
+    words.extend([
+        "run".to_string(),
+        path(spec_path),
+        "--backend".to_string(),
+        backend.to_string(),
+        "--init-weights".to_string(),
+        path(init),
+        "--log-every".to_string(),
+        "1".to_string(),
+        "--logits-of".to_string(),
+        args.logits_of.to_string(),
+        "--run-folder".to_string(),
+        path(&dir.join(backend)),
+    ]);
     if let Some(data_dir) = &args.data.data_dir {
-        cmd.arg("--data-dir").arg(data_dir);
+        let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone());
+        words.extend(["--data-dir".to_string(), path(&data_dir)]);
     }
     if args.data.offline {
-        cmd.arg("--offline");
+        words.push("--offline".to_string());
     }
-    // The child's messages pass through to the terminal.
-    let status = cmd
-        .stdout(Stdio::null())
-        .status()
-        .context("starting kiln run")?;
-    if status.success() {
-        return Ok(folder);
+    words
+}
+
+/// A backend's run folder as a row: its numbers, or the error its `kiln run` wrote, or (where
+/// it wrote none: killed, or a crash before it could) `otherwise`.
+fn outcome_of(folder: &Path, otherwise: &str) -> Result<Outcome> {
+    if folder.join(run_dir::SUMMARY).exists() {
+        return Ok(Outcome::Finished(measure(folder)?));
     }
     let error_file = folder.join(run_dir::ERROR);
-    match std::fs::read_to_string(&error_file) {
-        Ok(message) => bail!("{} ({status})", message.trim_end()),
-        // Killed, or a crash before main could write it.
-        Err(_) => bail!(
-            "kiln run failed ({status}) without a word in {}",
+    let cause = match std::fs::read_to_string(&error_file) {
+        Ok(message) => message.trim_end().to_string(),
+        Err(_) => format!(
+            "kiln run ended without a summary or a word in {} ({otherwise})",
             error_file.display()
         ),
+    };
+    Ok(Outcome::Failed { cause })
+}
+
+/// One Slurm job per backend (GPU backends with --gpu-partition and --gpu-gres), then a job
+/// that writes the report once they have all ended, however they ended.
+fn submit_to_slurm(
+    args: &CompareArgs,
+    dir: &Path,
+    spec_path: &Path,
+    init: &Path,
+    mut plan: Plan,
+) -> Result<()> {
+    let kiln = std::env::current_exe().context("finding the kiln executable")?;
+    let kiln = kiln.to_string_lossy().into_owned();
+    let script = |name: &str, extra: &[String], words: &[String]| -> Result<PathBuf> {
+        let mut text = format!(
+            "#!/bin/bash
+# kiln compare: {name}
+{}{}",
+            args.slurm.directives(extra),
+            crate::slurm::SCRIPT_PRELUDE
+        );
+        text.push_str(&format!(
+            "exec {}
+",
+            crate::slurm::shell_line(words)
+        ));
+        let path = dir.join(format!("{name}.sbatch"));
+        write_atomic(&path, text.as_bytes()).with_context(|| path.display().to_string())?;
+        Ok(path)
+    };
+    for backend in &plan.backends {
+        let mut extra = vec![
+            format!("--job-name=kiln-compare-{backend}"),
+            format!("--output={}", dir.join(format!("{backend}.log")).display()),
+            "--signal=B:USR1@60".to_string(),
+        ];
+        if crate::backend_table::is_gpu(backend) {
+            extra.extend(
+                args.gpu_partition
+                    .iter()
+                    .map(|p| format!("--partition={p}")),
+            );
+            extra.extend(args.gpu_gres.iter().map(|g| format!("--gres={g}")));
+        }
+        let mut words = vec![kiln.clone()];
+        words.extend(run_args(backend, spec_path, init, dir, args, true));
+        let path = script(backend, &extra, &words)?;
+        plan.jobs.push(crate::slurm::submit(&path, &[])?);
     }
+    save_plan(dir, &plan)?;
+    let report = script(
+        "report",
+        &[
+            "--job-name=kiln-compare-report".to_string(),
+            format!("--output={}", dir.join("report.log").display()),
+        ],
+        &[
+            kiln.clone(),
+            "compare".to_string(),
+            "--report".to_string(),
+            dir.to_string_lossy().into_owned(),
+        ],
+    )?;
+    let after = format!("--dependency=afterany:{}", plan.jobs.join(":"));
+    let report_job = crate::slurm::submit(&report, &[after])?;
+    println!(
+        "submitted jobs {} ({}) and {report_job} for the report: {} once they end (or kiln \
+         compare --report {} at any time)",
+        plan.jobs.join(", "),
+        plan.backends.join(", "),
+        dir.join("report.md").display(),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// The headline numbers of a finished run folder (agreement is filled in later).
 fn measure(run: &Path) -> Result<Measured> {
-    let summary: RunSummary = read_json(&run.join(run_dir::SUMMARY))?;
+    let summary: RunSummary = crate::read_json(&run.join(run_dir::SUMMARY))?;
     let losses = loss_curve(run)?;
     Ok(Measured {
         run_dir: run.to_path_buf(),
@@ -231,12 +368,6 @@ fn measure(run: &Path) -> Result<Measured> {
     })
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: unexpected contents", path.display()))
-}
-
 /// The step-by-step training loss of a run logged with `--log-every 1`.
 fn loss_curve(run: &Path) -> Result<Vec<f64>> {
     let events = run_dir::read_events(&run.join(run_dir::METRICS))?;
@@ -248,13 +379,13 @@ fn agree(mut rows: Vec<BackendRow>) -> Result<Vec<BackendRow>> {
     let Some(Outcome::Finished(reference)) = rows.first().map(|r| r.outcome.clone()) else {
         return Ok(rows);
     };
-    let ref_logits: FixedBatchLogits = read_json(&reference.run_dir.join(run_dir::LOGITS))?;
+    let ref_logits: FixedBatchLogits = crate::read_json(&reference.run_dir.join(run_dir::LOGITS))?;
     let ref_losses = loss_curve(&reference.run_dir)?;
     for row in &mut rows {
         let Outcome::Finished(m) = &mut row.outcome else {
             continue;
         };
-        let logits: FixedBatchLogits = read_json(&m.run_dir.join(run_dir::LOGITS))?;
+        let logits: FixedBatchLogits = crate::read_json(&m.run_dir.join(run_dir::LOGITS))?;
         let losses = loss_curve(&m.run_dir)?;
         m.agreement = Some(Agreement {
             initial_logits: max_abs_diff(&ref_logits.initial, &logits.initial),

@@ -21,6 +21,8 @@ pub mod backend_table;
 mod backends;
 mod compare;
 mod parallel;
+mod slurm;
+mod sweep;
 
 use args::{
     BenchArgs, Cli, Command, ExportArgs, ExportFormat, FeaturesArgs, ImportArgs, LaunchArgs,
@@ -120,6 +122,8 @@ fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare(args) => compare::compare(args, cli.quiet),
+        Command::Sweep(args) => sweep::sweep(args, cli.quiet),
+        Command::SweepStatus(args) => sweep::sweep_status(args),
         Command::Run(args) => run_command(args, progress),
         Command::Launch(args) => launch(args, cli),
         Command::Summary(args) => summary(args),
@@ -146,6 +150,13 @@ fn load_valid(name_or_path: &str, overrides: &Overrides) -> Result<ValidSpec> {
             e.in_file(name_or_path).into()
         }
     })
+}
+
+/// A JSON file of a folder Kiln wrote; an error names the file and what was wrong with it.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: unexpected contents", path.display()))
 }
 
 fn open_run(dir: &Path) -> Result<RunFolder> {
@@ -403,7 +414,7 @@ fn start(
         .experiment
         .as_deref()
         .expect("clap requires an experiment without --resume");
-    let spec = load_valid(experiment, &args.overrides.overrides())?;
+    let spec = load_valid(experiment, &args.overrides.overrides()?)?;
     let options = RunOptions {
         runs_dir: args.runs_dir.clone(),
         run_folder: args.run_folder.clone(),
@@ -432,7 +443,7 @@ fn resume(
     stop: Option<&'static AtomicBool>,
     parallel: Option<&'static dyn kiln_train::Collective>,
 ) -> Result<RunOutcome> {
-    let overrides = args.overrides.overrides();
+    let overrides = args.overrides.overrides()?;
     if overrides
         .keys()
         .iter()
