@@ -25,6 +25,7 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
         files,
         [
             "config.toml",
+            "events.out.tfevents.kiln",
             "layers.txt",
             "metrics.jsonl",
             "model.mpk",
