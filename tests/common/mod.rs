@@ -197,12 +197,15 @@ pub fn headless(args: &[&str], page: &Path) -> std::process::Output {
     output
 }
 
-/// `cargo metadata --format-version 1 --offline` of the workspace, with `extra` arguments
-/// (`--no-deps` for Kiln's own packages only), as JSON.
+/// `cargo metadata --format-version 1 --offline` of the workspace for this machine's target,
+/// with `extra` arguments (`--no-deps` for Kiln's own packages only), as JSON. Filtered to this
+/// platform because the crates only other platforms use (`android_system_properties`, ...) are
+/// never downloaded by a build here, and offline they cannot be.
 pub fn cargo_metadata(extra: &[&str]) -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host_triple()])
         .args(extra)
         .current_dir(workspace_root())
         .output()
@@ -265,4 +268,15 @@ pub fn slurm_conf() -> String {
         "SLURM_CONF={conf} does not exist"
     );
     conf
+}
+
+/// This machine's target triple, as `rustc -vV` names it.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc).arg("-vV").output().expect("rustc runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_string()
 }
