@@ -304,7 +304,7 @@ fn the_runner_draws_pictures_only_where_given_a_drawer() {
     });
     let text = fs::read_to_string(&experiment).unwrap();
     let mut spec = ExperimentSpec::from_toml(&text, "embed.toml").unwrap();
-    spec.recipe.epochs = 1;
+    spec.recipe.epochs = 1.into();
     let spec = spec.validate().unwrap();
     type B = burn_autodiff::Autodiff<NdArray>;
     let run = |draw: Option<kiln_experiments::DrawRun>| {
@@ -352,7 +352,7 @@ fn bad_flags_are_refused_naming_them() {
         ),
         (
             &["lenet5-fashion-mnist", "--epochs", "0"],
-            "recipe.epochs: expected at least 1, found 0",
+            "recipe.epochs: expected a number above 0, found 0",
         ),
         (
             &["lenet5-fashion-mnist", "--checkpoint-every", "0"],

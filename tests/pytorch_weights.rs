@@ -178,6 +178,11 @@ fn resnet18_cifar10_fast() {
 }
 
 #[test]
+fn airbench94_cifar10() {
+    round_trip("airbench94-cifar10");
+}
+
+#[test]
 fn every_builtin_experiment_is_covered() {
     let covered = [
         "simple-cnn-cifar10",
@@ -187,6 +192,7 @@ fn every_builtin_experiment_is_covered() {
         "lenet5-fashion-mnist",
         "lenet5-classic-fashion-mnist",
         "resnet18-cifar10-fast",
+        "airbench94-cifar10",
     ];
     for spec in kiln_experiments::builtin() {
         assert!(

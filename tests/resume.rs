@@ -63,22 +63,28 @@ fn setup(dir: &Path, train_images: usize) -> Vec<String> {
         t.replace("batch_size = 256", "batch_size = 32")
             .replace("log_every = 50", "log_every = 1")
     });
-    [
+    run_args(&experiment, &data, &["--epochs", "3"])
+}
+
+/// `kiln run <experiment>` on `cpu` with a checkpoint every 3 steps, reading `data`, then
+/// `extra`; less `--runs-dir`.
+fn run_args(experiment: &Path, data: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "run",
-        &arg(&experiment),
+        &arg(experiment),
         "--backend",
         "cpu",
-        "--epochs",
-        "3",
         "--checkpoint-every",
         "3",
         "--data-dir",
-        &arg(&data),
+        &arg(data),
         "--offline",
         "--quiet",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// `kiln run --resume <run>`, with `--data-dir` when given; without it the run's `run.json`
@@ -245,6 +251,117 @@ fn a_run_killed_in_checkpoint_writes_resumes_to_the_same_result() {
     let status = spawn(&resume(&run), &[]).wait().unwrap();
     assert!(status.success(), "the last resume failed: {status}");
     assert_same_run(&run, &straight);
+}
+
+/// What a resume must carry besides the weights and the optimiser state, in the recipe parts
+/// airbench94 brought: the lookahead average (a file of its own in the checkpoints from step
+/// 20 on), parameter groups with their own rates and a group frozen after epoch 1, a fractional
+/// last epoch with the short batch dropped, the per-step triangle schedule, alternating flips
+/// and reflected translations, test-time augmentation after the last epoch.
+#[test]
+fn a_run_with_lookahead_parameter_groups_and_a_fractional_epoch_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 600 images in batches of 32, the short batch dropped: 18 steps an epoch, 45 in 2.5.
+    let (data, experiment) = synthetic_setup(tmp.path(), 600, 200, "fast.toml", |t| {
+        let recipe = t.find("[recipe]").unwrap();
+        let data_end = t.find("[model]").unwrap();
+        format!(
+            "{}augment = {{ crop_padding = 2, padding_mode = \"reflect\", hflip = true, \
+             alternate_flip = true }}\n\n{}{}",
+            &t[..data_end],
+            &t[data_end..recipe],
+            r#"[recipe]
+epochs = 2.5
+batch_size = 32
+drop_last = true
+seed = 42
+log_every = 1
+label_smoothing = 0.2
+test_time_augmentation = "mirror-translate"
+
+[recipe.optimizer]
+name = "sgd"
+lr = 0.05
+momentum = 0.85
+nesterov = true
+weight_decay = 5e-4
+
+[recipe.scheduler]
+name = "triangle"
+start = 0.2
+peak = 0.25
+end = 0.07
+
+[[recipe.param_groups]]
+params = "*.bias"
+lr_scale = 4.0
+weight_decay = 1e-4
+
+[[recipe.param_groups]]
+params = "conv1.*"
+train_epochs = 1
+
+[recipe.lookahead]
+every = 2
+from_epoch = 2
+decay = 0.77
+"#
+        )
+    });
+    let args = run_args(&experiment, &data, &[]);
+    let (straight, _) = uninterrupted(tmp.path(), &args);
+    let epochs: Vec<serde_json::Value> = events_without_times(&straight)
+        .into_iter()
+        .filter(|e| e["event"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 3, "2.5 epochs start 3");
+    let steps = events_without_times(&straight)
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .count();
+    assert_eq!(steps, 45, "ceil(2.5 x 18) steps");
+
+    let runs = tmp.path().join("runs");
+    let mut first = args.clone();
+    first.extend(["--runs-dir".to_string(), arg(&runs)]);
+    // Killed inside the checkpoint of step 3 (the 2nd of the process, 3 files each); inside
+    // that of step 15, resuming from step 12; inside that of step 24 (after 15, 18 at the
+    // epoch's end and 21, the first with a lookahead file), resuming from step 21.
+    let mut run: Option<PathBuf> = None;
+    let mut positions = Vec::new();
+    for kill_after_file in [5, 13, 13] {
+        let child_args = match &run {
+            None => first.clone(),
+            Some(run) => resume_args(run, None),
+        };
+        let env = [(
+            "KILN_TEST_KILL_AT_CHECKPOINT_FILE",
+            kill_after_file.to_string(),
+        )];
+        let status = spawn(&child_args, &env).wait().unwrap();
+        assert!(
+            killed_by_sigkill(status),
+            "expected a SIGKILL, got {status}"
+        );
+        let folder = run.get_or_insert_with(|| only_entry(&runs.join("lenet5-fashion-mnist")));
+        positions.push(newest_checkpoint_loads(folder));
+    }
+    assert_eq!(positions, [(1, 0), (1, 12), (2, 3)]);
+    let newest = fs::read_dir(run.as_ref().unwrap().join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    assert!(
+        newest.join("lookahead.mpk").is_file(),
+        "{}",
+        newest.display()
+    );
+    let status = spawn(&resume_args(run.as_ref().unwrap(), None), &[])
+        .wait()
+        .unwrap();
+    assert!(status.success(), "the last resume failed: {status}");
+    assert_same_run(run.as_ref().unwrap(), &straight);
 }
 
 /// Waits until the run under `runs` has `lines` lines of metrics.jsonl (or the child exits).

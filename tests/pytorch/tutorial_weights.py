@@ -209,6 +209,42 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class Mul(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class ConvGroup(nn.Module):
+    """airbench94's ConvGroup (lib_airbench94.py): conv, pool, norm, GELU, conv, norm, GELU."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding="same", bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=0.4)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding="same", bias=False)
+        self.norm2 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=0.4)
+        self.activ = nn.GELU()
+
+    def forward(self, x):
+        x = self.activ(self.norm1(self.pool(self.conv1(x))))
+        return self.activ(self.norm2(self.conv2(x)))
+
+
+def airbench94():
+    """make_net94's nn.Sequential in fp32 (its module names: 0 the whitening convolution, 2-4
+    the groups, 7 the head)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 24, 2, padding=0, bias=True), nn.GELU(),
+        ConvGroup(24, 64), ConvGroup(64, 256), ConvGroup(256, 256),
+        nn.MaxPool2d(3), nn.Flatten(), nn.Linear(256, 10, bias=False), Mul(1 / 9),
+    )
+
+
 NETWORKS = {
     "simple-cnn-cifar10": (Conv, (3, 32, 32)),
     "resnet-cifar10": (resnet, (3, 96, 96)),
@@ -217,6 +253,7 @@ NETWORKS = {
     "lenet5-fashion-mnist": (LeNet5, (1, 28, 28)),
     "lenet5-classic-fashion-mnist": (lenet5_classic, (1, 28, 28)),
     "resnet18-cifar10-fast": (ResNet18, (3, 32, 32)),
+    "airbench94-cifar10": (airbench94, (3, 32, 32)),
 }
 
 

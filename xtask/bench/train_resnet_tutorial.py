@@ -43,35 +43,21 @@ import warnings
 
 warnings.filterwarnings("ignore", message=".*NumPy.*")
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 # The tutorial's network and the safetensors reader, as the PyTorch weights tests define them.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tests/pytorch"))
 from tutorial_weights import load_safetensors, resnet  # noqa: E402
 
-CLASSES = 10
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cifar_folder  # noqa: E402
+
 SIZE = 96
 
 
 def load_split(root, limit):
     """uint8 [N, 3, 96, 96] images and int64 labels of one split in Kiln's folder order."""
-    classes = sorted(d for d in os.listdir(root) if not d.startswith("."))
-    if len(classes) != CLASSES:
-        raise SystemExit(f"{root}: expected {CLASSES} class folders, found {len(classes)}")
-    files = [sorted(os.listdir(os.path.join(root, c))) for c in classes]
-    order = []
-    for i in range(max(len(f) for f in files)):
-        order.extend((c, files[c][i]) for c in range(CLASSES) if i < len(files[c]))
-    if limit is not None:
-        order = order[:limit]
-    images = torch.empty(len(order), 3, SIZE, SIZE, dtype=torch.uint8)
-    for n, (c, name) in enumerate(order):
-        with Image.open(os.path.join(root, classes[c], name)) as img:
-            img = img.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
-            pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-        images[n] = pixels.view(SIZE, SIZE, 3).permute(2, 0, 1)
-    labels = torch.tensor([c for c, _ in order], dtype=torch.int64)
+    images, labels, _ = cifar_folder.load_split(root, limit, SIZE)
     return images, labels
 
 

@@ -323,9 +323,9 @@ pub struct RunArgs {
 /// Changes to the experiment's recipe and data, recorded in the run's config.toml.
 #[derive(Debug, Clone, Args)]
 pub struct OverrideArgs {
-    /// Override the recipe's number of epochs.
+    /// Override the recipe's number of epochs (a fraction ends the last one early: 9.9).
     #[arg(long)]
-    pub epochs: Option<usize>,
+    pub epochs: Option<f64>,
     /// Stop after N optimiser steps in all (the schedule still spans every epoch).
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,

@@ -33,7 +33,7 @@ pub struct Report {
     pub experiment: String,
     pub reference: String,
     pub seed: u64,
-    pub epochs: usize,
+    pub epochs: kiln_train::Epochs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<usize>,
     pub backends: Vec<BackendRow>,
@@ -126,8 +126,9 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
     write_atomic(&spec_path, spec.to_toml().as_bytes())
         .with_context(|| spec_path.display().to_string())?;
     let init = dir.join("init.mpk");
+    let locator = args.data.locator(!quiet);
     with_backend!(&args.backends[0], None, |B, device| {
-        save_initial_weights::<B>(&spec, &init, device)
+        save_initial_weights::<B>(&spec, &locator, &init, device)
     })??;
     let plan = Plan {
         backends: args.backends.clone(),
@@ -484,16 +485,23 @@ fn sci(x: f64) -> String {
     }
 }
 
-/// Draws the experiment's initial weights (seeded, as a run would) and saves them to `path`.
+/// Draws the experiment's initial weights (seeded, as a run would), with what the network
+/// takes from the training images where it takes any, and saves them to `path`.
 fn save_initial_weights<B: AutodiffBackend>(
     spec: &ExperimentSpec,
+    locator: &kiln_data::Locator,
     path: &Path,
     device: &B::Device,
 ) -> Result<()> {
     let input = spec.data.input_shape().map_err(anyhow::Error::msg)?;
     let classes = spec.data.classes().map_err(anyhow::Error::msg)?.len();
     B::seed(device, spec.recipe.seed);
-    let model = spec.model.build::<B>(input, classes, device);
+    let mut model = spec.model.build::<B>(input, classes, device);
+    if model.images_for_init().is_some() {
+        let splits = kiln_experiments::runner::load_splits(spec, locator)?;
+        let batcher = spec.data.batcher(&splits.train);
+        model = kiln_experiments::runner::init_from_data(model, &splits.train, &batcher, device);
+    }
     kiln_experiments::save_weights(model.valid(), path)
         .with_context(|| format!("saving the initial weights to {}", path.display()))
 }

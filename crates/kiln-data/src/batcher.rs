@@ -5,7 +5,7 @@ use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::transform::{resize_bilinear_pil, Augment};
+use crate::transform::{resize_bilinear_pil, Augment, Position};
 use crate::ImageSet;
 use rand::rngs::SmallRng;
 
@@ -152,29 +152,32 @@ impl ImageBatcher {
         [c, h, w]
     }
 
-    /// Builds a batch in host memory. `augment_rng` is `Some` for training batches, which are
-    /// then augmented (if the batcher augments) with draws from it; evaluation passes `None`.
-    pub fn prepare(
-        &self,
-        items: &[ImageItem],
-        mut augment_rng: Option<&mut SmallRng>,
-    ) -> HostBatch {
+    /// Builds a batch in host memory. `augment` is `Some` for training batches, which are
+    /// then augmented (if the batcher augments) with draws from its generator, each image at
+    /// its position (its index in the training set, the epoch, the seed); evaluation passes
+    /// `None`.
+    pub fn prepare(&self, items: &[ImageItem], mut augment: Option<Draws<'_>>) -> HostBatch {
         let [c, h, w] = self.shape;
         let [oc, oh, ow] = self.output_shape();
         let plane = oh * ow;
         let affine: Vec<(f32, f32)> = (0..c).map(|ch| self.normalize.affine(ch)).collect();
         let mut values = Vec::with_capacity(items.len() * oc * plane);
         let mut labels = Vec::with_capacity(items.len());
-        for item in items {
+        for (i, item) in items.iter().enumerate() {
             assert_eq!(
                 item.pixels.len(),
                 c * h * w,
                 "image size differs from the batcher's shape"
             );
             let augmented;
-            let pixels = match augment_rng.as_deref_mut() {
-                Some(rng) if !self.augment.is_identity() => {
-                    augmented = self.augment.apply(&item.pixels, c, h, w, rng);
+            let pixels = match augment.as_mut() {
+                Some(draws) if !self.augment.is_identity() => {
+                    let at = Position {
+                        seed: draws.seed,
+                        epoch: draws.epoch,
+                        index: draws.indices.get(i).copied().unwrap_or(i),
+                    };
+                    augmented = self.augment.apply(&item.pixels, c, h, w, draws.rng, at);
                     &augmented
                 }
                 _ => &item.pixels,
@@ -202,6 +205,20 @@ impl ImageBatcher {
             shape: [items.len(), oc, oh, ow],
         }
     }
+}
+
+/// What augmenting a training batch draws from: its generator, and where the batch's images
+/// sit in the fit (their indices in the training set; the image's position in the batch
+/// where none are given).
+pub struct Draws<'a> {
+    /// The batch's generator.
+    pub rng: &'a mut SmallRng,
+    /// The recipe's seed.
+    pub seed: u64,
+    /// The epoch, from 1.
+    pub epoch: usize,
+    /// The images' indices in the training set, in batch order.
+    pub indices: &'a [usize],
 }
 
 /// Burn's batcher interface: the evaluation path (no augmentation).

@@ -18,11 +18,11 @@ pub mod images;
 pub mod mnist;
 pub mod transform;
 
-pub use batcher::{HostBatch, ImageBatch, ImageBatcher, ImageItem, Normalize};
+pub use batcher::{Draws, HostBatch, ImageBatch, ImageBatcher, ImageItem, Normalize};
 pub use cifar::{Cifar10Format, CIFAR10_CLASSES};
 pub use error::DataError;
 pub use fetch::{ArchiveDataset, DatasetFiles, Locator, RemoteFile};
 pub use folder::{load_image_folder, load_image_folder_sized, read_image, read_image_resized};
 pub use images::{ImageSet, Split};
 pub use mnist::IdxDataset;
-pub use transform::Augment;
+pub use transform::{Augment, PaddingMode, Position};

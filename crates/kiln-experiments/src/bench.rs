@@ -94,7 +94,13 @@ pub fn bench<B: AutodiffBackend>(
         let items: Vec<ImageItem> = (0..batch_size)
             .map(|i| train.item((b * batch_size + i) % train.len()))
             .collect();
-        prepared.push(batcher.prepare(&items, Some(&mut rng)));
+        let draws = kiln_data::Draws {
+            rng: &mut rng,
+            seed: spec.recipe.seed,
+            epoch: 1,
+            indices: &[],
+        };
+        prepared.push(batcher.prepare(&items, Some(draws)));
     }
     let pipeline_images_per_sec = (batches * batch_size) as f64 / preparing.elapsed().as_secs_f64();
     let batch = prepared.swap_remove(0);

@@ -5,8 +5,9 @@
 
 use burn::tensor::backend::Backend;
 use kiln_models::{
-    ActivationKind, Classifier, CnnDropoutConfig, ConvNetConfig, HeadPool, ImageClassifier,
-    LeNet5Config, PoolingKind, ResNetConfig, SimpleCnnConfig, Stem, Summary, WeightInit,
+    ActivationKind, AirbenchConfig, Classifier, CnnDropoutConfig, ConvNetConfig, HeadPool,
+    ImageClassifier, LeNet5Config, PoolingKind, ResNetConfig, SimpleCnnConfig, Stem, Summary,
+    WeightInit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +84,52 @@ pub enum ModelSpec {
         #[serde(default)]
         init: WeightInit,
     },
+    /// airbench94's network (see `kiln_models::airbench`); the defaults are airbench94's.
+    Airbench {
+        /// Channels of the convolution groups.
+        #[serde(default = "airbench_widths")]
+        widths: Vec<usize>,
+        /// Side of the whitening convolution's kernel.
+        #[serde(default = "two")]
+        whiten_kernel: usize,
+        /// Training images the whitening filters are computed from.
+        #[serde(default = "whiten_images")]
+        whiten_images: usize,
+        /// Added to each eigenvalue of the patch statistics.
+        #[serde(default = "whiten_eps")]
+        whiten_eps: f64,
+        /// Batch norms' momentum, PyTorch's meaning (airbench94's 0.6 is `1 - 0.4`).
+        #[serde(default = "airbench_bn_momentum")]
+        bn_momentum: f64,
+        /// Batch norms' epsilon.
+        #[serde(default = "airbench_bn_eps")]
+        bn_eps: f64,
+        /// The logits are the head's output times this.
+        #[serde(default = "one_ninth")]
+        logit_scale: f64,
+    },
+}
+
+fn airbench_widths() -> Vec<usize> {
+    vec![64, 256, 256]
+}
+fn two() -> usize {
+    2
+}
+fn whiten_images() -> usize {
+    5000
+}
+fn whiten_eps() -> f64 {
+    5e-4
+}
+fn airbench_bn_momentum() -> f64 {
+    0.4
+}
+fn airbench_bn_eps() -> f64 {
+    1e-12
+}
+fn one_ninth() -> f64 {
+    1.0 / 9.0
 }
 
 fn half() -> f64 {
@@ -112,7 +159,8 @@ impl ModelSpec {
                 *conv_dropout = 0.0;
                 *fc_dropout = 0.0;
             }
-            ModelSpec::SimpleCnn { .. } | ModelSpec::Resnet { .. } => {}
+            ModelSpec::SimpleCnn { .. } | ModelSpec::Resnet { .. } | ModelSpec::Airbench { .. } => {
+            }
         }
         spec
     }
@@ -186,7 +234,45 @@ impl ModelSpec {
                 .expect("matched a ResNet")
                 .init::<B>(device)
                 .into(),
+            ModelSpec::Airbench { .. } => self
+                .airbench_config(channels, side, classes)
+                .expect("matched airbench")
+                .init::<B>(device)
+                .into(),
         }
+    }
+
+    fn airbench_config(
+        &self,
+        channels: usize,
+        side: usize,
+        classes: usize,
+    ) -> Option<AirbenchConfig> {
+        let ModelSpec::Airbench {
+            widths,
+            whiten_kernel,
+            whiten_images,
+            whiten_eps,
+            bn_momentum,
+            bn_eps,
+            logit_scale,
+        } = self.clone()
+        else {
+            return None;
+        };
+        Some(
+            AirbenchConfig::new()
+                .with_widths(widths)
+                .with_whiten_kernel(whiten_kernel)
+                .with_whiten_images(whiten_images)
+                .with_whiten_eps(whiten_eps)
+                .with_bn_momentum(bn_momentum)
+                .with_bn_eps(bn_eps)
+                .with_logit_scale(logit_scale)
+                .with_in_channels(channels)
+                .with_image_size(side)
+                .with_num_classes(classes),
+        )
     }
 
     fn resnet_config(&self, channels: usize, classes: usize) -> Option<ResNetConfig> {
@@ -250,6 +336,11 @@ impl ModelSpec {
             ModelSpec::SimpleCnn { .. } => Ok(()),
             ModelSpec::Resnet { .. } => {
                 let config = self.resnet_config(3, 10).expect("matched a ResNet");
+                config.validate().map_err(|e| format!("model.{e}"))
+            }
+            // The image size is checked when the network is built for the data; 32 here.
+            ModelSpec::Airbench { .. } => {
+                let config = self.airbench_config(3, 32, 10).expect("matched airbench");
                 config.validate().map_err(|e| format!("model.{e}"))
             }
         }

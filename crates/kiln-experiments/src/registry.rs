@@ -35,6 +35,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "resnet18-cifar10-fast",
         include_str!("../../../experiments/resnet18-cifar10-fast.toml"),
     ),
+    (
+        "airbench94-cifar10",
+        include_str!("../../../experiments/airbench94-cifar10.toml"),
+    ),
 ];
 
 /// The built-in experiments, parsed and checked.
@@ -141,6 +145,9 @@ mod tests {
                 // biases of its stem and shortcuts, smaller by its shortcuts' lack of batch norm.
                 "resnet-cifar10" => 11_180_810,
                 "resnet18-cifar10-fast" => 11_173_962,
+                // airbench94's sum(p.numel() for p in make_net94().parameters()), its frozen
+                // whitening weights and batch-norm scales included (kiln-models counts it).
+                "airbench94-cifar10" => 1_972_792,
                 other => panic!("add {other}'s parameter count here"),
             };
             assert_eq!(summary.total_params(), expected, "{}", spec.name);

@@ -90,6 +90,8 @@ pub const SUMMARY: &str = "summary.json";
 pub const ERROR: &str = "error.txt";
 const STATE: &str = "state.json";
 const OPTIMIZER: &str = "optimizer.mpk";
+/// The lookahead average of the weights, in a checkpoint of a recipe with one.
+const LOOKAHEAD: &str = "lookahead.mpk";
 /// How many checkpoints a run folder keeps: the newest, and one more should it be unreadable.
 const KEEP: usize = 2;
 
@@ -108,11 +110,13 @@ pub fn save_checkpoint(run: &Path, checkpoint: &Checkpoint) -> io::Result<PathBu
     }
     fs::create_dir(&partial)?;
     let json = serde_json::to_vec_pretty(state).expect("a checkpoint state always serialises");
-    for (file, bytes) in [
-        (STATE, json.as_slice()),
-        (MODEL, &checkpoint.model),
-        (OPTIMIZER, &checkpoint.optimizer),
-    ] {
+    let files = [
+        (STATE, Some(json.as_slice())),
+        (MODEL, Some(checkpoint.model.as_slice())),
+        (OPTIMIZER, Some(checkpoint.optimizer.as_slice())),
+        (LOOKAHEAD, checkpoint.lookahead.as_deref()),
+    ];
+    for (file, bytes) in files.into_iter().filter_map(|(f, b)| Some((f, b?))) {
         let mut out = fs::File::create(partial.join(file))?;
         out.write_all(bytes)?;
         out.sync_all()?;
@@ -178,6 +182,11 @@ fn read_checkpoint(dir: &Path) -> Result<Checkpoint, String> {
         state,
         model: read(MODEL)?,
         optimizer: read(OPTIMIZER)?,
+        lookahead: dir
+            .join(LOOKAHEAD)
+            .exists()
+            .then(|| read(LOOKAHEAD))
+            .transpose()?,
     })
 }
 

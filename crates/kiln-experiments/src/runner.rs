@@ -360,6 +360,27 @@ fn keep_first_lines(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     Ok(text)
 }
 
+/// The network with what its initialisation takes from the training images (airbench's
+/// whitening filters, from the first `Classifier::images_for_init` of them as airbench94
+/// takes them; a folder layout interleaves the classes, so they are a mix), the rest as built.
+pub fn init_from_data<B: Backend>(
+    model: Classifier<B>,
+    train: &ImageSet,
+    batcher: &ImageBatcher,
+    device: &B::Device,
+) -> Classifier<B> {
+    let Some(n) = model.images_for_init() else {
+        return model;
+    };
+    let items = (0..n.min(train.len())).map(|i| train.item(i)).collect();
+    let images = Batcher::<B, _, ImageBatch<B>>::batch(batcher, items, device).images;
+    tracing::info!(
+        images = images.dims()[0],
+        "initialising the network from the training images"
+    );
+    model.init_from_images(images)
+}
+
 /// Trains in the run folder `dir` (from `resume_from` where given, after the `earlier` events
 /// its `metrics.jsonl` holds) and writes its results.
 fn train_in<B: AutodiffBackend>(
@@ -383,9 +404,11 @@ fn train_in<B: AutodiffBackend>(
         model = ?spec.model,
         "model"
     );
-    let model = match &options.init_weights {
-        Some(path) => load_weights(model, path, device)?,
-        None => model,
+    let model = match (&options.init_weights, model.images_for_init()) {
+        (Some(path), _) => load_weights(model, path, device)?,
+        // A resumed run's checkpoint replaces the weights anyway.
+        (None, Some(_)) if resume_from.is_none() => init_from_data(model, train, batcher, device),
+        (None, _) => model,
     };
     let fixed_batch = options.logits_of.map(|n| {
         let n = n.min(test.len());
@@ -765,6 +788,47 @@ mod tests {
             let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
             kiln_data::mnist::write_split(dir, split, &pixels, &labels).unwrap();
         }
+    }
+
+    #[test]
+    fn airbench_whitening_comes_from_the_first_training_images() {
+        type B = burn_ndarray::NdArray;
+        let device = Default::default();
+        // Six 3x12x12 images.
+        let pixels: Vec<u8> = (0..6 * 3 * 144)
+            .map(|i| ((i * 37 + i / 7) % 251) as u8)
+            .collect();
+        let classes = vec!["a".to_string(), "b".to_string()];
+        let set = ImageSet::new(3, 12, 12, pixels.clone(), vec![0, 0, 0, 1, 1, 1], classes);
+        let spec: crate::ModelSpec =
+            toml::from_str("name = \"airbench\"\nwidths = [4]\nwhiten_images = 3").unwrap();
+        let model = spec.build::<B>([3, 12, 12], 2, &device);
+        let batcher = ImageBatcher::for_set(&set, kiln_data::Normalize::unit());
+        let (_, drawn) = kiln_models::first_conv_kernels(&model).unwrap();
+        let model = init_from_data(model, &set, &batcher, &device);
+        let (shape, whitened) = kiln_models::first_conv_kernels(&model).unwrap();
+        assert_eq!(shape, [24, 3, 2, 2]);
+        assert_ne!(whitened, drawn);
+        let chosen: Vec<f32> = pixels[..3 * 432]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect();
+        let expected = kiln_models::airbench::whitening_filters(&chosen, [3, 3, 12, 12], 2, 5e-4);
+        // The batcher normalises as `p * (1/255) + 0`, a rounding away from `p / 255`.
+        for (found, want) in whitened.iter().zip(&expected) {
+            assert!(
+                (found - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{found} vs {want}"
+            );
+        }
+        // Any other network is left as built.
+        let lenet = crate::load("lenet5-fashion-mnist").unwrap().model;
+        let one_channel = ImageSet::new(1, 28, 28, vec![7; 784], vec![0], vec!["x".into()]);
+        let model = lenet.build::<B>([1, 28, 28], 1, &device);
+        let before = kiln_models::first_conv_kernels(&model).unwrap();
+        let batcher = ImageBatcher::for_set(&one_channel, kiln_data::Normalize::unit());
+        let model = init_from_data(model, &one_channel, &batcher, &device);
+        assert_eq!(kiln_models::first_conv_kernels(&model).unwrap(), before);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum TorchNaming {
     Lenet5Classic,
     /// The 96x96 ResNet tutorial's `resnet` / `residual`.
     ResnetTutorial,
+    /// airbench94's `nn.Sequential` (`make_net94`).
+    Airbench94,
 }
 
 impl TorchNaming {
@@ -56,13 +58,14 @@ impl TorchNaming {
 
     /// The key renaming between these module names and Kiln's.
     pub fn names(self) -> kiln_models::TorchNames {
-        use kiln_models::{cnn_dropout, lenet5, resnet, simple_cnn, TorchNames};
+        use kiln_models::{airbench, cnn_dropout, lenet5, resnet, simple_cnn, TorchNames};
         match self {
             TorchNaming::Kiln => TorchNames::SAME,
             TorchNaming::SimpleCnnTutorial => simple_cnn::TUTORIAL_TORCH_NAMES,
             TorchNaming::CnnDropoutTutorial => cnn_dropout::TUTORIAL_TORCH_NAMES,
             TorchNaming::Lenet5Classic => lenet5::CLASSIC_TORCH_NAMES,
             TorchNaming::ResnetTutorial => resnet::TUTORIAL_TORCH_NAMES,
+            TorchNaming::Airbench94 => airbench::AIRBENCH_TORCH_NAMES,
         }
     }
 }
@@ -768,7 +771,7 @@ mod tests {
         spec.apply(&overrides).unwrap();
         assert_eq!(
             (spec.recipe.epochs, spec.data.limit_train, spec.recipe.seed),
-            (3, Some(100), seed)
+            (3.into(), Some(100), seed)
         );
         let err = spec
             .apply(&Overrides::default().set("recipe.epoch", Some(3usize)))
@@ -957,7 +960,7 @@ mod tests {
             (
                 "epochs = 14",
                 "epochs = 0",
-                "recipe.epochs: expected at least 1, found 0",
+                "recipe.epochs: expected a number above 0, found 0",
             ),
             // A wrong type names the key and both types.
             (

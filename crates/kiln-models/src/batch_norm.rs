@@ -54,14 +54,26 @@ pub struct BatchNormConfig {
     /// Weight of each batch's statistics in the running ones.
     #[config(default = 0.1)]
     pub momentum: f64,
+    /// Learn a per-channel scale. Without it `gamma` stays one, as with airbench94's batch
+    /// norms (its `weight.requires_grad = False`): a scale before a ReLU-like activation and
+    /// a convolution adds nothing those cannot do, and freezing it saves its gradient.
+    #[config(default = true)]
+    pub learn_scale: bool,
 }
 
 impl BatchNormConfig {
     /// `gamma` ones, `beta` zeros, running mean zeros and running variance ones, as PyTorch.
     pub fn init<B: Backend>(&self, device: &B::Device) -> BatchNorm<B> {
         let n = self.num_features;
+        let gamma = Param::from_tensor(Tensor::ones([n], device));
         BatchNorm {
-            gamma: Param::from_tensor(Tensor::ones([n], device)),
+            // Frozen by `require_grad`, which Burn keeps through records and `valid()`: the
+            // field stays, so weight files have the same entries either way.
+            gamma: if self.learn_scale {
+                gamma
+            } else {
+                gamma.set_require_grad(false)
+            },
             beta: Param::from_tensor(Tensor::zeros([n], device)),
             running_mean: RunningState::new(Tensor::zeros([n], device)),
             running_var: RunningState::new(Tensor::ones([n], device)),

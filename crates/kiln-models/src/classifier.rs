@@ -12,7 +12,7 @@
 use burn::prelude::*;
 
 use crate::record::{self, RecordError};
-use crate::{CnnDropout, ConvNet, ImageClassifier, LeNet5, Probe, ResNet, SimpleCnn};
+use crate::{Airbench, CnnDropout, ConvNet, ImageClassifier, LeNet5, Probe, ResNet, SimpleCnn};
 
 macro_rules! classifiers {
     ($($(#[$doc:meta])* $variant:ident($network:ident),)*) => {
@@ -88,6 +88,27 @@ macro_rules! classifiers {
     };
 }
 
+impl<B: Backend> Classifier<B> {
+    /// How many of the training set's first images the network's initialisation takes from
+    /// the data ([`Classifier::init_from_images`]), if it takes any: airbench's whitening.
+    pub fn images_for_init(&self) -> Option<usize> {
+        match self {
+            Classifier::Airbench(net) => Some(net.whitening_images()),
+            _ => None,
+        }
+    }
+
+    /// The network with what its initialisation takes from `images` (the first
+    /// [`Classifier::images_for_init`] training images, normalised, not augmented); any other
+    /// network is returned as it is.
+    pub fn init_from_images(self, images: Tensor<B, 4>) -> Self {
+        match self {
+            Classifier::Airbench(net) => Classifier::Airbench(net.with_whitening(images)),
+            other => other,
+        }
+    }
+}
+
 /// Why [`Classifier::load_mpk`] refused weights.
 #[derive(Debug, thiserror::Error)]
 pub enum MpkError {
@@ -124,6 +145,8 @@ classifiers! {
     CnnDropout(CnnDropout),
     /// A ResNet of basic blocks ([`crate::resnet`]).
     ResNet(ResNet),
+    /// airbench94's network ([`crate::airbench`]).
+    Airbench(Airbench),
 }
 
 #[cfg(test)]

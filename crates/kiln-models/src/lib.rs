@@ -28,6 +28,7 @@
 
 use burn::prelude::*;
 
+pub mod airbench;
 pub mod batch_norm;
 mod classifier;
 pub mod cnn_dropout;
@@ -42,7 +43,9 @@ pub mod pytorch;
 pub mod record;
 pub mod resnet;
 pub mod simple_cnn;
+pub mod tta;
 
+pub use airbench::{Airbench, AirbenchConfig};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use classifier::{Classifier, MpkError};
 pub use cnn_dropout::{CnnDropout, CnnDropoutConfig};
@@ -57,6 +60,7 @@ pub use probe::{
 pub use pytorch::{load_pytorch, save_safetensors, ImportReport, TorchNames, WeightsError};
 pub use resnet::{HeadPool, ResNet, ResNetConfig, Stem};
 pub use simple_cnn::{SimpleCnn, SimpleCnnConfig};
+pub use tta::{TestTimeAugmentation, Tta};
 
 /// A network that maps a batch of images `[batch, channels, height, width]` to class logits
 /// `[batch, classes]`. Training asks for the logits only; summaries and feature-map pictures

@@ -48,7 +48,9 @@ pub fn time_steps<B: AutodiffBackend, M: Trainable<B>>(
     steps: usize,
     device: &B::Device,
 ) -> StepTimes {
-    let mut optim = RecipeOptimizer::new(&recipe.optimizer);
+    // The recipe was validated against this model when it was built.
+    let mut optim = RecipeOptimizer::new(recipe, &model, warmup + steps)
+        .expect("the recipe's parameter groups");
     let loss_fn = training_loss(recipe, device);
     let lr = recipe.optimizer.lr();
     let mut model = model;
@@ -59,7 +61,7 @@ pub fn time_steps<B: AutodiffBackend, M: Trainable<B>>(
         let (loss, _) = batch_loss(&model, &loss_fn, batch);
         let _: f64 = loss.clone().into_scalar().elem();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
+        model = optim.step(lr, model, grads, 1, i + 1);
         // GPU backends queue work: wait for the step to finish before stopping the clock.
         let _ = B::sync(device);
         if i >= warmup {

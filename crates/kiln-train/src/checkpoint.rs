@@ -34,6 +34,9 @@ pub struct Checkpoint {
     pub model: Vec<u8>,
     /// The optimizer's record (Adam's moments, SGD's momentum, ...).
     pub optimizer: Vec<u8>,
+    /// The lookahead average of the weights (`recipe.lookahead`), once the fit has one: a
+    /// record of the model's type.
+    pub lookahead: Option<Vec<u8>>,
 }
 
 /// Where a fit's checkpoints go ([`crate::FitOptions::save_checkpoint`]).
@@ -209,6 +212,7 @@ mod tests {
             state: CheckpointState::start(&Recipe::default(), 10),
             model: kiln_models::record::encode::<B, _>(ten.into_record()),
             optimizer: Vec::new(),
+            lookahead: None,
         };
         let three = LeNet5Config::new().with_num_classes(3).init::<B>(&device);
         let err = checkpoint.load_model(three, &device).unwrap_err();

@@ -13,8 +13,8 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_data::{HostBatch, ImageBatch, ImageBatcher, ImageItem};
-use kiln_models::ImageClassifier;
+use kiln_data::{Draws, HostBatch, ImageBatch, ImageBatcher, ImageItem};
+use kiln_models::{ImageClassifier, TestTimeAugmentation, Tta};
 use rand::rngs::{SmallRng, StdRng};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -114,6 +114,9 @@ pub enum FitError {
     /// [`FitOptions::resume_from`] cannot be taken back.
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    /// The recipe does not fit the model: a parameter group matches none of its parameters.
+    #[error("{0}")]
+    Recipe(String),
 }
 
 /// Every epoch's metrics and the wall time of the whole fit.
@@ -193,7 +196,9 @@ impl<I, Bt> Copy for FitData<'_, I, Bt> {}
 /// A Burn [`Batcher`] of [`ImageBatch`]es that the training loop can also ask for augmented
 /// training batches, prepared in host memory on the loop's worker thread while the device
 /// trains. Augmentation draws only from the generator it is given, which the loop seeds from
-/// the recipe, so a seed fixes the augmented images too.
+/// the recipe, so a seed fixes the augmented images too; the draws also say where the batch's
+/// images sit in the fit (their indices, the epoch), for augmentations that follow an image
+/// from epoch to epoch.
 ///
 /// A batcher without augmentation needs only the empty impl:
 /// `impl<B: AutodiffBackend> TrainBatcher<B, MyItem> for MyBatcher {}`; its batches are then built by
@@ -201,12 +206,12 @@ impl<I, Bt> Copy for FitData<'_, I, Bt> {}
 pub trait TrainBatcher<B: AutodiffBackend, I>:
     Batcher<B, I, ImageBatch<B>> + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>> + Sync
 {
-    /// Runs on the worker thread: the training batch's host-side work, augmented with draws
-    /// from `rng`. By default nothing: the items go to [`Batcher::batch`] on the training
+    /// Runs on the worker thread: the training batch's host-side work, augmented with
+    /// `draws`. By default nothing: the items go to [`Batcher::batch`] on the training
     /// thread. (Device tensors are made on the training thread only: wgpu's gave different
     /// losses when a second thread created them.)
-    fn prepare_train(&self, items: Vec<I>, rng: &mut SmallRng) -> Prepared<I> {
-        let _ = rng;
+    fn prepare_train(&self, items: Vec<I>, draws: Draws<'_>) -> Prepared<I> {
+        let _ = draws;
         Prepared::Items(items)
     }
 }
@@ -221,8 +226,8 @@ pub enum Prepared<I> {
 }
 
 impl<B: AutodiffBackend> TrainBatcher<B, ImageItem> for ImageBatcher {
-    fn prepare_train(&self, items: Vec<ImageItem>, rng: &mut SmallRng) -> Prepared<ImageItem> {
-        Prepared::Host(self.prepare(&items, Some(rng)))
+    fn prepare_train(&self, items: Vec<ImageItem>, draws: Draws<'_>) -> Prepared<ImageItem> {
+        Prepared::Host(self.prepare(&items, Some(draws)))
     }
 }
 
@@ -285,13 +290,25 @@ where
     L: ClassificationLoss<B>,
 {
     assert!(!data.train.is_empty(), "fit needs a non-empty training set");
+    let images = data.train.len();
+    let steps_per_epoch = match recipe.drop_last {
+        true => images / recipe.batch_size,
+        false => images.div_ceil(recipe.batch_size),
+    };
+    if steps_per_epoch == 0 {
+        return Err(FitError::Recipe(format!(
+            "recipe.drop_last: the {images} training images make no whole batch of \
+             recipe.batch_size = {}",
+            recipe.batch_size
+        )));
+    }
     let run = Run {
         data,
         loss,
         recipe,
         device,
         options,
-        steps_per_epoch: data.train.len().div_ceil(recipe.batch_size),
+        steps_per_epoch,
     };
     run.fit(model, on_event)
 }
@@ -369,13 +386,11 @@ where
         // as it is then; the loop reseeds that generator every batch, so every parameter is
         // made now, from the state the caller seeded.
         model.visit(&mut Materialise);
-        let mut optim = RecipeOptimizer::new(&recipe.optimizer);
         // Where the fit starts: afresh, or where a checkpoint left it.
         let at = match self.options.resume_from {
             Some(c) => {
                 c.state.check_matches(recipe, train_images)?;
                 model = c.load_model(model, self.device)?;
-                optim = optim.load(c, &model, self.device)?;
                 c.state.clone()
             }
             None => CheckpointState::start(recipe, train_images),
@@ -393,6 +408,15 @@ where
             // Every rank starts from rank 0's weights (and, starting afresh, its parameter
             // ids, by which the optimiser keeps its state).
             model = self.rank0_state(model)?;
+        }
+        // Made for the weights the fit starts from: the optimiser's state, its parameter
+        // groups' rules and lookahead's average all go by parameter id, and a checkpoint's
+        // weights (or rank 0's) bring their own ids.
+        let total_steps = recipe.total_steps(self.steps_per_epoch);
+        let mut optim =
+            RecipeOptimizer::new(recipe, &model, total_steps).map_err(FitError::Recipe)?;
+        if let Some(c) = self.options.resume_from {
+            optim = optim.load(c, &model, self.device)?;
         }
         // What the seed decides up to there: the finished epochs' shuffles, the schedule's steps.
         let mut rng = StdRng::seed_from_u64(recipe.seed);
@@ -414,7 +438,7 @@ where
             self.save(&model, &optim, &p.at, p.clock.seconds())?;
         }
 
-        while p.at.epoch <= recipe.epochs && !recipe.max_steps.is_some_and(|max| p.at.step >= max) {
+        while p.at.epoch <= recipe.epochs.started() && !self.ends_at(p.at.step) {
             if p.at.batch == 0 {
                 p.start_epoch();
             }
@@ -445,19 +469,26 @@ where
         let (epoch, skip) = (p.at.epoch, p.at.batch);
         let (train, batcher) = (self.data.train, self.data.batcher);
         let (rank, ranks) = self.rank_and_size();
+        let steps_per_epoch = self.steps_per_epoch;
         let bar = self.progress_bar(epoch, self.steps_per_epoch);
         bar.set_position(skip as u64);
         let trained = std::thread::scope(|scope| {
             let (sender, batches) = std::sync::mpsc::sync_channel(2);
             scope.spawn(move || {
-                for (b, chunk) in order.chunks(recipe.batch_size).enumerate().skip(skip) {
+                let batches = order.chunks(recipe.batch_size).take(steps_per_epoch);
+                for (b, chunk) in batches.enumerate().skip(skip) {
                     let part = share(chunk, rank, ranks);
                     let seed = rank_seed(batch_seed(recipe.seed, epoch, b), rank);
                     let mut rng = SmallRng::seed_from_u64(seed);
                     let items: Vec<I> = part.iter().map(|&i| item(train, i)).collect();
                     // A rank's share of a last, short batch may be empty.
-                    let prepared =
-                        (!items.is_empty()).then(|| batcher.prepare_train(items, &mut rng));
+                    let draws = Draws {
+                        rng: &mut rng,
+                        seed: recipe.seed,
+                        epoch,
+                        indices: part,
+                    };
+                    let prepared = (!items.is_empty()).then(|| batcher.prepare_train(items, draws));
                     if sender.send((prepared, part.len())).is_err() {
                         break; // the training side stopped
                     }
@@ -487,7 +518,7 @@ where
                 model = self.report_step(model, p, on_event)?;
 
                 let step = p.at.step;
-                let last = recipe.max_steps.is_some_and(|max| step >= max);
+                let last = self.ends_at(step);
                 let ends_epoch = last || b + 1 == self.steps_per_epoch;
                 // Ranks must stop at the same step: theirs is agreed in the step's all-reduce.
                 let stop = match self.group() {
@@ -570,7 +601,7 @@ where
             }
         };
         p.at.last_finite = Some(done.loss);
-        let model = optim.step(p.lr, model, grads);
+        let model = optim.step(p.lr, model, grads, p.at.epoch, p.at.step + 1);
         Ok((model, done))
     }
 
@@ -601,7 +632,7 @@ where
             Some(set) => {
                 let started = Instant::now();
                 model = self.rank0_state(model)?;
-                let m = self.evaluate(&model, set)?;
+                let m = self.evaluate(&model, set, TestTimeAugmentation::None)?;
                 p.at.validation_seconds += started.elapsed().as_secs_f64();
                 Some(m)
             }
@@ -635,17 +666,23 @@ where
     ) -> Result<M, FitError> {
         let epoch = p.at.epoch;
         let train_seconds = p.epoch_clock.seconds() - p.at.validation_seconds;
+        let model = optim.end_epoch(model);
         if let Some(batches) = self.recipe.recompute_bn_batches {
             self.recompute_bn(&model, batches, epoch);
         }
         self.check_weights(&model)?;
         let model = self.rank0_state(model)?;
+        let last = epoch == self.recipe.epochs.started() || self.ends_at(p.at.step);
+        let tta = match last {
+            true => self.recipe.test_time_augmentation,
+            false => TestTimeAugmentation::None,
+        };
         let valid_m = (self.data.valid)
-            .map(|set| self.evaluate(&model, set))
+            .map(|set| self.evaluate(&model, set, tta))
             .transpose()?;
         let eval_start = Instant::now();
         let test_m = (self.data.test)
-            .map(|set| self.evaluate(&model, set))
+            .map(|set| self.evaluate(&model, set, tta))
             .transpose()?;
         let eval_seconds = eval_start.elapsed().as_secs_f64();
         let train_m = p.at.epoch_tally.metrics();
@@ -707,7 +744,13 @@ where
         for (k, chunk) in chosen.chunks(recipe.batch_size).enumerate() {
             let mut rng = SmallRng::seed_from_u64(batch_seed(seed, epoch, k));
             let items = chunk.iter().map(|&i| item(train, i)).collect();
-            let batch = self.on_device(self.data.batcher.prepare_train(items, &mut rng));
+            let draws = Draws {
+                rng: &mut rng,
+                seed: recipe.seed,
+                epoch,
+                indices: chunk,
+            };
+            let batch = self.on_device(self.data.batcher.prepare_train(items, draws));
             B::seed(self.device, batch_seed(!seed, epoch, k));
             kiln_models::batch_norm::with_momentum(1.0 / (k + 1) as f64, || {
                 drop(model.logits(batch.images))
@@ -723,6 +766,12 @@ where
             }
             Prepared::Host(host) => host.to_device(self.device),
         }
+    }
+
+    /// Whether the fit ends after `steps` steps: its last epoch's fraction, or `max_steps`.
+    fn ends_at(&self, steps: usize) -> bool {
+        steps >= self.recipe.total_steps(self.steps_per_epoch)
+            || self.recipe.max_steps.is_some_and(|max| steps >= max)
     }
 
     fn stop_requested(&self) -> bool {
@@ -760,6 +809,7 @@ where
             },
             model: kiln_models::record::encode::<B, _>(model.clone().into_record()),
             optimizer: optim.encode(),
+            lookahead: optim.encode_lookahead(model),
         };
         sink(&checkpoint).map_err(|e| FitError::Checkpoint {
             step: at.step,
@@ -773,13 +823,16 @@ where
         &self,
         model: &M,
         set: &dyn Dataset<I>,
+        tta: TestTimeAugmentation,
     ) -> Result<Metrics, FitError> {
         let (rank, ranks) = self.rank_and_size();
         let indices: Vec<usize> = (0..set.len()).collect();
         let batcher = self.data.batcher;
         let batch_size = self.recipe.eval_batch_size;
         let mine = share(&indices, rank, ranks);
-        let tally = tally(&model.valid(), set, mine, batcher, batch_size, self.device);
+        let valid = model.valid();
+        let model = Tta::new(&valid, tta);
+        let tally = tally(&model, set, mine, batcher, batch_size, self.device);
         let Some(group) = self.group() else {
             return Ok(tally.metrics());
         };
@@ -914,6 +967,8 @@ mod tests {
     use burn::nn::{Linear, LinearConfig};
     use kiln_data::{ImageSet, Normalize};
     use kiln_models::{BatchNorm, BatchNormConfig, Probe};
+
+    use crate::Epochs;
 
     type B = burn_autodiff::Autodiff<burn_ndarray::NdArray>;
 
@@ -1297,6 +1352,73 @@ mod tests {
         assert_eq!(
             recomputed.fc.weight.val().into_data(),
             plain.fc.weight.val().into_data()
+        );
+    }
+
+    #[test]
+    fn a_fraction_of_an_epoch_ends_the_fit_early_and_drop_last_leaves_the_short_batch_out() {
+        // 10 images in batches of 4: two whole batches an epoch with drop_last (three without),
+        // and 1.5 epochs of two make ceil(3) = 3 steps: epoch 1 whole, epoch 2 one batch.
+        let set = tiny_set(10);
+        let batcher = ImageBatcher::for_set(&set, Normalize::unit());
+        let device = Default::default();
+        let run = |recipe: &Recipe| {
+            let data = FitData {
+                train: &set,
+                valid: None,
+                test: None,
+                batcher: &batcher,
+            };
+            let mut steps = Vec::new();
+            let mut epochs = Vec::new();
+            let model = mlp(&device);
+            fit(
+                model,
+                data,
+                recipe,
+                &device,
+                &FitOptions::default(),
+                &mut |event| match event {
+                    Event::Step(m) => steps.push((m.epoch, m.step)),
+                    Event::Epoch(m) => epochs.push(m.epoch),
+                },
+            )
+            .unwrap();
+            (steps, epochs)
+        };
+        let recipe = Recipe {
+            drop_last: true,
+            ..sgd_recipe(4)
+                .with_epochs(Epochs::from(1.5))
+                .with_log_every(1)
+        };
+        let (steps, epochs) = run(&recipe);
+        assert_eq!(steps, [(1, 1), (1, 2), (2, 3)]);
+        assert_eq!(epochs, [1, 2]);
+        // Without drop_last: 3 batches an epoch, ceil(1.5 * 3) = 5 steps.
+        let (steps, _) = run(&Recipe {
+            drop_last: false,
+            ..recipe.clone()
+        });
+        assert_eq!(steps.len(), 5);
+        // Fewer images than a batch make no whole batch.
+        let err = fit(
+            mlp(&device),
+            FitData {
+                train: &tiny_set(3),
+                valid: None,
+                test: None,
+                batcher: &batcher,
+            },
+            &recipe,
+            &device,
+            &FitOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "recipe.drop_last: the 3 training images make no whole batch of recipe.batch_size = 4"
         );
     }
 }

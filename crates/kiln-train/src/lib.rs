@@ -37,6 +37,7 @@ pub mod denormals;
 pub mod eval;
 pub mod events;
 pub mod fit;
+mod lookahead;
 mod optimizer;
 pub mod parallel;
 pub mod recipe;
@@ -50,4 +51,4 @@ pub use fit::{
     Trainable,
 };
 pub use parallel::{Collective, CollectiveError, ThreadGroup};
-pub use recipe::{OptimizerSpec, Recipe, SchedulerSpec};
+pub use recipe::{Epochs, LookaheadSpec, OptimizerSpec, ParamGroup, Recipe, SchedulerSpec};

@@ -1,5 +1,6 @@
 //! How to train: the part of an experiment file under `[recipe]`.
 
+use kiln_models::TestTimeAugmentation;
 use serde::{Deserialize, Serialize};
 
 /// Optimiser, learning-rate schedule and loop settings. Plain data, so sweeps can clone and
@@ -7,10 +8,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
-    /// Passes over the training set.
-    pub epochs: usize,
+    /// Passes over the training set, whole or not (`9.9`: the tenth pass stops after
+    /// nine tenths of its batches).
+    pub epochs: Epochs,
     /// Images per optimiser step (the last batch of an epoch may be smaller).
     pub batch_size: usize,
+    /// Leave out each epoch's last, short batch (PyTorch's `DataLoader(drop_last=True)`, as
+    /// airbench94 trains); the set is shuffled every epoch, so other images are left out each
+    /// time.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drop_last: bool,
     /// Seeds weight initialisation, dropout and the shuffling of the training set.
     pub seed: u64,
     /// Emit a step event (mean loss and accuracy since the last one) every this many batches.
@@ -47,6 +54,173 @@ pub struct Recipe {
     /// Only Kiln's own `BatchNorm` takes part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recompute_bn_batches: Option<usize>,
+    /// Parameters trained otherwise than the rest, PyTorch's parameter groups: a factor on the
+    /// learning rate, a weight decay of their own, or training for the first epochs only
+    /// (airbench94's batch-norm biases and whitening bias). A parameter belongs to the first
+    /// group whose pattern matches its path; the others follow `optimizer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub param_groups: Vec<ParamGroup>,
+    /// Average the weights as training goes and reset them to the average every few steps
+    /// (airbench94's lookahead; `kiln_train::lookahead`). Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<LookaheadSpec>,
+    /// Test-time augmentation of the evaluations after the last epoch (`"mirror"` or
+    /// `"mirror-translate"`; airbench94 uses the second); the epochs before are evaluated
+    /// plainly, as airbench94 does, so their curve costs no more.
+    #[serde(default, skip_serializing_if = "TestTimeAugmentation::is_none")]
+    pub test_time_augmentation: TestTimeAugmentation,
+}
+
+/// `[recipe.lookahead]`: every `every` steps from epoch `from_epoch` on, the average moves
+/// to `rho avg + (1 - rho) w` with `rho = decay (step / steps)^power`, and the weights become
+/// it; at each epoch's end too. airbench94: every 5 steps from the 4th epoch, decay 0.95^5,
+/// power 3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookaheadSpec {
+    /// Steps between averagings.
+    pub every: usize,
+    /// The first epoch (from 1) that averages.
+    #[serde(default = "one_usize")]
+    pub from_epoch: usize,
+    /// The average's weight at the last step.
+    pub decay: f64,
+    /// How that weight grows over the run.
+    #[serde(default = "three")]
+    pub power: f64,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+fn three() -> f64 {
+    3.0
+}
+
+/// A number of passes over the training set, whole or not. A fit of `e` epochs of `n`
+/// batches makes `ceil(e n)` optimiser steps (airbench94's `ceil(len(loader) * 9.9)`), its
+/// schedule spanning them, and starts `ceil(e)` epochs. Written as an integer when whole.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Epochs(f64);
+
+impl Epochs {
+    /// The number, as written.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// The epochs a fit starts: the last may be cut short.
+    pub fn started(self) -> usize {
+        self.0.ceil() as usize
+    }
+
+    /// The optimiser steps of a fit with `steps_per_epoch` batches per epoch.
+    pub fn steps(self, steps_per_epoch: usize) -> usize {
+        let whole = self.0.trunc() as usize;
+        // The whole epochs exactly; rounding only in the fraction.
+        whole * steps_per_epoch + ((self.0 - whole as f64) * steps_per_epoch as f64).ceil() as usize
+    }
+}
+
+impl From<usize> for Epochs {
+    fn from(epochs: usize) -> Self {
+        Epochs(epochs as f64)
+    }
+}
+
+impl From<f64> for Epochs {
+    fn from(epochs: f64) -> Self {
+        Epochs(epochs)
+    }
+}
+
+impl PartialEq<usize> for Epochs {
+    fn eq(&self, other: &usize) -> bool {
+        self.0 == *other as f64
+    }
+}
+
+impl std::fmt::Display for Epochs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for Epochs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.fract() == 0.0 && self.0 >= 0.0 && self.0 < u64::MAX as f64 {
+            s.serialize_u64(self.0 as u64)
+        } else {
+            s.serialize_f64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Epochs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Number;
+        impl serde::de::Visitor<'_> for Number {
+            type Value = Epochs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of epochs, such as 10 or 9.9")
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Epochs, E> {
+                Ok(Epochs(n as f64))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Epochs, E> {
+                Ok(Epochs(n as f64))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<Epochs, E> {
+                Ok(Epochs(x))
+            }
+        }
+        d.deserialize_any(Number)
+    }
+}
+
+/// Some of a network's parameters and how they train: one `[[recipe.param_groups]]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    /// The parameters' dotted paths (`groups.0.norm1.beta`, as `kiln summary` and PyTorch's
+    /// state dicts name them) matched by this pattern, where `*` stands for any characters:
+    /// `"*.beta"` is every batch norm's shift.
+    pub params: String,
+    /// Their learning rate is the schedule's times this (SGD only: Adam's steps do not scale
+    /// with the gradient).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub lr_scale: f64,
+    /// Their L2 weight decay, in place of the optimiser's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Trained in the first this many epochs, frozen after (airbench94's whitening bias: 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_epochs: Option<usize>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+impl ParamGroup {
+    /// Whether `path` is one of this group's: the pattern's `*` match any run of characters,
+    /// everything else itself.
+    pub fn matches(&self, path: &str) -> bool {
+        glob_match(self.params.as_bytes(), path.as_bytes())
+    }
+}
+
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob_match(rest, &text[skip..])),
+        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
+    }
 }
 
 fn default_log_every() -> usize {
@@ -124,6 +298,17 @@ pub enum SchedulerSpec {
         #[serde(default)]
         min_lr: f64,
     },
+    /// Per batch: the rate rises linearly from `start` x lr at the first step to lr at the
+    /// `peak` fraction of the run's steps, then falls linearly to `end` x lr at its last
+    /// step (airbench94's `triangle(steps, start=0.2, end=0.07, peak=0.23)`).
+    Triangle {
+        /// The first step's rate, as a fraction of the optimiser's.
+        start: f64,
+        /// Where the rate peaks, as a fraction of all steps.
+        peak: f64,
+        /// The last step's rate, as a fraction of the optimiser's.
+        end: f64,
+    },
 }
 
 fn is_false(b: &bool) -> bool {
@@ -165,6 +350,15 @@ impl OptimizerSpec {
         self
     }
 
+    /// The L2 weight decay.
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            OptimizerSpec::Adam { weight_decay, .. } | OptimizerSpec::Sgd { weight_decay, .. } => {
+                *weight_decay
+            }
+        }
+    }
+
     /// The base learning rate.
     pub fn lr(&self) -> f64 {
         match self {
@@ -191,8 +385,9 @@ impl OptimizerSpec {
 impl Default for Recipe {
     fn default() -> Self {
         Recipe {
-            epochs: 10,
+            epochs: Epochs(10.0),
             batch_size: 64,
+            drop_last: false,
             seed: 42,
             log_every: default_log_every(),
             validate_every: None,
@@ -203,14 +398,26 @@ impl Default for Recipe {
             max_steps: None,
             checkpoint_every: None,
             recompute_bn_batches: None,
+            param_groups: Vec::new(),
+            lookahead: None,
+            test_time_augmentation: TestTimeAugmentation::None,
         }
     }
 }
 
 impl Recipe {
     /// Train for `epochs` passes over the training set.
-    pub fn with_epochs(self, epochs: usize) -> Self {
-        Recipe { epochs, ..self }
+    pub fn with_epochs(self, epochs: impl Into<Epochs>) -> Self {
+        Recipe {
+            epochs: epochs.into(),
+            ..self
+        }
+    }
+
+    /// The optimiser steps of a fit with `steps_per_epoch` batches per epoch (whatever
+    /// `max_steps` says: schedules span these).
+    pub fn total_steps(&self, steps_per_epoch: usize) -> usize {
+        self.epochs.steps(steps_per_epoch)
     }
 
     /// Images per optimiser step.
@@ -275,10 +482,23 @@ impl Recipe {
         }
     }
 
+    /// Parameters trained otherwise than the rest (`[[recipe.param_groups]]`).
+    pub fn with_param_groups(self, param_groups: Vec<ParamGroup>) -> Self {
+        Recipe {
+            param_groups,
+            ..self
+        }
+    }
+
     /// Checks every value; an error names the key (`recipe.batch_size`, ...) and what it found.
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.epochs.0 > 0.0 && self.epochs.0.is_finite()) {
+            return Err(format!(
+                "recipe.epochs: expected a number above 0, found {}",
+                self.epochs
+            ));
+        }
         let positive = [
-            ("recipe.epochs", self.epochs),
             ("recipe.batch_size", self.batch_size),
             ("recipe.log_every", self.log_every),
             ("recipe.eval_batch_size", self.eval_batch_size),
@@ -342,7 +562,7 @@ impl Recipe {
             }
         }
         match &self.scheduler {
-            SchedulerSpec::Constant => {}
+            SchedulerSpec::Constant | SchedulerSpec::Triangle { .. } => {}
             SchedulerSpec::Step { step_size, gamma } => {
                 if *step_size == 0 {
                     return Err("recipe.scheduler.step_size: expected at least 1, found 0".into());
@@ -357,7 +577,7 @@ impl Recipe {
                 warmup_epochs,
                 min_lr,
             } => {
-                if *warmup_epochs >= self.epochs {
+                if *warmup_epochs as f64 >= self.epochs.0 {
                     return Err(format!(
                         "recipe.scheduler.warmup_epochs: expected fewer than the {} epochs, found {warmup_epochs}",
                         self.epochs
@@ -376,6 +596,66 @@ impl Recipe {
                 }
             }
         }
+        for (i, group) in self.param_groups.iter().enumerate() {
+            let key = format!("recipe.param_groups[{i}]");
+            if group.params.is_empty() {
+                return Err(format!(
+                    "{key}.params: expected a pattern, found an empty one"
+                ));
+            }
+            if !(group.lr_scale > 0.0 && group.lr_scale.is_finite()) {
+                return Err(format!(
+                    "{key}.lr_scale: expected a positive number, found {}",
+                    group.lr_scale
+                ));
+            }
+            if group.lr_scale != 1.0 && matches!(self.optimizer, OptimizerSpec::Adam { .. }) {
+                return Err(format!(
+                    "{key}.lr_scale: only SGD takes a group's learning-rate factor (Kiln scales \
+                     the group's gradients, which Adam's steps do not follow); found {} with adam",
+                    group.lr_scale
+                ));
+            }
+            if let Some(decay) = group.weight_decay {
+                non_negative(&format!("{key}.weight_decay"), decay)?;
+            }
+            if group.train_epochs == Some(0) {
+                return Err(format!("{key}.train_epochs: expected at least 1, found 0"));
+            }
+        }
+        if let SchedulerSpec::Triangle { start, peak, end } = &self.scheduler {
+            for (key, value) in [("start", start), ("peak", peak), ("end", end)] {
+                if !(0.0..=1.0).contains(value) {
+                    return Err(format!(
+                        "recipe.scheduler.{key}: expected a value in [0, 1], found {value}"
+                    ));
+                }
+            }
+        }
+        if let Some(lookahead) = &self.lookahead {
+            if lookahead.every == 0 || lookahead.from_epoch == 0 {
+                let key = if lookahead.every == 0 {
+                    "every"
+                } else {
+                    "from_epoch"
+                };
+                return Err(format!(
+                    "recipe.lookahead.{key}: expected at least 1, found 0"
+                ));
+            }
+            if !(0.0..=1.0).contains(&lookahead.decay) {
+                return Err(format!(
+                    "recipe.lookahead.decay: expected a value in [0, 1], found {}",
+                    lookahead.decay
+                ));
+            }
+            if !(lookahead.power >= 0.0 && lookahead.power.is_finite()) {
+                return Err(format!(
+                    "recipe.lookahead.power: expected a number >= 0, found {}",
+                    lookahead.power
+                ));
+            }
+        }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(format!(
                 "recipe.label_smoothing: expected a value in [0, 1), found {}",
@@ -391,5 +671,50 @@ fn non_negative(key: &str, value: f64) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{key}: expected a number >= 0, found {value}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_may_be_fractional_and_stay_integers_when_whole() {
+        let parse = |text: &str| -> Recipe {
+            toml::from_str(&format!(
+                "{text}\nbatch_size = 1024\nseed = 0\n[optimizer]\nname = \"sgd\"\nlr = 0.1"
+            ))
+            .unwrap()
+        };
+        // airbench94: 48 batches of 1,024 an epoch, 9.9 epochs: ceil(475.2) = 476 steps.
+        let airbench = parse("epochs = 9.9");
+        assert_eq!(airbench.epochs.started(), 10);
+        assert_eq!(airbench.total_steps(48), 476);
+        assert!(toml::to_string(&airbench)
+            .unwrap()
+            .contains("epochs = 9.9\n"));
+        // A whole number reads, counts and writes as before.
+        let whole = parse("epochs = 14");
+        assert_eq!((whole.epochs.started(), whole.total_steps(48)), (14, 672));
+        assert!(toml::to_string(&whole).unwrap().contains("epochs = 14\n"));
+        assert_eq!(parse("epochs = 14.0").epochs, whole.epochs);
+        for bad in ["epochs = 0", "epochs = -1.5"] {
+            let err = parse(bad).validate().unwrap_err();
+            assert!(
+                err.starts_with("recipe.epochs: expected a number above 0"),
+                "{err}"
+            );
+        }
+        let err = toml::from_str::<Recipe>(
+            "epochs = \"ten\"\nbatch_size = 1\nseed = 0\n[optimizer]\nname = \"sgd\"\nlr = 0.1",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "invalid type: string \"ten\", expected a number of epochs, such as 10 or 9.9"
+            ),
+            "{err}"
+        );
     }
 }

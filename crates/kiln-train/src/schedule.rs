@@ -18,6 +18,11 @@ pub(crate) enum Schedule {
         warmup_steps: usize,
         taken: usize,
     },
+    Triangle {
+        lr: f64,
+        points: [(f64, f64); 3],
+        taken: usize,
+    },
 }
 
 impl Schedule {
@@ -37,7 +42,7 @@ impl Schedule {
                 min_lr,
             } => {
                 let warmup_steps = warmup_epochs * steps_per_epoch;
-                let total = recipe.epochs * steps_per_epoch;
+                let total = recipe.total_steps(steps_per_epoch);
                 let warmup = (warmup_steps > 1).then(|| {
                     LinearLrSchedulerConfig::new(lr / warmup_steps as f64, lr, warmup_steps - 1)
                         .init()
@@ -55,6 +60,16 @@ impl Schedule {
                     warmup,
                     cosine,
                     warmup_steps,
+                    taken: 0,
+                }
+            }
+            SchedulerSpec::Triangle { start, peak, end } => {
+                let total = recipe.total_steps(steps_per_epoch) as f64;
+                // airbench94's `int(peak * steps)`: the peak on a whole step.
+                let top = (peak * total).floor();
+                Schedule::Triangle {
+                    lr,
+                    points: [(0.0, *start), (top, 1.0), (total, *end)],
                     taken: 0,
                 }
             }
@@ -79,7 +94,10 @@ impl Schedule {
 
     /// Whether the rate changes every batch (else at the start of every epoch).
     pub(crate) fn per_batch(&self) -> bool {
-        matches!(self, Schedule::WarmupCosine { .. })
+        matches!(
+            self,
+            Schedule::WarmupCosine { .. } | Schedule::Triangle { .. }
+        )
     }
 
     pub(crate) fn next(&mut self) -> f64 {
@@ -97,6 +115,19 @@ impl Schedule {
                     Some(w) if *taken <= *warmup_steps => w.step(),
                     _ => cosine.step(),
                 }
+            }
+            Schedule::Triangle { lr, points, taken } => {
+                let x = *taken as f64;
+                *taken += 1;
+                let [(x0, y0), (x1, y1), (x2, y2)] = *points;
+                let factor = if x < x1 {
+                    y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+                } else if x2 > x1 {
+                    y1 + (y2 - y1) * (x - x1) / (x2 - x1)
+                } else {
+                    y1
+                };
+                *lr * factor
             }
         }
     }
@@ -119,9 +150,9 @@ mod tests {
     fn rates(recipe: &Recipe, steps_per_epoch: usize) -> Vec<f64> {
         let mut schedule = Schedule::new(recipe, steps_per_epoch);
         let n = if schedule.per_batch() {
-            recipe.epochs * steps_per_epoch
+            recipe.total_steps(steps_per_epoch)
         } else {
-            recipe.epochs
+            recipe.epochs.started()
         };
         (0..n).map(|_| schedule.next()).collect()
     }
@@ -141,13 +172,14 @@ mod tests {
             "name = \"warmup-cosine\"\nwarmup_epochs = 1",
             "name = \"step\"\nstep_size = 2\ngamma = 0.5",
             "name = \"constant\"",
+            "name = \"triangle\"\nstart = 0.2\npeak = 0.25\nend = 0.07",
         ] {
             let r = recipe(scheduler, 4);
             let steps = 3;
             // The rate of every batch of an uninterrupted fit, as the loop draws them.
             let mut fresh = Schedule::new(&r, steps);
             let mut per_batch = Vec::new();
-            for _ in 0..r.epochs {
+            for _ in 0..r.epochs.started() {
                 let mut lr = fresh.next();
                 for b in 0..steps {
                     if fresh.per_batch() && b > 0 {
@@ -156,7 +188,7 @@ mod tests {
                     per_batch.push(lr);
                 }
             }
-            for epoch in 1..=r.epochs {
+            for epoch in 1..=r.epochs.started() {
                 for batch in 1..=steps {
                     let mut resumed = Schedule::new(&r, steps);
                     let lr = resumed.replay(epoch, batch, steps);
@@ -187,5 +219,33 @@ mod tests {
         let r = recipe("name = \"warmup-cosine\"\nwarmup_epochs = 1", 3);
         let c = |k: f64| 0.05 * (1.0 + (k / 3.0 * std::f64::consts::PI).cos());
         assert_close(&rates(&r, 2), &[0.05, 0.1, c(0.0), c(1.0), c(2.0), c(3.0)]);
+    }
+
+    #[test]
+    fn triangle_rises_to_its_peak_then_falls_per_batch_like_airbench() {
+        // 4 epochs of 2 batches: 8 steps, the peak at int(0.25 * 8) = 2. airbench94's
+        // triangle(8, start=0.2, end=0.07, peak=0.25) is [0.2, 0.6, 1, 0.845, 0.69, 0.535,
+        // 0.38, 0.225, 0.07]; its steps take the first eight.
+        let r = recipe(
+            "name = \"triangle\"\nstart = 0.2\npeak = 0.25\nend = 0.07",
+            4,
+        );
+        let want: Vec<f64> = [0.2, 0.6, 1.0, 0.845, 0.69, 0.535, 0.38, 0.225]
+            .iter()
+            .map(|f| 0.1 * f)
+            .collect();
+        assert_close(&rates(&r, 2), &want);
+        let bad = Recipe {
+            scheduler: SchedulerSpec::Triangle {
+                start: 0.2,
+                peak: 1.5,
+                end: 0.07,
+            },
+            ..r
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "recipe.scheduler.peak: expected a value in [0, 1], found 1.5"
+        );
     }
 }
