@@ -398,6 +398,20 @@ impl DataArgs {
         locator.progress = progress;
         locator
     }
+
+    /// These options for a child `kiln run` (of `kiln compare` or `kiln sweep`), the folder
+    /// made absolute: the child may run elsewhere (a Slurm job starts in its own folder).
+    pub fn child_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(dir) = &self.data_dir {
+            let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            args.extend(["--data-dir".to_string(), dir.to_string_lossy().into_owned()]);
+        }
+        if self.offline {
+            args.push("--offline".to_string());
+        }
+        args
+    }
 }
 
 #[derive(Debug, Args)]

@@ -250,13 +250,7 @@ fn run_args(
         "--run-folder".to_string(),
         path(&dir.join(backend)),
     ]);
-    if let Some(data_dir) = &args.data.data_dir {
-        let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone());
-        words.extend(["--data-dir".to_string(), path(&data_dir)]);
-    }
-    if args.data.offline {
-        words.push("--offline".to_string());
-    }
+    words.extend(args.data.child_args());
     words
 }
 

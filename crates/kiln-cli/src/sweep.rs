@@ -209,16 +209,7 @@ pub fn sweep(args: &SweepArgs, quiet: bool) -> Result<()> {
                 folder.to_string_lossy().into_owned(),
             ]);
             args_of.push("--quiet".to_string());
-            if let Some(data_dir) = &args.data.data_dir {
-                let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone());
-                args_of.extend([
-                    "--data-dir".to_string(),
-                    data_dir.to_string_lossy().into_owned(),
-                ]);
-            }
-            if args.data.offline {
-                args_of.push("--offline".to_string());
-            }
+            args_of.extend(args.data.child_args());
             points.push(Point {
                 index,
                 backend: backend.clone(),
