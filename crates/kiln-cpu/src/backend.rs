@@ -1,8 +1,8 @@
-//! `KilnCpu`: burn-flex with Kiln's convolution, pooling and sigmoid kernels in place of its own.
+//! `KilnCpu`: burn-flex with Kiln's convolution, pooling, sigmoid and GELU kernels in place of its own.
 //!
 //! Burn's autodiff asks the inner backend for `conv2d_x_backward`, `conv2d_weight_backward`,
 //! `conv2d_bias_backward`, `max_pool2d_with_indices[_backward]`, `avg_pool2d[_backward]` and
-//! `sigmoid[_backward]`; burn-flex leaves the
+//! `sigmoid[_backward]` and `gelu[_backward]`; burn-flex leaves the
 //! convolution gradients to Burn's generic defaults (a transposed convolution and a convolution
 //! with batch and channels swapped), which is where a CPU training step spent its time. This
 //! type answers those calls with the kernels in [`crate::conv`], [`crate::pool`] and
@@ -193,6 +193,26 @@ kiln_forward::decorator! {
             let mut out = owned_f32(tensor).expect("an f32 tensor");
             activation::sigmoid_in_place(owned_slice(&mut out));
             out
+        }
+
+        fn gelu(tensor: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+            let Some(x) = f32_data(&tensor) else {
+                return Flex::gelu(tensor);
+            };
+            // Autodiff keeps the input for the backward pass, so the output is a new buffer
+            // rather than a copy written over.
+            let mut out = vec![0.0f32; x.shape().num_elements()];
+            activation::gelu(f32_slice(&x), &mut out);
+            tensor_f32(out, x.shape())
+        }
+
+        fn gelu_backward(x: FloatTensor<KilnCpu>, grad: FloatTensor<KilnCpu>) -> FloatTensor<KilnCpu> {
+            let (Some(x), true) = (f32_data(&x), grad.dtype() == DType::F32) else {
+                return Flex::gelu_backward(x, grad);
+            };
+            let mut grad = owned_f32(grad).expect("an f32 gradient");
+            activation::gelu_backward_in_place(f32_slice(&x), owned_slice(&mut grad));
+            grad
         }
 
         fn sigmoid_backward(

@@ -4,7 +4,7 @@
 //! for the operations that dominate training small and medium CNNs on a CPU, the 2-D
 //! convolution (forward, input gradient, weight gradient, bias gradient; im2col + GEMM, and
 //! Winograd's F(4x4, 3x3) for the stride-1 3x3 layers, [`winograd`]), max pooling with
-//! indices and its backward, average pooling and the sigmoid with theirs, plus copies and
+//! indices and its backward, average pooling, the sigmoid and GELU with theirs, plus copies and
 //! broadcast arithmetic on the strided views that Burn's batch norm works through. Wrap it in
 //! `burn::backend::Autodiff` to train. The kernels are also public ([`conv`], [`pool`],
 //! [`activation`] over `f32` slices, [`strided`] over burn-flex tensors).
@@ -60,6 +60,8 @@ macro_rules! forward_op {
     (fn avg_pool2d_backward $($rest:tt)*) => {};
     (fn sigmoid $($rest:tt)*) => {};
     (fn sigmoid_backward $($rest:tt)*) => {};
+    (fn gelu $($rest:tt)*) => {};
+    (fn gelu_backward $($rest:tt)*) => {};
     (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;) => {
         fn $name($($arg: $ty),*) $(-> $ret)? {
             <burn_flex::Flex>::$name($($arg),*)
