@@ -9,7 +9,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use kiln_data::{DataError, ImageBatch, ImageBatcher, ImageItem, ImageSet};
-use kiln_models::{first_conv_kernels, ImageClassifier, Maps};
+use kiln_models::{first_conv_kernels, ImageClassifier, Maps, TestTimeAugmentation, Tta};
 
 use crate::error::RunError;
 use crate::run_dir::RunFolder;
@@ -27,6 +27,10 @@ pub struct Request<'a> {
     pub images: &'a [Vec<u8>],
     /// Images per forward pass.
     pub batch_size: usize,
+    /// How every class probability is averaged over copies of the image: the run's recipe's
+    /// `test_time_augmentation`, so that the probabilities are those its final accuracy was
+    /// measured with.
+    pub tta: TestTimeAugmentation,
 }
 
 /// What a model gave for a [`Request`].
@@ -53,8 +57,9 @@ pub fn look<B: Backend, M: ImageClassifier<B> + Module<B>>(
         pixels: pixels.to_vec(),
         label: 0,
     };
+    let averaged = Tta::new(model, request.tta);
     let test_probabilities = request.test.map_or_else(Vec::new, |set| {
-        kiln_train::predict(model, set, batcher, request.batch_size, device)
+        kiln_train::predict(&averaged, set, batcher, request.batch_size, device)
     });
     let maps = request.maps_of.map_or_else(Vec::new, |pixels| {
         let batch: ImageBatch<B> = batcher.batch(vec![item(pixels)], device);
@@ -66,7 +71,7 @@ pub fn look<B: Backend, M: ImageClassifier<B> + Module<B>>(
     } else {
         let batch: ImageBatch<B> =
             batcher.batch(request.images.iter().map(|p| item(p)).collect(), device);
-        kiln_train::probabilities(model, batch.images)
+        kiln_train::probabilities(&averaged, batch.images)
     };
     Looked {
         test_probabilities,
@@ -100,7 +105,8 @@ pub fn look_at_run<B: AutodiffBackend>(
 /// One file's top classes, or why it could not be predicted.
 pub type FilePrediction = (PathBuf, Result<Vec<(String, f32)>, DataError>);
 
-/// `kiln predict`: the `top_k` classes with their softmax probabilities for each file. A file
+/// `kiln predict`: the `top_k` classes with their softmax probabilities for each file (averaged
+/// over the run's test-time augmentation, if its recipe has one). A file
 /// that cannot be read as an image of the run's size gets its own error; the others are still
 /// predicted.
 pub fn predict_files<B: AutodiffBackend>(
@@ -123,6 +129,7 @@ pub fn predict_files<B: AutodiffBackend>(
             maps_of: None,
             images: &images,
             batch_size: 64,
+            tta: run.spec.recipe.test_time_augmentation,
         },
         device,
     )?;
@@ -142,4 +149,84 @@ pub fn predict_files<B: AutodiffBackend>(
             (file.clone(), result)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::softmax;
+    use burn::tensor::Tensor;
+    use burn_ndarray::NdArray;
+    use kiln_data::Normalize;
+
+    type B = NdArray<f32>;
+
+    /// Probabilities of one image with `tta` through [`look`].
+    fn looked(
+        model: &kiln_models::Classifier<B>,
+        pixels: &[u8],
+        tta: TestTimeAugmentation,
+    ) -> Vec<f32> {
+        let set = ImageSet::new(
+            3,
+            32,
+            32,
+            pixels.to_vec(),
+            vec![0],
+            (0..10).map(|c| c.to_string()).collect(),
+        );
+        let batcher = ImageBatcher::for_set(&set, Normalize::unit());
+        let request = Request {
+            batcher: &batcher,
+            test: Some(&set),
+            maps_of: None,
+            images: &[pixels.to_vec()],
+            batch_size: 1,
+            tta,
+        };
+        let looked = look(model, &request, &Default::default());
+        assert_eq!(
+            looked.test_probabilities, looked.image_probabilities,
+            "one image, both ways"
+        );
+        looked.image_probabilities[0].clone()
+    }
+
+    #[test]
+    fn probabilities_are_averaged_over_the_runs_test_time_augmentation() {
+        let device = Default::default();
+        let model = crate::models::ModelSpec::SimpleCnn { image_size: None }.build::<B>(
+            [3, 32, 32],
+            10,
+            &device,
+        );
+        let pixels: Vec<u8> = (0..3 * 32 * 32).map(|i| (i * 37 % 251) as u8).collect();
+        // By hand: softmax of the mean of the image's logits and its mirror image's.
+        let x = Tensor::<B, 1>::from_floats(
+            pixels
+                .iter()
+                .map(|&p| p as f32 / 255.0)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            &device,
+        )
+        .reshape([1, 3, 32, 32]);
+        let logits = (model.logits(x.clone()) + model.logits(x.flip([3]))) / 2.0;
+        let want: Vec<f32> = softmax(logits, 1).into_data().to_vec().unwrap();
+
+        let mirrored = looked(&model, &pixels, TestTimeAugmentation::Mirror);
+        let plain = looked(&model, &pixels, TestTimeAugmentation::None);
+        let differ = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        };
+        assert!(
+            differ(&mirrored, &want) < 1e-6,
+            "{mirrored:?} against {want:?}"
+        );
+        // The mirror changes this network's answer, so the check above could fail.
+        assert!(differ(&plain, &want) > 1e-5, "{plain:?} against {want:?}");
+    }
 }

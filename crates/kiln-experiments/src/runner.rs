@@ -718,6 +718,7 @@ fn draw_pictures<B: Backend>(
         maps_of: test0,
         images: &[],
         batch_size: spec.recipe.batch_size.max(64),
+        tta: spec.recipe.test_time_augmentation,
     };
     let looked = crate::inspect::look(model, &request, device);
     let finished = Finished {

@@ -337,6 +337,7 @@ pub fn features<B: AutodiffBackend>(
             maps_of: Some(&pixels),
             images: &[],
             batch_size: 1,
+            tta: run.spec.recipe.test_time_augmentation,
         },
         device,
     )?;
@@ -369,6 +370,7 @@ pub fn redraw<B: AutodiffBackend>(
             maps_of: test0,
             images: &[],
             batch_size: run.spec.recipe.batch_size.max(64),
+            tta: run.spec.recipe.test_time_augmentation,
         },
         device,
     )?;
