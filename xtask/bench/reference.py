@@ -226,6 +226,55 @@ def resnet18():
     return ResNet([2, 2, 2, 2], [64, 128, 256, 512], "cifar", head_pool=None)
 
 
+class AirbenchGroup(nn.Module):
+    """airbench94's ConvGroup: conv 3x3, max-pool 2, batch norm, GELU, conv 3x3, batch norm,
+    GELU; convolutions without biases, batch norms without a trained scale (momentum 0.4 in
+    PyTorch's sense, eps 1e-12)."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=0.4)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=0.4)
+        self.activation = nn.GELU()
+        for norm in (self.norm1, self.norm2):
+            norm.weight.requires_grad = False
+
+    def forward(self, x):
+        x = self.activation(self.norm1(self.pool(self.conv1(x))))
+        return self.activation(self.norm2(self.conv2(x)))
+
+
+class Scale(nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def airbench94():
+    """experiments/airbench94-cifar10.toml: airbench94's network as its `make_net94` assembles
+    it: a 2x2 whitening convolution (24 filters, frozen weights, a bias), GELU, groups of widths
+    64, 256 and 256, max-pool 3, a linear head without bias, logits times 1/9."""
+    whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
+    whiten.weight.requires_grad = False
+    return nn.Sequential(
+        whiten,
+        nn.GELU(),
+        AirbenchGroup(24, 64),
+        AirbenchGroup(64, 256),
+        AirbenchGroup(256, 256),
+        nn.MaxPool2d(3),
+        nn.Flatten(),
+        nn.Linear(256, NUM_CLASSES, bias=False),
+        Scale(1 / 9),
+    )
+
+
 def adam(lr, weight_decay=0.0):
     return lambda params: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
@@ -283,6 +332,15 @@ EXPERIMENTS = {
         optimizer=sgd(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True),
         label_smoothing=0.1,
     ),
+    # The rate factors of its parameter groups and its lookahead change no step's cost; its
+    # frozen parameters (the whitening weights, the batch norms' scales) get no gradient.
+    "airbench94-cifar10": dict(
+        model=airbench94,
+        input_shape=[3, 32, 32],  # translations with reflected borders keep 32x32
+        batch=1024,
+        optimizer=sgd(lr=1.5, momentum=0.85, weight_decay=0.0013305, nesterov=True),
+        label_smoothing=0.2,
+    ),
 }
 
 
@@ -326,7 +384,7 @@ def main():
     def prepare(layout):
         torch.manual_seed(args.seed)
         model = spec["model"]().to(memory_format=layout)
-        optimizer = spec["optimizer"](model.parameters())
+        optimizer = spec["optimizer"]([p for p in model.parameters() if p.requires_grad])
         images = [x.contiguous(memory_format=layout) for x in data]
 
         def train_step(i):

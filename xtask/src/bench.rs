@@ -23,13 +23,14 @@ use crate::{
     features_of, kiln, output, project_root, runtime_env, take_option, torch_venv, Install,
 };
 
-/// The seven seed experiments, smallest first.
+/// The seven seed experiments and airbench94, smallest first.
 pub const EXPERIMENTS: &[&str] = &[
     "lenet5-fashion-mnist",
     "lenet5-classic-fashion-mnist",
     "convnet-mnist",
     "simple-cnn-cifar10",
     "cnn-dropout-cifar10",
+    "airbench94-cifar10",
     "resnet18-cifar10-fast",
     "resnet-cifar10",
 ];

@@ -46,7 +46,7 @@ commands:
       e.g. cargo xtask compare-backends lenet5-fashion-mnist --backends ndarray,tch --steps 50
   bench [--experiments A,B,...] [--backends A,B,...] [--warmup N] [--steps N] [--rounds N]
         [--check FILE] [--data-dir DIR] [--cifar-folder DIR]
-      each experiment (default: all seven) on each backend (default cpu,flex,tch): training,
+      each experiment (default: all eight) on each backend (default cpu,flex,tch): training,
       evaluation and data-pipeline images/s and peak memory, as ratios to PyTorch eager on the
       same model, batch and threads measured in the same run; --rounds N measures each N
       times, alternating, and reports medians; --check fails when a ratio falls
