@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn options_default_to_every_experiment_on_the_pure_rust_backends_and_tch() {
         let o = parse(&[]).unwrap();
-        assert_eq!(o.experiments.len(), 7);
+        assert_eq!(o.experiments, EXPERIMENTS);
         assert_eq!(o.backends, ["cpu", "flex", "tch"]);
         assert_eq!(o.rounds, 1);
         let err = parse(&["--rounds".into(), "0".into()]).err().unwrap();
