@@ -110,21 +110,24 @@ multiversion! {
 
 /// Writes `gelu(x) = x Phi(x)` of every value of `x` into `out` (the same length).
 pub fn gelu(x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "gelu: lengths differ");
-    let isa = Isa::best();
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(out, x)| gelu_chunk(isa, x, out));
+    in_chunks("gelu", x, out, gelu_chunk);
 }
 
 /// GELU's backward pass from its input `x`: multiplies each gradient by
 /// `Phi(x) + x phi(x)`.
 pub fn gelu_backward_in_place(x: &[f32], grad: &mut [f32]) {
-    assert_eq!(x.len(), grad.len(), "gelu backward: lengths differ");
+    in_chunks("gelu backward", x, grad, gelu_backward_chunk);
+}
+
+/// `kernel(input chunk, output chunk)` over matching chunks of two equal-length slices, in
+/// parallel, in the widest build the CPU has.
+fn in_chunks(what: &str, input: &[f32], output: &mut [f32], kernel: fn(Isa, &[f32], &mut [f32])) {
+    assert_eq!(input.len(), output.len(), "{what}: lengths differ");
     let isa = Isa::best();
-    grad.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(g, x)| gelu_backward_chunk(isa, x, g));
+    output
+        .par_chunks_mut(CHUNK)
+        .zip(input.par_chunks(CHUNK))
+        .for_each(|(output, input)| kernel(isa, input, output));
 }
 
 multiversion! {
@@ -153,11 +156,7 @@ pub fn sigmoid_in_place(values: &mut [f32]) {
 
 /// The sigmoid's backward pass from its output `s`: multiplies each gradient by `s (1 - s)`.
 pub fn sigmoid_backward_in_place(output: &[f32], grad: &mut [f32]) {
-    assert_eq!(output.len(), grad.len(), "sigmoid backward: lengths differ");
-    let isa = Isa::best();
-    grad.par_chunks_mut(CHUNK)
-        .zip(output.par_chunks(CHUNK))
-        .for_each(|(g, s)| sigmoid_backward_chunk(isa, s, g));
+    in_chunks("sigmoid backward", output, grad, sigmoid_backward_chunk);
 }
 
 #[cfg(test)]
