@@ -34,14 +34,20 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 # torch warns at import when numpy is missing; the script does not use numpy.
 warnings.filterwarnings("ignore", message=".*NumPy.*")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+# The weights tests' PyTorch networks: airbench94's is timed here as they build it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "pytorch"))
+import tutorial_weights  # noqa: E402
 
 NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike
 DATA_BATCHES = 4  # pre-generated batches, used in turn
@@ -226,53 +232,17 @@ def resnet18():
     return ResNet([2, 2, 2, 2], [64, 128, 256, 512], "cifar", head_pool=None)
 
 
-class AirbenchGroup(nn.Module):
-    """airbench94's ConvGroup: conv 3x3, max-pool 2, batch norm, GELU, conv 3x3, batch norm,
-    GELU; convolutions without biases, batch norms without a trained scale (momentum 0.4 in
-    PyTorch's sense, eps 1e-12)."""
-
-    def __init__(self, c_in, c_out):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.pool = nn.MaxPool2d(2)
-        self.norm1 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=0.4)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.norm2 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=0.4)
-        self.activation = nn.GELU()
-        for norm in (self.norm1, self.norm2):
-            norm.weight.requires_grad = False
-
-    def forward(self, x):
-        x = self.activation(self.norm1(self.pool(self.conv1(x))))
-        return self.activation(self.norm2(self.conv2(x)))
-
-
-class Scale(nn.Module):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-
 def airbench94():
-    """experiments/airbench94-cifar10.toml: airbench94's network as its `make_net94` assembles
-    it: a 2x2 whitening convolution (24 filters, frozen weights, a bias), GELU, groups of widths
-    64, 256 and 256, max-pool 3, a linear head without bias, logits times 1/9."""
-    whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
-    whiten.weight.requires_grad = False
-    return nn.Sequential(
-        whiten,
-        nn.GELU(),
-        AirbenchGroup(24, 64),
-        AirbenchGroup(64, 256),
-        AirbenchGroup(256, 256),
-        nn.MaxPool2d(3),
-        nn.Flatten(),
-        nn.Linear(256, NUM_CLASSES, bias=False),
-        Scale(1 / 9),
-    )
+    """experiments/airbench94-cifar10.toml: airbench94's network, as tests/pytorch/
+    tutorial_weights.py builds it for the weights tests (make_net94's nn.Sequential), with the
+    parameters airbench freezes left without a gradient: the whitening weights and the batch
+    norms' scales."""
+    net = tutorial_weights.airbench94()
+    net[0].weight.requires_grad = False
+    for name, param in net.named_parameters():
+        if ".norm" in name and name.endswith(".weight"):
+            param.requires_grad = False
+    return net
 
 
 def adam(lr, weight_decay=0.0):
