@@ -666,13 +666,16 @@ where
     ) -> Result<M, FitError> {
         let epoch = p.at.epoch;
         let train_seconds = p.epoch_clock.seconds() - p.at.validation_seconds;
-        let model = optim.end_epoch(model);
+        let last = epoch == self.recipe.epochs.started() || self.ends_at(p.at.step);
+        let model = match last {
+            true => optim.end_fit(model),
+            false => model,
+        };
         if let Some(batches) = self.recipe.recompute_bn_batches {
             self.recompute_bn(&model, batches, epoch);
         }
         self.check_weights(&model)?;
         let model = self.rank0_state(model)?;
-        let last = epoch == self.recipe.epochs.started() || self.ends_at(p.at.step);
         let tta = match last {
             true => self.recipe.test_time_augmentation,
             false => TestTimeAugmentation::None,

@@ -6,9 +6,12 @@
 //! Every `every` steps from epoch `from_epoch` on, the average moves towards the weights,
 //! `avg = rho avg + (1 - rho) w`, and the weights become the average. `rho` grows over the
 //! run as `decay (step / steps)^power`, so early averaging barely slows training and late
-//! averaging smooths strongly. At the end of every epoch the weights become the average once
-//! more. The first averaging step only takes a copy. Batch norms' running statistics are
-//! averaged with the weights, as airbench94 averages its whole `state_dict`.
+//! averaging smooths strongly. At the end of the fit the weights become the average once more
+//! (airbench's final `update(model, decay=1.0)`), dropping the steps since the last averaging;
+//! the epochs before end on the training weights, which their evaluations see, as airbench's
+//! do. The first averaging step only takes a copy (airbench starts from the initial weights,
+//! but its first `rho` is under 1e-6). Batch norms' running statistics are averaged with the
+//! weights, as airbench94 averages its whole `state_dict`.
 
 use std::collections::HashMap;
 
@@ -27,6 +30,27 @@ pub(crate) struct Averaged<B: AutodiffBackend> {
 impl<B: AutodiffBackend> Averaged<B> {
     /// A copy of `model`'s weights and running statistics.
     pub(crate) fn of<M: AutodiffModule<B>>(model: &M) -> Self {
+        Self::copy_synced(&synchronised(model))
+    }
+
+    /// `avg = rho avg + (1 - rho) w`, and `model` with the new average as its weights.
+    pub(crate) fn update<M: AutodiffModule<B>>(&mut self, model: M, rho: f64) -> M {
+        let model = synchronised(&model);
+        let current = Self::copy_synced(&model);
+        for (id, avg) in self.values.iter_mut() {
+            if let Some(w) = current.values.get(id) {
+                *avg = avg.clone().mul_scalar(rho) + w.clone().mul_scalar(1.0 - rho);
+            }
+        }
+        self.set_synced(model)
+    }
+
+    /// `model` with the averaged values as its weights and running statistics.
+    pub(crate) fn load_into<M: AutodiffModule<B>>(&self, model: M) -> M {
+        self.set_synced(synchronised(&model))
+    }
+
+    fn copy_synced<M: AutodiffModule<B>>(model: &M) -> Self {
         struct Copy<B: AutodiffBackend>(HashMap<ParamId, Tensor<B::InnerBackend, 1>>);
         impl<B: AutodiffBackend> ModuleVisitor<B> for Copy<B> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
@@ -35,27 +59,12 @@ impl<B: AutodiffBackend> Averaged<B> {
                 self.0.insert(param.id, value.reshape([n]));
             }
         }
-        // A running state's newest value waits in a per-thread slot until it is synchronised,
-        // which `valid()` does (for the model too: the copy shares its states).
-        let synced = M::from_inner(model.valid());
         let mut copy = Copy::<B>(HashMap::new());
-        synced.visit(&mut copy);
+        model.visit(&mut copy);
         Averaged { values: copy.0 }
     }
 
-    /// `avg = rho avg + (1 - rho) w`, and `model` with the new average as its weights.
-    pub(crate) fn update<M: AutodiffModule<B>>(&mut self, model: M, rho: f64) -> M {
-        let current = Averaged::of(&model);
-        for (id, avg) in self.values.iter_mut() {
-            if let Some(w) = current.values.get(id) {
-                *avg = avg.clone().mul_scalar(rho) + w.clone().mul_scalar(1.0 - rho);
-            }
-        }
-        self.load_into(model)
-    }
-
-    /// `model` with the averaged values as its weights and running statistics.
-    pub(crate) fn load_into<M: AutodiffModule<B>>(&self, model: M) -> M {
+    fn set_synced<M: AutodiffModule<B>>(&self, model: M) -> M {
         struct Set<'a, B: AutodiffBackend>(&'a HashMap<ParamId, Tensor<B::InnerBackend, 1>>);
         impl<B: AutodiffBackend> ModuleMapper<B> for Set<'_, B> {
             fn map_float<const D: usize>(
@@ -74,16 +83,21 @@ impl<B: AutodiffBackend> Averaged<B> {
                 Param::from_mapped_value(id, value, mapper)
             }
         }
-        // Synchronised first: a running state's pending update would overwrite what is set.
-        let model = M::from_inner(model.valid());
         model.map(&mut Set::<B>(&self.values))
     }
 
     /// The averaged values as a record of `model`'s type, for a checkpoint.
     pub(crate) fn encode<M: AutodiffModule<B>>(&self, model: &M) -> Vec<u8> {
-        let averaged = self.load_into(M::from_inner(model.valid()));
+        let averaged = self.set_synced(synchronised(model));
         kiln_models::record::encode::<B, _>(averaged.into_record())
     }
+}
+
+/// `model` with its running states synchronised. A running state's newest value waits in a
+/// per-thread slot until it is synchronised, which `valid()` does; reading the weights before
+/// would miss it, and setting them before would be overwritten by it.
+fn synchronised<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> M {
+    M::from_inner(model.valid())
 }
 
 /// The averaging of a fit: the recipe's settings and the average once it exists.
@@ -126,8 +140,8 @@ impl<B: AutodiffBackend> Lookahead<B> {
         }
     }
 
-    /// At the end of an epoch: the weights become the average, where there is one.
-    pub(crate) fn end_epoch<M: AutodiffModule<B>>(&self, model: M) -> M {
+    /// At the end of the fit: the weights become the average, where there is one.
+    pub(crate) fn end_fit<M: AutodiffModule<B>>(&self, model: M) -> M {
         match &self.averaged {
             Some(averaged) => averaged.load_into(model),
             None => model,
@@ -189,9 +203,9 @@ mod tests {
         assert_eq!(values(&model), [2.0, 2.0, 2.0]);
         // The weights still require gradients, so they keep training.
         assert!(model.weight.val().is_require_grad());
-        // The end of an epoch puts the average back.
+        // The end of the fit puts the average back.
         let model = set(model, 7.0);
-        let model = lookahead.end_epoch(model);
+        let model = lookahead.end_fit(model);
         assert_eq!(values(&model), [2.0, 2.0, 2.0]);
     }
 

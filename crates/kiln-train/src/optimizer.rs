@@ -81,11 +81,10 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> RecipeOptimizer<M, B> {
         }
     }
 
-    /// At the end of an epoch: the weights the epoch is evaluated and saved with (with
-    /// lookahead, its average).
-    pub(crate) fn end_epoch(&self, model: M) -> M {
+    /// At the end of the fit: the weights it returns (with lookahead, its average).
+    pub(crate) fn end_fit(&self, model: M) -> M {
         match &self.lookahead {
-            Some(lookahead) => lookahead.end_epoch(model),
+            Some(lookahead) => lookahead.end_fit(model),
             None => model,
         }
     }

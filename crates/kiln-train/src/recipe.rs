@@ -73,7 +73,7 @@ pub struct Recipe {
 
 /// `[recipe.lookahead]`: every `every` steps from epoch `from_epoch` on, the average moves
 /// to `rho avg + (1 - rho) w` with `rho = decay (step / steps)^power`, and the weights become
-/// it; at each epoch's end too. airbench94: every 5 steps from the 4th epoch, decay 0.95^5,
+/// it; at the end of the fit too. airbench94: every 5 steps from the first, decay 0.95^5,
 /// power 3.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
