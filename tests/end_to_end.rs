@@ -94,8 +94,12 @@ fn tiny_run_learns_and_writes_a_complete_run_folder() {
     let summary: RunSummary =
         serde_json::from_str(&fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(
-        (summary.epochs, summary.train_images, summary.test_images),
-        (3, 640, 200)
+        (
+            summary.epochs.get(),
+            summary.train_images,
+            summary.test_images
+        ),
+        (3.0, 640, 200)
     );
     println!(
         "epoch train losses {:?}, final test accuracy {}",
@@ -182,6 +186,41 @@ fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
     assert!(
         message.contains("does not fit 1x28x28 input images")
             && message.contains("shape clash: fc: expected 3600 input features, found 2704"),
+        "{message}"
+    );
+    assert!(!runs.exists(), "no run folder for a run that cannot start");
+}
+
+#[test]
+fn a_model_too_deep_for_the_images_fails_by_key_before_any_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    // airbench's groups each halve the side and its head pools 3x3: a fourth group leaves
+    // 28x28 images (27 after the 2x2 whitening, then 13, 6, 3, 1) nothing for the head.
+    let (data, experiment) = synthetic_setup(tmp.path(), 20, 10, "deep.toml", |t| {
+        t.replace(
+            "name = \"lenet5\"\ndropout = 0.5",
+            "name = \"airbench\"\nwidths = [8, 8, 8, 8]",
+        )
+    });
+    let runs = tmp.path().join("runs");
+    let err = kiln_cli::main_with_args([
+        "kiln",
+        "run",
+        &arg(&experiment),
+        "--data-dir",
+        &arg(&data),
+        "--offline",
+        "--runs-dir",
+        &arg(&runs),
+        "--quiet",
+    ])
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("cannot be built for 1x28x28 input images")
+            && message
+                .contains("model.widths: 4 groups leave nothing of 28x28 images for the head")
+            && message.contains("at most 3 fit"),
         "{message}"
     );
     assert!(!runs.exists(), "no run folder for a run that cannot start");

@@ -239,7 +239,7 @@ fn the_report_opens_in_a_browser_with_every_picture_loaded() {
     }
     // The run's page lists what the run holds: the layer table and all nine pictures.
     let html = fs::read_to_string(run.join("index.html")).unwrap();
-    assert!(html.contains("total trainable parameters: 61,706"));
+    assert!(html.contains("total parameters: 61,706"));
     assert_eq!(html.matches("<img ").count(), 9);
 
     // A screenshot shows the page: a large, far from blank image.

@@ -320,6 +320,12 @@ decay = 0.77
         .filter(|e| e["event"] == "step")
         .count();
     assert_eq!(steps, 45, "ceil(2.5 x 18) steps");
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(straight.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["epochs"], 2.5,
+        "the summary counts the epochs trained, not started"
+    );
 
     let runs = tmp.path().join("runs");
     let mut first = args.clone();

@@ -205,7 +205,8 @@ fn summary(args: &SummaryArgs) -> Result<()> {
                     input, classes, device,
                 )
         }
-    )?;
+    )?
+    .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))?;
     println!(
         "{} ({:?}) for {}x{}x{} {} images:\n{summary}",
         spec.name,

@@ -42,7 +42,7 @@ pub struct BenchReport {
     pub batch: usize,
     /// `[channels, height, width]` of the network's input.
     pub input_shape: [usize; 3],
-    /// Trainable parameters of the network.
+    /// Parameters of the network as PyTorch counts them (`kiln_models::probe::parameter_count`).
     pub parameters: usize,
     /// Images per second of the median training step (forward, loss, backward, optimiser).
     pub train_images_per_sec: f64,
@@ -113,7 +113,7 @@ pub fn bench<B: AutodiffBackend>(
     let model = spec
         .model
         .build::<B>(batcher.output_shape(), classes, device);
-    let parameters = kiln_models::probe::trainable_params(&model);
+    let parameters = kiln_models::probe::parameter_count(&model);
     let times = time_steps(
         model,
         &spec.recipe,

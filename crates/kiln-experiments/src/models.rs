@@ -168,14 +168,22 @@ impl ModelSpec {
     /// The layer table for `input` = `[channels, height, width]` images and `classes` classes,
     /// on a backend without autodiff (in training mode batch norm would need a batch). Builds
     /// the model with weights from the backend's RNG: call before seeding for training.
+    ///
+    /// A network whose configuration cannot be built for this input size at all (airbench's
+    /// groups halve the side until nothing is left for the head) is an error naming the key;
+    /// one that builds but whose layers clash has the clashes in [`Summary::clashes`].
     pub fn summary<B: Backend>(
         &self,
         input: [usize; 3],
         classes: usize,
         device: &B::Device,
-    ) -> Summary {
-        self.build::<B>(input, classes, device)
-            .summary(input, device)
+    ) -> Result<Summary, String> {
+        if let Some(config) = self.airbench_config(input[0], input[1], classes) {
+            config.validate().map_err(|e| format!("model.{e}"))?;
+        }
+        Ok(self
+            .build::<B>(input, classes, device)
+            .summary(input, device))
     }
 
     /// Builds the network for `input` = `[channels, height, width]` images (square ones: the

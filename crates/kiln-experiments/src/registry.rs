@@ -133,7 +133,7 @@ mod tests {
         let device = Default::default();
         for spec in builtin() {
             let input = spec.data.input_shape().unwrap();
-            let summary = spec.model.summary::<B>(input, 10, &device);
+            let summary = spec.model.summary::<B>(input, 10, &device).unwrap();
             assert!(summary.clashes.is_empty(), "{}: {summary}", spec.name);
             let expected = match spec.name.as_str() {
                 "lenet5-fashion-mnist" | "lenet5-classic-fashion-mnist" => 61_706,

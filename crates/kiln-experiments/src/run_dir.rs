@@ -335,8 +335,9 @@ pub struct RunSummary {
     pub experiment: String,
     /// The backend's name, as `--backend` takes it.
     pub backend: String,
-    /// Epochs trained.
-    pub epochs: usize,
+    /// Epochs trained: the recipe's count, fractional where its last epoch is cut short
+    /// (airbench94's 9.9), written as an integer when whole.
+    pub epochs: kiln_train::Epochs,
     /// Images in the training split.
     pub train_images: usize,
     /// Images in the test split.

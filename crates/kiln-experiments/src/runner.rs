@@ -108,7 +108,13 @@ pub fn run<B: AutodiffBackend>(
     ];
     let summary = spec
         .model
-        .summary::<B::InnerBackend>(input, train.classes.len(), device);
+        .summary::<B::InnerBackend>(input, train.classes.len(), device)
+        .map_err(|e| {
+            RunError::Spec(format!(
+                "{}: the model cannot be built for {}x{}x{} input images: {e}",
+                spec.name, input[0], input[1], input[2]
+            ))
+        })?;
     if !summary.clashes.is_empty() {
         return Err(RunError::Spec(format!(
             "{}: the model does not fit {}x{}x{} input images:\n{summary}",
@@ -400,7 +406,7 @@ fn train_in<B: AutodiffBackend>(
         .model
         .build::<B>(batcher.output_shape(), train.classes.len(), device);
     tracing::info!(
-        parameters = kiln_models::probe::trainable_params(&model),
+        parameters = kiln_models::probe::parameter_count(&model),
         model = ?spec.model,
         "model"
     );
@@ -518,7 +524,9 @@ fn train_in<B: AutodiffBackend>(
         RunSummary {
             experiment: spec.name.clone(),
             backend: options.backend.clone(),
-            epochs: fitted.epochs.len(),
+            // A fit that returns has run every epoch of the recipe (a diverging one stops
+            // with an error), the last perhaps cut short.
+            epochs: spec.recipe.epochs,
             train_images: train.len(),
             test_images: test.len(),
             final_test_accuracy: last.test_accuracy.expect(TESTED),

@@ -111,12 +111,23 @@ impl AirbenchConfig {
             ));
         }
         if self.head_side() == 0 {
+            let fit = (1..self.widths.len())
+                .rev()
+                .find(|&n| {
+                    let fewer = Self {
+                        widths: vec![1; n],
+                        ..self.clone()
+                    };
+                    fewer.head_side() > 0
+                })
+                .map_or("none".to_string(), |n| format!("at most {n}"));
             return Err(format!(
-                "{}x{} images are too small for {} groups after a {k}x{k} whitening \
-                 convolution: each group halves the side and the head pools 3x3",
-                self.image_size,
-                self.image_size,
+                "widths: {} groups leave nothing of {s}x{s} images for the head (the {k}x{k} \
+                 whitening convolution takes {}, each group halves the side and the head pools \
+                 3x3); {fit} fit",
                 self.widths.len(),
+                self.whiten_kernel - 1,
+                s = self.image_size,
                 k = self.whiten_kernel
             ));
         }
@@ -462,10 +473,16 @@ mod tests {
         let expected = 24 * 12 + 24 + groups + 256 * 10;
         let summary = net.summary([3, 32, 32], &device);
         assert_eq!(summary.total_params(), expected);
-        assert!(AirbenchConfig::new()
+        // 16 -> 15 after whitening -> 7 -> 3 -> 1, under the head's 3x3 pool.
+        let err = AirbenchConfig::new()
             .with_image_size(16)
             .validate()
-            .is_err());
+            .unwrap_err();
+        assert!(
+            err.starts_with("widths: 3 groups leave nothing of 16x16 images")
+                && err.ends_with("; at most 2 fit"),
+            "{err}"
+        );
     }
 
     #[test]

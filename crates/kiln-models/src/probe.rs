@@ -59,7 +59,8 @@ pub struct LayerInfo<'a> {
     pub name: &'a str,
     /// The layer type as PyTorch prints it, e.g. `Conv2d`, `ReLU`, `AvgPool2d`.
     pub kind: &'static str,
-    /// Trainable parameters of this layer (batch-norm running statistics excluded).
+    /// Parameters of this layer as PyTorch counts them: frozen ones included, batch-norm
+    /// running statistics (buffers in PyTorch) excluded.
     pub params: usize,
 }
 
@@ -158,7 +159,7 @@ where
         probe,
         name,
         layer.kind(),
-        || trainable_params(layer),
+        || parameter_count(layer),
         &output,
     );
     output
@@ -218,10 +219,10 @@ pub fn linear<B: Backend, P: Probe<B> + ?Sized>(
     tap(probe, name, layer, output)
 }
 
-/// Parameters as PyTorch's `sum(p.numel() for p in m.parameters())` counts them: Burn's
-/// `num_params` also counts batch norm's running mean and variance, which PyTorch keeps as
-/// buffers.
-pub fn trainable_params<B: Backend, M: Module<B>>(module: &M) -> usize {
+/// Parameters as PyTorch's `sum(p.numel() for p in m.parameters())` counts them: frozen ones
+/// (airbench's whitening filters) included, as in PyTorch; Burn's `num_params` also counts
+/// batch norm's running mean and variance, which PyTorch keeps as buffers.
+pub fn parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
     #[derive(Default)]
     struct Count {
         total: usize,
@@ -259,7 +260,7 @@ pub struct SummaryRow {
     pub kind: &'static str,
     /// Output shape for one image (the batch dimension left out).
     pub output: Vec<usize>,
-    /// Trainable parameters of the layer.
+    /// Parameters of the layer, as [`parameter_count`] counts them.
     pub params: usize,
 }
 
@@ -339,7 +340,7 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            "total trainable parameters: {}",
+            "total parameters: {}",
             group_thousands(self.total_params())
         )?;
         for c in &self.clashes {
@@ -498,10 +499,7 @@ mod tests {
         assert_eq!(s.total_params(), 61_706);
         assert!(s.clashes.is_empty());
         let text = s.to_string();
-        assert!(
-            text.contains("total trainable parameters: 61,706"),
-            "{text}"
-        );
+        assert!(text.contains("total parameters: 61,706"), "{text}");
         assert!(
             text.contains("conv2     Conv2d     [16, 10, 10]         2,416\n"),
             "{text}"
@@ -649,10 +647,10 @@ mod tests {
         assert_eq!(find("head").output, vec![512, 1, 1]);
         assert_eq!(find("head").kind, "AvgPool2d");
         assert_eq!(s.rows.iter().filter(|r| r.kind == "BasicBlock").count(), 8);
-        // Every trainable parameter is in exactly one row: the total is the module's count
+        // Every parameter is in exactly one row: the total is the module's count
         // less batch norm's running means and variances (2 x channels per batch norm).
         let bn_channels = 64 + 2 * 2 * (64 + 128 + 256 + 512);
         assert_eq!(s.total_params(), model.num_params() - 2 * bn_channels);
-        assert_eq!(trainable_params(&model), s.total_params());
+        assert_eq!(parameter_count(&model), s.total_params());
     }
 }
