@@ -1,4 +1,4 @@
-//! Backend parity: every built-in experiment's network, from identical weights and inputs, on
+//! Backend parity: every built-in experiment's network and ResNet-18 (test-only), from identical weights and inputs, on
 //! ndarray (the reference), cpu (Kiln's own backend), flex, wgpu and tch (libtorch on the CPU).
 //!
 //! For each backend: the forward logits of one batch, the gradient of every parameter for that
@@ -13,6 +13,8 @@
 
 use std::marker::PhantomData;
 use std::path::Path;
+
+mod common;
 
 use burn::module::{AutodiffModule, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -155,7 +157,7 @@ impl Inputs {
 /// The experiment's spec as the parity tests run it: dropout off, `batch_size`, `STEPS` steps
 /// each logged.
 fn parity_spec(experiment: &str, batch_size: usize) -> ExperimentSpec {
-    let mut spec = kiln_experiments::load(experiment).unwrap();
+    let mut spec = kiln_experiments::load(&common::experiment_arg(experiment)).unwrap();
     spec.model = spec.model.without_dropout();
     // The ResNets at a quarter of their widths: the same blocks, strides, shortcuts, batch
     // norms and head as the experiment's network, at a cost CI can carry (at full width and

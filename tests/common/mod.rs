@@ -84,6 +84,19 @@ pub fn tiny_run(dir: &Path, epochs: usize) -> PathBuf {
     only_entry(&runs.join("lenet5-fashion-mnist"))
 }
 
+/// What `kiln_experiments::load` and the command line take for experiment `name`: a built-in's
+/// name, or the path of a test-only experiment in `tests/experiments/` (ResNet-18's, whose
+/// recipe airbench94 replaced while its network stays tested).
+pub fn experiment_arg(name: &str) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments")
+        .join(format!("{name}.toml"));
+    match file.is_file() {
+        true => file.to_string_lossy().into_owned(),
+        false => name.to_string(),
+    }
+}
+
 /// The Python with PyTorch and TensorBoard: `$KILN_TORCH_PYTHON`, else `python` (`cargo xtask
 /// test` puts its virtualenv first on PATH).
 pub fn python() -> String {

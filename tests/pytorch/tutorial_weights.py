@@ -1,4 +1,5 @@
-"""The built-in networks as their PyTorch code defines them, for the PyTorch weights tests.
+"""The built-in networks and ResNet-18 (tests/experiments/) as their PyTorch code defines them,
+for the PyTorch weights tests.
 
 Module names are the tutorials' own (../shared/TUTORIAL-NETWORKS.md), so the state dicts are
 the ones the tutorials' `torch.save(net.state_dict(), ...)` writes; resnet18-cifar10-fast has

@@ -32,10 +32,6 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../experiments/resnet-cifar10.toml"),
     ),
     (
-        "resnet18-cifar10-fast",
-        include_str!("../../../experiments/resnet18-cifar10-fast.toml"),
-    ),
-    (
         "airbench94-cifar10",
         include_str!("../../../experiments/airbench94-cifar10.toml"),
     ),
@@ -144,7 +140,6 @@ mod tests {
                 // larger than the standard ResNet-18 (11,173,962) by its 7x7 stem and the
                 // biases of its stem and shortcuts, smaller by its shortcuts' lack of batch norm.
                 "resnet-cifar10" => 11_180_810,
-                "resnet18-cifar10-fast" => 11_173_962,
                 // airbench94's sum(p.numel() for p in make_net94().parameters()), its frozen
                 // whitening weights and batch-norm scales included (kiln-models counts it).
                 "airbench94-cifar10" => 1_972_792,
