@@ -2,11 +2,10 @@
 and evaluation pass, measured on synthetic data.
 
 For EXPERIMENT (an experiments/<name>.toml) it builds in PyTorch the network Kiln builds for it
-(crates/kiln-models: same layers, shapes, activations, pooling, dropout, batch norm, biases and
-parameter count; Kiln's models, not the tutorials', where the two differ), the recipe's
-optimiser, loss (with its label smoothing) and batch size, and random inputs of the shape the
-model sees after the experiment's transforms (e.g. CIFAR-10 resized to 96x96 for
-resnet-cifar10). Only speed is measured, so the data are `torch.randn` images with random
+(the PyTorch-weights tests' network, tests/pytorch/tutorial_weights.py, which those tests check
+computes what Kiln's does from the same weights), the recipe's optimiser, loss (with its label
+smoothing) and batch size, and random inputs of the shape the model sees after the
+experiment's transforms (e.g. CIFAR-10 resized to 96x96 for resnet-cifar10). Only speed is measured, so the data are `torch.randn` images with random
 labels: a few pre-generated batches, reused in turn.
 
 Warm-up: W training steps and W evaluation passes in each layout, before any is timed. Then
@@ -45,7 +44,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-# The weights tests' PyTorch networks: airbench94's is timed here as they build it.
+# The networks are the weights tests' (tests/pytorch/tutorial_weights.py): those tests check
+# that Kiln's network computes the same logits from the same weights, so the bench times the
+# network Kiln runs, not a second copy of it written here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "pytorch"))
 import tutorial_weights  # noqa: E402
 
@@ -53,190 +54,9 @@ NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike
 DATA_BATCHES = 4  # pre-generated batches, used in turn
 
 
-def xavier_weights(model):
-    """Xavier-uniform weights for every Conv2d and Linear, biases left at PyTorch's default
-    (kiln_models::WeightInit::XavierUniform, as the tutorials' `xavier_uniform_(m.weight)`)."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
-    return model
-
-
-class LeNet5(nn.Module):
-    """kiln_models::LeNet5 for 1x28x28 inputs: conv(1,6,5,pad 2) -> act -> pool(2) ->
-    conv(6,16,5) -> act -> pool(2) -> fc(400,120) -> act -> dropout -> fc(120,84) -> act ->
-    dropout -> fc(84,10). Modern: ReLU, max pooling, dropout 0.5; classic: sigmoid, average
-    pooling, no dropout (and Xavier-uniform weights, applied by the caller)."""
-
-    def __init__(self, activation, pooling, dropout):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, NUM_CLASSES)
-        self.act = {"relu": nn.ReLU(), "sigmoid": nn.Sigmoid()}[activation]
-        self.pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2)}[pooling]
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x):
-        x = self.pool(self.act(self.conv1(x)))
-        x = self.pool(self.act(self.conv2(x)))
-        x = x.flatten(1)
-        x = self.drop(self.act(self.fc1(x)))
-        x = self.drop(self.act(self.fc2(x)))
-        return self.fc3(x)
-
-
-class ConvNet(nn.Module):
-    """kiln_models::ConvNet, the MNIST tutorial's: conv(1,4,5,pad 2) -> ReLU -> max pool(2) ->
-    conv(4,8,5,pad 2) -> ReLU -> max pool(2) -> fc(392,512) -> ReLU -> dropout -> fc(512,10)."""
-
-    def __init__(self, dropout):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 5, padding=2)
-        self.conv2 = nn.Conv2d(4, 8, 5, padding=2)
-        self.pool = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(8 * 7 * 7, 512)
-        self.fc2 = nn.Linear(512, NUM_CLASSES)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x):
-        x = self.pool(torch.relu(self.conv1(x)))
-        x = self.pool(torch.relu(self.conv2(x)))
-        x = self.drop(torch.relu(self.fc1(x.flatten(1))))
-        return self.fc2(x)
-
-
-class SimpleCnn(nn.Module):
-    """kiln_models::SimpleCnn for 3x32x32 inputs: conv(3,16,3) -> max pool(2) -> ReLU ->
-    fc(3600,10)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3)
-        self.pool = nn.MaxPool2d(2)
-        self.fc = nn.Linear(16 * 15 * 15, NUM_CLASSES)
-
-    def forward(self, x):
-        x = torch.relu(self.pool(self.conv1(x)))
-        return self.fc(x.flatten(1))
-
-
-class CnnDropout(nn.Module):
-    """kiln_models::CnnDropout for 3x32x32 inputs: conv(3,32,3,pad 1) -> ReLU -> dropout ->
-    conv(32,32,3,pad 1) -> ReLU -> max pool(2) -> fc(8192,512) -> ReLU -> dropout -> fc(512,10)."""
-
-    def __init__(self, conv_dropout, fc_dropout):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 16 * 16, 512)
-        self.fc2 = nn.Linear(512, NUM_CLASSES)
-        self.drop_conv = nn.Dropout(conv_dropout)
-        self.drop_fc = nn.Dropout(fc_dropout)
-
-    def forward(self, x):
-        x = self.drop_conv(torch.relu(self.conv1(x)))
-        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
-        x = self.drop_fc(torch.relu(self.fc1(x.flatten(1))))
-        return self.fc2(x)
-
-
-class BasicBlock(nn.Module):
-    """kiln_models::resnet::BasicBlock: relu(bn1(conv1(x))) -> bn2(conv2(.)) [-> ReLU when
-    relu_before_add] -> + shortcut(x) -> ReLU. The shortcut is a strided 1x1 conv (with a bias
-    when `bias`, batch norm when shortcut_bn) when the shape changes, else the identity; the
-    3x3 convolutions have no bias."""
-
-    def __init__(self, in_c, out_c, stride, bias, bn_eps, relu_before_add, shortcut_bn):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_c, eps=bn_eps)
-        self.conv2 = nn.Conv2d(out_c, out_c, 3, 1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_c, eps=bn_eps)
-        self.relu_before_add = relu_before_add
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_c != out_c:
-            layers = [nn.Conv2d(in_c, out_c, 1, stride, bias=bias)]
-            if shortcut_bn:
-                layers.append(nn.BatchNorm2d(out_c, eps=bn_eps))
-            self.shortcut = nn.Sequential(*layers)
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        if self.relu_before_add:
-            y = torch.relu(y)
-        return torch.relu(y + self.shortcut(x))
-
-
-class ResNet(nn.Module):
-    """kiln_models::ResNet: a stem, stages of BasicBlocks (every stage after the first halves
-    the resolution), average pooling and a linear head.
-
-    stem "imagenet": conv 7x7 stride 2 (pad 3, or none without stem_padding) -> BN -> ReLU ->
-    max pool 3x3 stride 2 pad 1; stem "cifar": conv 3x3 stride 1 pad 1 (or none) -> BN -> ReLU.
-    head_pool: None for global average pooling, k for AvgPool2d(k). `bias` gives the stem's
-    and the shortcuts' convolutions a bias, `bn_eps` is every batch norm's epsilon but the
-    stem's when stem_bn_eps is given."""
-
-    def __init__(self, blocks, widths, stem, head_pool, bias=False, bn_eps=1e-5,
-                 relu_before_add=False, shortcut_bn=True, stem_bn_eps=None, stem_padding=True):
-        super().__init__()
-        in_c = widths[0]
-        stem_eps = bn_eps if stem_bn_eps is None else stem_bn_eps
-        if stem == "imagenet":
-            self.stem = nn.Sequential(
-                nn.Conv2d(3, in_c, 7, 2, padding=3 if stem_padding else 0, bias=bias),
-                nn.BatchNorm2d(in_c, eps=stem_eps),
-                nn.ReLU(),
-                nn.MaxPool2d(3, 2, padding=1),
-            )
-        else:
-            self.stem = nn.Sequential(
-                nn.Conv2d(3, in_c, 3, 1, padding=1 if stem_padding else 0, bias=bias),
-                nn.BatchNorm2d(in_c, eps=stem_eps),
-                nn.ReLU(),
-            )
-        stages = []
-        for stage, (n, width) in enumerate(zip(blocks, widths)):
-            for b in range(n):
-                stride = 2 if stage > 0 and b == 0 else 1
-                stages.append(
-                    BasicBlock(in_c, width, stride, bias, bn_eps, relu_before_add, shortcut_bn)
-                )
-                in_c = width
-        self.layers = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1) if head_pool is None else nn.AvgPool2d(head_pool)
-        self.fc = nn.Linear(in_c, NUM_CLASSES)
-
-    def forward(self, x):
-        x = self.layers(self.stem(x))
-        return self.fc(self.pool(x).flatten(1))
-
-
-def resnet_tutorial():
-    """experiments/resnet-cifar10.toml: the tutorial's ResNet (unpadded 7x7 stem with a bias and
-    BN eps 1e-3, AvgPool(3) head, blocks' BN eps 1e-5, ReLU before the addition, 1x1 shortcuts
-    with a bias and without batch norm, Xavier-uniform weights), for 96x96 inputs."""
-    model = ResNet([2, 2, 2, 2], [64, 128, 256, 512], "imagenet", head_pool=3, bias=True,
-                   relu_before_add=True, shortcut_bn=False, stem_bn_eps=1e-3,
-                   stem_padding=False)
-    return xavier_weights(model)
-
-
-def resnet18():
-    """experiments/resnet18-cifar10-fast.toml: the standard CIFAR ResNet-18 (3x3 stem, no conv
-    biases, BN shortcuts, global pooling), for 32x32 inputs."""
-    return ResNet([2, 2, 2, 2], [64, 128, 256, 512], "cifar", head_pool=None)
-
-
 def airbench94():
-    """experiments/airbench94-cifar10.toml: airbench94's network, as tests/pytorch/
-    tutorial_weights.py builds it for the weights tests (make_net94's nn.Sequential), with the
-    parameters airbench freezes left without a gradient: the whitening weights and the batch
-    norms' scales."""
+    """airbench94's network (make_net94's nn.Sequential) with the parameters airbench freezes
+    left without a gradient: the whitening weights and the batch norms' scales."""
     net = tutorial_weights.airbench94()
     net[0].weight.requires_grad = False
     for name, param in net.named_parameters():
@@ -255,48 +75,43 @@ def sgd(lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     )
 
 
-# Each experiment's network, input shape [C, H, W] after its transforms, recipe batch size,
-# optimiser and label smoothing, from experiments/<name>.toml. Learning-rate schedulers are left
-# out: they change the rate, not the cost of a step.
+# Each experiment's input shape [C, H, W] after its transforms, recipe batch size, optimiser and
+# label smoothing, from experiments/<name>.toml (ResNet-18's from tests/experiments/), and its
+# network where it differs from tutorial_weights.NETWORKS'. Learning-rate schedulers are left
+# out: they change the rate, not the cost of a step, as does the weights' initialisation
+# (denormals are flushed).
 EXPERIMENTS = {
     "lenet5-fashion-mnist": dict(
-        model=lambda: LeNet5("relu", "max", dropout=0.5),
         input_shape=[1, 28, 28],
         batch=256,
         optimizer=adam(lr=0.01, weight_decay=0.001),
     ),
     "lenet5-classic-fashion-mnist": dict(
-        model=lambda: xavier_weights(LeNet5("sigmoid", "avg", dropout=0.0)),
         input_shape=[1, 28, 28],
         batch=256,
         optimizer=sgd(lr=0.9),
     ),
     "convnet-mnist": dict(
-        model=lambda: ConvNet(dropout=0.5),
         input_shape=[1, 28, 28],
         batch=64,
         optimizer=sgd(lr=0.001, momentum=0.9),
     ),
     "simple-cnn-cifar10": dict(
-        model=SimpleCnn,
         input_shape=[3, 32, 32],
         batch=32,
         optimizer=sgd(lr=0.01),
     ),
     "cnn-dropout-cifar10": dict(
-        model=lambda: CnnDropout(conv_dropout=0.3, fc_dropout=0.5),
         input_shape=[3, 32, 32],
         batch=32,
         optimizer=sgd(lr=0.001, momentum=0.9),
     ),
     "resnet-cifar10": dict(
-        model=resnet_tutorial,
         input_shape=[3, 96, 96],  # CIFAR-10 resized to 96x96
         batch=64,
         optimizer=sgd(lr=0.01),
     ),
     "resnet18-cifar10-fast": dict(
-        model=resnet18,
         input_shape=[3, 32, 32],  # random crop with padding 4 keeps 32x32
         batch=128,
         optimizer=sgd(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True),
@@ -353,7 +168,8 @@ def main():
 
     def prepare(layout):
         torch.manual_seed(args.seed)
-        model = spec["model"]().to(memory_format=layout)
+        make = spec.get("model", tutorial_weights.NETWORKS[args.experiment][0])
+        model = make().to(memory_format=layout)
         optimizer = spec["optimizer"]([p for p in model.parameters() if p.requires_grad])
         images = [x.contiguous(memory_format=layout) for x in data]
 
