@@ -24,7 +24,7 @@ Needs torch, torchvision, Pillow and airbench:
   ~/.cache/kiln/torch-venv/bin/pip install airbench==0.1.8 torchvision==0.24.0 pillow
 
 usage: python airbench94_reference.py --data-dir DIR [--seeds 0,1,2] [--threads 2]
-       [--epochs 9.9] [--limit-train N] [--out runs/airbench94-reference.json]
+       [--epochs 9.9] [--limit-train N] [--out FILE]
 """
 
 import argparse
@@ -71,7 +71,7 @@ def main():
     parser.add_argument("--epochs", type=float, default=None,
                         help="airbench94's 9.9 unless given (shorter: a smoke test)")
     parser.add_argument("--limit-train", type=int, default=None)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="also write the summary here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
