@@ -158,16 +158,13 @@ fn bad_experiment_file_fails_before_any_run_folder() {
     assert!(!runs.exists());
 }
 
-#[test]
-fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
+/// The error of a run of the built-in LeNet-5 experiment with its `[model]` replaced by
+/// `model` (TOML lines) on synthetic 28x28 images; fails if the run starts or leaves a run
+/// folder.
+fn refused_model(model: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    // The networks take their input size from the data, but an experiment may pin it: the
-    // one-conv CNN built for 32x32 gets 16 x 13 x 13 = 2704 features from 28x28 images.
-    let (data, experiment) = synthetic_setup(tmp.path(), 20, 10, "pinned.toml", |t| {
-        t.replace(
-            "name = \"lenet5\"\ndropout = 0.5",
-            "name = \"simple-cnn\"\nimage_size = 32",
-        )
+    let (data, experiment) = synthetic_setup(tmp.path(), 20, 10, "refused.toml", |t| {
+        t.replace("name = \"lenet5\"\ndropout = 0.5", model)
     });
     let runs = tmp.path().join("runs");
     let err = kiln_cli::main_with_args([
@@ -182,48 +179,36 @@ fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
         "--quiet",
     ])
     .unwrap_err();
-    let message = format!("{err:#}");
+    assert!(!runs.exists(), "no run folder for a run that cannot start");
+    format!("{err:#}")
+}
+
+#[test]
+fn a_model_that_does_not_fit_the_images_fails_before_any_run_folder() {
+    // The networks take their input size from the data, but an experiment may pin it: the
+    // one-conv CNN built for 32x32 gets 16 x 13 x 13 = 2704 features from 28x28 images.
+    let message = refused_model("name = \"simple-cnn\"\nimage_size = 32");
     assert!(
         message.contains("does not fit 1x28x28 input images")
             && message.contains("shape clash: fc: expected 3600 input features, found 2704"),
         "{message}"
     );
-    assert!(!runs.exists(), "no run folder for a run that cannot start");
 }
 
 #[test]
 fn a_model_too_deep_for_the_images_fails_by_key_before_any_run_folder() {
-    let tmp = tempfile::tempdir().unwrap();
-    // airbench's groups each halve the side and its head pools 3x3: a fourth group leaves
-    // 28x28 images (27 after the 2x2 whitening, then 13, 6, 3, 1) nothing for the head.
-    let (data, experiment) = synthetic_setup(tmp.path(), 20, 10, "deep.toml", |t| {
-        t.replace(
-            "name = \"lenet5\"\ndropout = 0.5",
-            "name = \"airbench\"\nwidths = [8, 8, 8, 8]",
-        )
-    });
-    let runs = tmp.path().join("runs");
-    let err = kiln_cli::main_with_args([
-        "kiln",
-        "run",
-        &arg(&experiment),
-        "--data-dir",
-        &arg(&data),
-        "--offline",
-        "--runs-dir",
-        &arg(&runs),
-        "--quiet",
-    ])
-    .unwrap_err();
-    let message = format!("{err:#}");
+    // airbench's groups each halve the side and its head pools 3x3. With a 6x6 whitening
+    // convolution three groups fit the 32x32 images the spec is checked against (27, 13, 6,
+    // 3, then 1 for the head), but leave 28x28 images (23, 11, 5, 2) nothing: only the data
+    // can tell, so the run refuses it when it has loaded them.
+    let message = refused_model("name = \"airbench\"\nwidths = [8, 8, 8]\nwhiten_kernel = 6");
     assert!(
         message.contains("cannot be built for 1x28x28 input images")
             && message
-                .contains("model.widths: 4 groups leave nothing of 28x28 images for the head")
-            && message.contains("at most 3 fit"),
+                .contains("model.widths: 3 groups leave nothing of 28x28 images for the head")
+            && message.contains("at most 2 fit"),
         "{message}"
     );
-    assert!(!runs.exists(), "no run folder for a run that cannot start");
 }
 
 /// The case: LeNet-5 with SGD at lr 1e6 used to train on NaN to the end and report
