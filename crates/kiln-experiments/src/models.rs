@@ -178,12 +178,20 @@ impl ModelSpec {
         classes: usize,
         device: &B::Device,
     ) -> Result<Summary, String> {
-        if let Some(config) = self.airbench_config(input[0], input[1], classes) {
-            config.validate().map_err(|e| format!("model.{e}"))?;
-        }
+        self.check_input(input, classes)?;
         Ok(self
             .build::<B>(input, classes, device)
             .summary(input, device))
+    }
+
+    /// What only the input size can refuse before the network is built: airbench's groups
+    /// halve the side until nothing may be left for its head (the other networks build for
+    /// any size and report shape clashes in their summary instead).
+    fn check_input(&self, input: [usize; 3], classes: usize) -> Result<(), String> {
+        match self.airbench_config(input[0], input[1], classes) {
+            Some(config) => config.validate().map_err(|e| format!("model.{e}")),
+            None => Ok(()),
+        }
     }
 
     /// Builds the network for `input` = `[channels, height, width]` images (square ones: the
@@ -346,11 +354,8 @@ impl ModelSpec {
                 let config = self.resnet_config(3, 10).expect("matched a ResNet");
                 config.validate().map_err(|e| format!("model.{e}"))
             }
-            // The image size is checked when the network is built for the data; 32 here.
-            ModelSpec::Airbench { .. } => {
-                let config = self.airbench_config(3, 32, 10).expect("matched airbench");
-                config.validate().map_err(|e| format!("model.{e}"))
-            }
+            // The image size is checked again when the network is built for the data.
+            ModelSpec::Airbench { .. } => self.check_input([3, 32, 32], 10),
         }
     }
 }
