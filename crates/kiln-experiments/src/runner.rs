@@ -500,7 +500,7 @@ fn train_in<B: AutodiffBackend>(
     }
     // metrics.jsonl keeps every finished step and epoch; no weights or summary are written
     // for a diverged run.
-    let (model, fitted) = fitted.map_err(|error| RunError::Fit {
+    let (model, mut fitted) = fitted.map_err(|error| RunError::Fit {
         dir: dir.clone(),
         error,
     })?;
@@ -578,6 +578,7 @@ fn train_in<B: AutodiffBackend>(
             &model,
             batcher,
             test,
+            fitted.test_probabilities.take(),
             &dir,
             &log.events,
             device,
@@ -707,6 +708,8 @@ fn limit_test(spec: &ExperimentSpec, test: ImageSet) -> ImageSet {
 }
 
 /// Hands a trained run to `draw`; its failure is a warning, since the run is saved.
+/// `probabilities` are the test images' from the fit's last evaluation, if it kept them: with
+/// test-time augmentation, computing them again would be several passes over the test set.
 #[allow(clippy::too_many_arguments)] // the parts of one finished run, each used once
 fn draw_pictures<B: Backend>(
     draw: DrawRun,
@@ -714,21 +717,26 @@ fn draw_pictures<B: Backend>(
     model: &Classifier<B>,
     batcher: &ImageBatcher,
     test: &ImageSet,
+    probabilities: Option<Vec<Vec<f32>>>,
     dir: &Path,
     events: &[Event],
     device: &B::Device,
 ) {
     tracing::info!("drawing the run's pictures");
+    let known = probabilities.filter(|rows| rows.len() == test.len());
     let test0 = (!test.is_empty()).then(|| test.image(0));
     let request = crate::inspect::Request {
         batcher,
-        test: Some(test),
+        test: known.is_none().then_some(test),
         maps_of: test0,
         images: &[],
         batch_size: spec.recipe.batch_size.max(64),
         tta: spec.recipe.test_time_augmentation,
     };
-    let looked = crate::inspect::look(model, &request, device);
+    let mut looked = crate::inspect::look(model, &request, device);
+    if let Some(rows) = known {
+        looked.test_probabilities = rows;
+    }
     let finished = Finished {
         plots: &dir.join(run_dir::PLOTS),
         experiment: &spec.name,

@@ -117,16 +117,24 @@ pub(crate) fn batch_loss<B: Backend, M: ImageClassifier<B>>(
     loss_fn: &impl ClassificationLoss<B>,
     batch: ImageBatch<B>,
 ) -> (Tensor<B, 1>, u64) {
-    let n = batch.targets.dims()[0];
-    let logits = model.logits(batch.images);
+    logits_loss(model.logits(batch.images), loss_fn, batch.targets)
+}
+
+/// [`batch_loss`] from the batch's logits.
+fn logits_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    loss_fn: &impl ClassificationLoss<B>,
+    targets: Tensor<B, 1, Int>,
+) -> (Tensor<B, 1>, u64) {
+    let n = targets.dims()[0];
     let predicted = logits.clone().argmax(1).reshape([n]);
     let correct: i64 = predicted
-        .equal(batch.targets.clone())
+        .equal(targets.clone())
         .int()
         .sum()
         .into_scalar()
         .elem();
-    (loss_fn.loss(logits, batch.targets), correct as u64)
+    (loss_fn.loss(logits, targets), correct as u64)
 }
 
 /// Mean cross-entropy and accuracy of `model` over all of `set`.
@@ -142,10 +150,11 @@ where
     M: ImageClassifier<B>,
 {
     let indices: Vec<usize> = (0..set.len()).collect();
-    tally(model, set, &indices, batcher, batch_size, device).metrics()
+    tally(model, set, &indices, batcher, batch_size, device, None).metrics()
 }
 
-/// The cross-entropy and correct predictions of `model` over the items `indices` of `set`.
+/// The cross-entropy and correct predictions of `model` over the items `indices` of `set`;
+/// with `keep`, also each item's class probabilities, in order, appended to it.
 pub(crate) fn tally<B, M, I>(
     model: &M,
     set: &(impl Dataset<I> + ?Sized),
@@ -153,6 +162,7 @@ pub(crate) fn tally<B, M, I>(
     batcher: &impl Batcher<B, I, ImageBatch<B>>,
     batch_size: usize,
     device: &B::Device,
+    mut keep: Option<&mut Vec<Vec<f32>>>,
 ) -> Tally
 where
     B: Backend,
@@ -162,7 +172,11 @@ where
     let mut tally = Tally::default();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = batcher.batch(chunk.iter().map(|&i| item(set, i)).collect(), device);
-        let (loss, correct) = batch_loss(model, &loss_fn, batch);
+        let logits = model.logits(batch.images);
+        if let Some(rows) = keep.as_deref_mut() {
+            rows.extend(softmax_rows(logits.clone()));
+        }
+        let (loss, correct) = logits_loss(logits, &loss_fn, batch.targets);
         tally.add(loss.into_scalar().elem(), correct, chunk.len());
     }
     tally
@@ -173,7 +187,11 @@ pub fn probabilities<B: Backend, M: ImageClassifier<B>>(
     model: &M,
     images: Tensor<B, 4>,
 ) -> Vec<Vec<f32>> {
-    let logits = model.logits(images);
+    softmax_rows(model.logits(images))
+}
+
+/// The softmax of each row of `logits` `[images, classes]`.
+fn softmax_rows<B: Backend>(logits: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [_, classes] = logits.dims();
     let values: Vec<f32> = burn::tensor::activation::softmax(logits, 1)
         .into_data()

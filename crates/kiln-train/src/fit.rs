@@ -126,6 +126,13 @@ pub struct FitSummary {
     pub epochs: Vec<EpochMetrics>,
     /// Wall time of the whole fit.
     pub seconds: f64,
+    /// Each test image's class probabilities under the returned model, averaged over the
+    /// recipe's test-time augmentation, in order: what the last evaluation computed, kept so
+    /// that nobody computes them again (a run's pictures). `None` where this process did not
+    /// make that evaluation (it resumed after it), a data-parallel fit (each rank scored a
+    /// share) or a fit without a test split.
+    #[serde(skip)]
+    pub test_probabilities: Option<Vec<Vec<f32>>>,
 }
 
 impl FitSummary {
@@ -332,6 +339,8 @@ struct Progress {
     clock: Clock,
     /// The epoch in progress's.
     epoch_clock: Clock,
+    /// The last evaluation's, for [`FitSummary::test_probabilities`].
+    test_probabilities: Option<Vec<Vec<f32>>>,
 }
 
 impl Progress {
@@ -432,6 +441,7 @@ where
             at,
             schedule,
             lr,
+            test_probabilities: None,
         };
         if self.options.resume_from.is_none() {
             // Before any work: a disk that cannot take a checkpoint fails here, not hours in.
@@ -450,6 +460,7 @@ where
         let summary = FitSummary {
             seconds: p.clock.seconds(),
             epochs: p.at.epochs,
+            test_probabilities: p.test_probabilities,
         };
         Ok((model, summary))
     }
@@ -632,7 +643,7 @@ where
             Some(set) => {
                 let started = Instant::now();
                 model = self.rank0_state(model)?;
-                let m = self.evaluate(&model, set, TestTimeAugmentation::None)?;
+                let m = self.evaluate(&model, set, TestTimeAugmentation::None, None)?;
                 p.at.validation_seconds += started.elapsed().as_secs_f64();
                 Some(m)
             }
@@ -681,12 +692,16 @@ where
             false => TestTimeAugmentation::None,
         };
         let valid_m = (self.data.valid)
-            .map(|set| self.evaluate(&model, set, tta))
+            .map(|set| self.evaluate(&model, set, tta, None))
             .transpose()?;
         let eval_start = Instant::now();
+        let mut kept = (last && self.group().is_none()).then(Vec::new);
         let test_m = (self.data.test)
-            .map(|set| self.evaluate(&model, set, tta))
+            .map(|set| self.evaluate(&model, set, tta, kept.as_mut()))
             .transpose()?;
+        if test_m.is_some() {
+            p.test_probabilities = kept;
+        }
         let eval_seconds = eval_start.elapsed().as_secs_f64();
         let train_m = p.at.epoch_tally.metrics();
         let metrics = EpochMetrics {
@@ -716,7 +731,7 @@ where
             seconds = format_args!("{:.1}", metrics.seconds),
             images_per_sec = format_args!("{:.0}", metrics.train_images_per_sec),
             "epoch {epoch}/{} done",
-            self.recipe.epochs
+            self.recipe.epochs.started()
         );
         emit(&mut p.at, on_event, Event::Epoch(metrics.clone()));
         p.at.epochs.push(metrics);
@@ -827,6 +842,7 @@ where
         model: &M,
         set: &dyn Dataset<I>,
         tta: TestTimeAugmentation,
+        keep: Option<&mut Vec<Vec<f32>>>,
     ) -> Result<Metrics, FitError> {
         let (rank, ranks) = self.rank_and_size();
         let indices: Vec<usize> = (0..set.len()).collect();
@@ -835,7 +851,7 @@ where
         let mine = share(&indices, rank, ranks);
         let valid = model.valid();
         let model = Tta::new(&valid, tta);
-        let tally = tally(&model, set, mine, batcher, batch_size, self.device);
+        let tally = tally(&model, set, mine, batcher, batch_size, self.device, keep);
         let Some(group) = self.group() else {
             return Ok(tally.metrics());
         };
@@ -923,7 +939,7 @@ where
         .expect("the template is valid")
         .progress_chars("=> ");
         bar.set_style(style);
-        bar.set_prefix(format!("epoch {epoch}/{}", self.recipe.epochs));
+        bar.set_prefix(format!("epoch {epoch}/{}", self.recipe.epochs.started()));
         bar
     }
 }
@@ -1194,6 +1210,44 @@ mod tests {
                     assert_eq!(a.test_accuracy, b.test_accuracy);
                 }
             }
+        }
+    }
+
+    /// A fit alone keeps the last evaluation's probabilities, and they are the returned
+    /// model's with the recipe's test-time augmentation; a data-parallel one, whose ranks
+    /// each score a share, keeps none.
+    #[test]
+    fn the_last_evaluations_probabilities_are_the_returned_models_and_kept_only_alone() {
+        let device = Default::default();
+        let set = tiny_set(10);
+        let recipe = Recipe {
+            test_time_augmentation: TestTimeAugmentation::Mirror,
+            ..sgd_recipe(4)
+        };
+        B::seed(&device, 5);
+        let (model, summary) = fit_ranks(vec![mlp(&device)], &set, &recipe, None)
+            .pop()
+            .unwrap()
+            .unwrap();
+        let kept = summary.test_probabilities.expect("a fit alone keeps them");
+        let batcher = ImageBatcher::for_set(&set, Normalize::unit());
+        let valid = model.valid();
+        let averaged = Tta::new(&valid, recipe.test_time_augmentation);
+        let again = crate::predict(&averaged, &set, &batcher, 3, &device);
+        assert_eq!(kept.len(), set.len());
+        for (a, b) in kept.iter().zip(&again) {
+            assert_close(a, b, 1e-6);
+        }
+        let plain = Tta::new(&valid, TestTimeAugmentation::None);
+        let unaveraged = crate::predict(&plain, &set, &batcher, 3, &device);
+        assert!(kept
+            .iter()
+            .zip(&unaveraged)
+            .any(|(a, b)| a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-4)));
+
+        let models: Vec<Mlp<B>> = (0..2).map(|_| mlp(&device)).collect();
+        for outcome in fit_ranks(models, &set, &recipe, None) {
+            assert_eq!(outcome.unwrap().1.test_probabilities, None);
         }
     }
 
