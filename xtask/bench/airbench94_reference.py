@@ -122,17 +122,25 @@ def main():
         net[0].weight.requires_grad = False
         return net.to(memory_format=torch.channels_last)
 
-    # airbench's table gives the final entry's figures; keep them.
+    # airbench's table gives every epoch's figures and, in its final entry, the run's; keep
+    # them all.
     final = {}
+    epochs_log = []
     print_details = utils.print_training_details
 
-    def keep_final(variables, is_final_entry):
+    def keep_entries(variables, is_final_entry):
+        if variables.get("epoch") is not None:  # None: the warm-up run's entry
+            epochs_log.append(dict(
+                epoch=str(variables["epoch"]),
+                train_loss=variables.get("train_loss"), train_acc=variables.get("train_acc"),
+                val_acc=variables.get("val_acc"), tta_val_acc=variables.get("tta_val_acc"),
+                seconds=variables.get("total_time_seconds")))
         if is_final_entry:
             final.update(tta_val_acc=variables["tta_val_acc"],
                          total_time_seconds=variables["total_time_seconds"])
         print_details(variables, is_final_entry)
 
-    utils.print_training_details = keep_final
+    utils.print_training_details = keep_entries
 
     opt = lib.hyp["opt"]
     epochs = args.epochs if args.epochs is not None else opt["train_epochs"]
@@ -142,6 +150,7 @@ def main():
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         torch.manual_seed(seed)
+        epochs_log.clear()
         started = time.perf_counter()
         model = lib.train94(train_loader, epochs=epochs, make_net=make_net, run=seed,
                             verbose=True)
@@ -150,7 +159,7 @@ def main():
                    test_acc=utils.evaluate(model, test_loader, tta_level=0),
                    tta_test_acc=final["tta_val_acc"],
                    airbench_seconds=final["total_time_seconds"], wall_seconds=wall,
-                   train_images=len(train_loader.images))
+                   train_images=len(train_loader.images), epochs_log=list(epochs_log))
         print(json.dumps(run), flush=True)
         runs.append(run)
     tta = [r["tta_test_acc"] for r in runs]
