@@ -20,7 +20,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::{
-    features_of, kiln, output, project_root, runtime_env, take_option, torch_venv, Install,
+    features_of, kiln, output, project_root, runtime_env, take_option, tested_backends,
+    tested_kiln, torch_venv, Install,
 };
 
 /// The six tutorial experiments, airbench94 and ResNet-18, smallest first. ResNet-18's recipe
@@ -52,6 +53,8 @@ struct Options {
     data_dir: Option<String>,
     /// CIFAR-10 as image folders (`DIR/{train,test}/<class>/`), for the CIFAR experiments.
     cifar_folder: Option<String>,
+    /// Time the `kiln` of `cargo xtask test`'s build rather than build one.
+    test_build: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -63,6 +66,8 @@ fn parse(args: &[String]) -> Result<Options> {
     let (data_dir, rest) = take_option(&rest, "--data-dir")?;
     let (cifar_folder, rest) = take_option(&rest, "--cifar-folder")?;
     let (rounds, rest) = take_option(&rest, "--rounds")?;
+    let test_build = rest.iter().any(|a| a == "--test-build");
+    let rest: Vec<String> = rest.into_iter().filter(|a| a != "--test-build").collect();
     if let Some(unknown) = rest.first() {
         bail!("bench: unexpected argument {unknown:?}\n\n{}", crate::USAGE);
     }
@@ -95,18 +100,33 @@ fn parse(args: &[String]) -> Result<Options> {
         check: check.map(PathBuf::from),
         data_dir,
         cifar_folder,
+        test_build,
     })
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let names: Vec<&str> = opts.backends.iter().map(String::as_str).collect();
-    let features = features_of(&names)?;
     crate::ensure_fashion_mnist()?;
     // PyTorch is the reference, so it is needed whatever the backends.
     let mut all = names.clone();
     all.push("tch");
     let env = runtime_env(&all, Install::Yes)?;
+    let kiln = if opts.test_build {
+        let tested = tested_backends();
+        if let Some(b) = names.iter().find(|b| !tested.contains(b)) {
+            bail!(
+                "bench: --test-build times the test build's kiln, which has the backends {}; \
+                 {b:?} is not one of them",
+                tested.join(", ")
+            );
+        }
+        let path = tested_kiln(&runtime_env(&tested, Install::Yes)?)?;
+        eprintln!("bench: timing the test build's kiln, {}", path.display());
+        Kiln::Binary(path)
+    } else {
+        Kiln::Build(features_of(&names)?)
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let mut rows = Vec::new();
@@ -119,7 +139,7 @@ pub fn bench(args: &[String]) -> Result<()> {
             }
             references.push(pytorch(experiment, threads, &opts)?);
             for (backend, runs) in opts.backends.iter().zip(&mut kiln_runs) {
-                runs.push(kiln_bench(experiment, backend, &features, &env, &opts)?);
+                runs.push(kiln_bench(experiment, backend, &kiln, &env, &opts)?);
             }
         }
         let kiln_rows: Vec<Value> = kiln_runs.into_iter().map(medians).collect();
@@ -149,14 +169,29 @@ pub fn bench(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Which `kiln` the bench times.
+enum Kiln {
+    /// Built (`cargo run`) with exactly these features: the benchmarked backends'.
+    Build(String),
+    /// This binary, built already (`--test-build`).
+    Binary(PathBuf),
+}
+
 fn kiln_bench(
     experiment: &str,
     backend: &str,
-    features: &str,
+    kiln_binary: &Kiln,
     env: &[(String, String)],
     opts: &Options,
 ) -> Result<Value> {
-    let mut cmd = kiln(features, env);
+    let mut cmd = match kiln_binary {
+        Kiln::Build(features) => kiln(features, env),
+        Kiln::Binary(path) => {
+            let mut cmd = Command::new(path);
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            cmd
+        }
+    };
     let spec = spec_arg(experiment);
     cmd.args(["--quiet", "bench", &spec, "--backend", backend])
         .args([
@@ -669,6 +704,10 @@ mod tests {
         assert_eq!(o.experiments, EXPERIMENTS);
         assert_eq!(o.backends, ["cpu", "flex", "tch"]);
         assert_eq!(o.rounds, 1);
+        assert!(!o.test_build, "builds its own kiln unless told otherwise");
+        let o = parse(&["--test-build".into(), "--backends".into(), "cpu".into()]).unwrap();
+        assert!(o.test_build);
+        assert_eq!(o.backends, ["cpu"]);
         let err = parse(&["--rounds".into(), "0".into()]).err().unwrap();
         assert!(
             err.to_string()

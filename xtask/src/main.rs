@@ -45,14 +45,15 @@ commands:
       train on each backend from the same initial weights and report the differences;
       e.g. cargo xtask compare-backends lenet5-fashion-mnist --backends ndarray,tch --steps 50
   bench [--experiments A,B,...] [--backends A,B,...] [--warmup N] [--steps N] [--rounds N]
-        [--check FILE] [--data-dir DIR] [--cifar-folder DIR]
+        [--check FILE] [--data-dir DIR] [--cifar-folder DIR] [--test-build]
       each experiment (default: all eight) on each backend (default cpu,flex,tch): training,
       evaluation and data-pipeline images/s and peak memory, as ratios to PyTorch eager on the
       same model, batch and threads measured in the same run; --rounds N measures each N
       times, alternating, and reports medians; --check fails when a ratio falls
       more than 25% below its record in FILE (e.g. xtask/bench/recorded.json); --data-dir
       goes to kiln for the MNIST-format data sets, --cifar-folder DIR reads CIFAR-10 as
-      DIR/{train,test}/<class>/ image folders
+      DIR/{train,test}/<class>/ image folders; --test-build times the `kiln` that
+      `cargo xtask test` built (every tested backend) instead of building one (CI)
   test [cargo test options]
       install what the tests need if missing, then run every test (release build)
   doc [cargo doc options]
@@ -234,10 +235,28 @@ fn test(args: &[String]) -> Result<()> {
         "SLURM_CONF".into(),
         slurm.join("slurm.conf").to_string_lossy().into_owned(),
     ));
+    // wgpu runs on Mesa's software Vulkan here, where CubeCL's autotuning (each candidate
+    // kernel run 11 times per shape) took most of the parity tests' wgpu time: 67 s of
+    // convnet-mnist's 68 s with a cold cache, 52 s at the minimal level (2026-12-07). The
+    // tests check results, not speed, so they tune as little as CubeCL allows.
+    if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() {
+        env.push(("CUBECL_AUTOTUNE_LEVEL".into(), "minimal".into()));
+    }
+    let mut cmd = test_build(&env);
+    cmd.args(args);
+    let tested = status(cmd);
+    if let Err(e) = slurm_cluster("stop", &slurm) {
+        eprintln!("xtask: the test cluster's daemons may still run: {e:#}");
+    }
+    tested
+}
+
+/// `cargo test` of the whole workspace as `cargo xtask test` builds it, in `env`: `parity`
+/// builds the wgpu, tch and flex backends into kiln and the tests, once, in the release profile
+/// the CLI uses too; `mpi` builds data-parallel training in; `slurm` turns on the tests that
+/// need a Slurm cluster.
+fn test_build(env: &[(String, String)]) -> Command {
     let mut cmd = cargo();
-    // `parity` builds the wgpu, tch and flex backends into kiln and the tests, once, in the
-    // release profile the CLI uses too; `mpi` builds data-parallel training in; `slurm` turns
-    // on the tests that need the cluster started above.
     cmd.args([
         "test",
         "--release",
@@ -245,13 +264,37 @@ fn test(args: &[String]) -> Result<()> {
         "--features",
         "kiln-integration-tests/parity,kiln-integration-tests/mpi,kiln-integration-tests/slurm",
     ])
-    .args(args)
     .envs(env.iter().map(|(k, v)| (k, v)));
-    let tested = status(cmd);
-    if let Err(e) = slurm_cluster("stop", &slurm) {
-        eprintln!("xtask: the test cluster's daemons may still run: {e:#}");
+    cmd
+}
+
+/// The `kiln` binary of the test build (every tested backend in one binary), building
+/// nothing where `cargo xtask test` ran before: cargo's own report of the build's artifacts
+/// names it. Building the same features the way `cargo xtask test` does is what makes that
+/// so; a `cargo run` with other features would rebuild the workspace's crates (six minutes of
+/// CI's time, 2026-12-07).
+fn tested_kiln(env: &[(String, String)]) -> Result<PathBuf> {
+    let mut cmd = test_build(env);
+    cmd.args(["--no-run", "--message-format=json-render-diagnostics"]);
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed ({})", out.status);
     }
-    tested
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["name"] == "kiln"
+                && m["target"]["kind"] == serde_json::json!(["bin"])
+                && m["profile"]["test"] == false
+        })
+        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("{shown} reported no `kiln` binary"))
 }
 
 /// `xtask/slurm/one-node-cluster.sh start|stop STATE` (as root, or through password-less sudo).
