@@ -31,6 +31,14 @@ use kiln_models::{Classifier, ImageClassifier};
 use kiln_train::{Event, FitData, FitOptions};
 
 const REFERENCE: &str = "ndarray";
+/// The reference backend's type, as `dispatch` binds it for [`REFERENCE`].
+type Reference = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
+
+/// Runs a task that only the reference runs. Through `dispatch` it would be compiled for every
+/// backend, and this test binary takes the longest of all to build (17 minutes of CI's 37).
+fn on_reference<T: BackendTask>(task: T) -> T::Output {
+    task.run::<Reference>(&burn_ndarray::NdArrayDevice::Cpu)
+}
 const OTHERS: [&str; 4] = ["cpu", "flex", "wgpu", "tch"];
 const STEPS: usize = 20;
 
@@ -81,7 +89,7 @@ fn parity(experiment: &str, batch_size: usize, checked_steps: usize) {
     }
     let _turn = one_at_a_time();
     let inputs = Inputs::new(experiment, batch_size);
-    let weights = dispatch(REFERENCE, None, SaveWeights { spec: &inputs.spec }).unwrap();
+    let weights = on_reference(SaveWeights { spec: &inputs.spec });
     let case = inputs.case(&weights);
     let reference = dispatch(REFERENCE, None, case.clone()).unwrap();
 
@@ -893,8 +901,8 @@ fn resnet18_replica() {
     let _turn = one_at_a_time();
     let mut inputs = Inputs::new("resnet18-cifar10-fast", 8);
     inputs.spec.recipe.seed = 42;
-    let weights = dispatch(REFERENCE, None, SaveWeights { spec: &inputs.spec }).unwrap();
-    let net = dispatch(REFERENCE, None, Export(inputs.case(&weights))).unwrap();
+    let weights = on_reference(SaveWeights { spec: &inputs.spec });
+    let net = on_reference(Export(inputs.case(&weights)));
     let run = |backend, mode| {
         dispatch(backend, None, Replica { net: &net, mode })
             .unwrap_or_else(|e| panic!("replica: backend {backend} cannot run: {e:#}"))
