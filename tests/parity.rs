@@ -35,7 +35,7 @@ const REFERENCE: &str = "ndarray";
 type Reference = burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>;
 
 /// Runs a task that only the reference runs. Through `dispatch` it would be compiled for every
-/// backend, and this test binary takes the longest of all to build (17 minutes of CI's 37).
+/// backend, and this test binary is already the workspace's longest to build.
 fn on_reference<T: BackendTask>(task: T) -> T::Output {
     task.run::<Reference>(&burn_ndarray::NdArrayDevice::Cpu)
 }

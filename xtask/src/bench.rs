@@ -108,11 +108,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let names: Vec<&str> = opts.backends.iter().map(String::as_str).collect();
     crate::ensure_fashion_mnist()?;
-    // PyTorch is the reference, so it is needed whatever the backends.
-    let mut all = names.clone();
-    all.push("tch");
-    let env = runtime_env(&all, Install::Yes)?;
-    let kiln = if opts.test_build {
+    let (kiln, env) = if opts.test_build {
         let tested = tested_backends();
         if let Some(b) = names.iter().find(|b| !tested.contains(b)) {
             bail!(
@@ -121,11 +117,20 @@ pub fn bench(args: &[String]) -> Result<()> {
                 tested.join(", ")
             );
         }
-        let path = tested_kiln(&runtime_env(&tested, Install::Yes)?)?;
+        // The test build's own environment (tch, hence PyTorch, among its backends): another
+        // would make cargo rebuild what reads it.
+        let env = runtime_env(&tested, Install::Yes)?;
+        let path = tested_kiln(&env)?;
         eprintln!("bench: timing the test build's kiln, {}", path.display());
-        Kiln::Binary(path)
+        (Kiln::Binary(path), env)
     } else {
-        Kiln::Build(features_of(&names)?)
+        // PyTorch is the reference, so it is needed whatever the backends.
+        let mut all = names.clone();
+        all.push("tch");
+        (
+            Kiln::Build(features_of(&names)?),
+            runtime_env(&all, Install::Yes)?,
+        )
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 

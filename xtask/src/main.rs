@@ -236,9 +236,10 @@ fn test(args: &[String]) -> Result<()> {
         slurm.join("slurm.conf").to_string_lossy().into_owned(),
     ));
     // wgpu runs on Mesa's software Vulkan here, where CubeCL's autotuning (each candidate
-    // kernel run 11 times per shape) took most of the parity tests' wgpu time: 67 s of
-    // convnet-mnist's 68 s with a cold cache, 52 s at the minimal level (2026-12-07). The
-    // tests check results, not speed, so they tune as little as CubeCL allows.
+    // kernel timed 10 times per shape key after a warm-up) is most of the tests' wgpu time:
+    // wgpu took about 65 s of the convnet-mnist parity test's 68 with a cold autotune cache,
+    // about 50 at the minimal level, 13 with a warm cache (2026-12-07). The tests check
+    // results, not speed, so they tune as little as CubeCL allows.
     if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() {
         env.push(("CUBECL_AUTOTUNE_LEVEL".into(), "minimal".into()));
     }
@@ -277,14 +278,10 @@ fn tested_kiln(env: &[(String, String)]) -> Result<PathBuf> {
     let mut cmd = test_build(env);
     cmd.args(["--no-run", "--message-format=json-render-diagnostics"]);
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot start {shown}"))?;
-    if !out.status.success() {
-        bail!("{shown} failed ({})", out.status);
-    }
-    String::from_utf8_lossy(&out.stdout)
+    // Not `output`: cargo's report is one JSON line per artifact, not for the terminal.
+    let (stdout, status) = captured(cmd)?;
+    status?;
+    stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|m| {
@@ -671,18 +668,25 @@ fn project_root() -> PathBuf {
 }
 
 /// Runs `cmd` with stderr passing through and returns its stdout, echoed.
-fn output(mut cmd: Command) -> Result<String> {
+fn output(cmd: Command) -> Result<String> {
+    let (stdout, status) = captured(cmd)?;
+    print!("{stdout}");
+    status.map(|()| stdout)
+}
+
+/// Runs `cmd` with its stderr shown: its stdout, and whether it succeeded.
+fn captured(mut cmd: Command) -> Result<(String, Result<()>)> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("cannot start {shown}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    print!("{stdout}");
-    if !out.status.success() {
-        bail!("{shown} failed ({})", out.status);
-    }
-    Ok(stdout)
+    let status = match out.status.success() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!("{shown} failed ({})", out.status)),
+    };
+    Ok((stdout, status))
 }
 
 /// Runs `kiln` (through `cargo run`) and, where it fails, exits with its status: `kiln` (or
