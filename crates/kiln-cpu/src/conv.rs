@@ -1,6 +1,7 @@
 //! 2-D convolution on contiguous `f32` NCHW slices: the forward pass and both gradients, as
-//! im2col + GEMM on the `gemm` crate, or, for the stride-1 3x3 layers that [`winograd`]
-//! takes, all three by Winograd's F(4x4, 3x3).
+//! im2col + GEMM on the `gemm` crate; for the stride-1 3x3 layers that [`winograd`] takes,
+//! all three by Winograd's F(4x4, 3x3); for the narrow stride-1 layers that [`direct`]
+//! takes, by direct sums without im2col.
 //!
 //! Work is split over images, or groups of images of a size fixed by the geometry (forward,
 //! input gradient), or over fixed blocks of the weight gradient's columns, never over a
@@ -10,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::matmul::{matmul, View};
-use crate::winograd;
+use crate::{direct, winograd};
 
 /// The fewest columns (images x output positions) the forward pass and the input gradient
 /// give one GEMM. One image per GEMM left the late layers of the ResNets (3x3 to 12x12
@@ -256,6 +257,9 @@ pub fn conv2d_forward(
     if winograd::chosen(geo) {
         return winograd::forward(geo, input, weight, bias);
     }
+    if direct::forward_chosen(geo) {
+        return direct::forward(geo, input, weight, bias);
+    }
     let mut output = vec![0.0; geo.output_len()];
     let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
     let image_len = geo.in_channels * geo.in_plane();
@@ -332,6 +336,9 @@ pub fn conv2d_input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f3
     if winograd::chosen(geo) {
         return winograd::input_grad(geo, weight, output_grad);
     }
+    if direct::input_grad_chosen(geo) {
+        return direct::input_grad(geo, weight, output_grad);
+    }
     let mut input_grad = vec![0.0; geo.input_len()];
     let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);
     let image_len = geo.in_channels * geo.in_plane();
@@ -386,6 +393,9 @@ pub fn conv2d_weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f3
     geo.check(input.len(), geo.weight_len(), output_grad.len());
     if winograd::chosen(geo) {
         return winograd::weight_grad(geo, input, output_grad);
+    }
+    if direct::forward_chosen(geo) {
+        return direct::weight_grad(geo, input, output_grad);
     }
     let mut weight_grad = vec![0.0; geo.weight_len()];
     let (plane, patch, outs) = (geo.out_plane(), geo.patch_len(), geo.out_channels);

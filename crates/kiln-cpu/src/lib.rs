@@ -2,8 +2,9 @@
 //!
 //! [`KilnCpu`] is a Burn backend: burn-flex (pure Rust, SIMD, rayon) with Kiln's own kernels
 //! for the operations that dominate training small and medium CNNs on a CPU, the 2-D
-//! convolution (forward, input gradient, weight gradient, bias gradient; im2col + GEMM, and
-//! Winograd's F(4x4, 3x3) for the stride-1 3x3 layers, [`winograd`]), max pooling with
+//! convolution (forward, input gradient, weight gradient, bias gradient; im2col + GEMM,
+//! Winograd's F(4x4, 3x3) for the stride-1 3x3 layers, [`winograd`], and direct sums for the
+//! narrow stride-1 layers of small networks, [`direct`]), max pooling with
 //! indices and its backward, average pooling, the sigmoid and GELU with theirs, plus copies and
 //! broadcast arithmetic on the strided views that Burn's batch norm works through. Wrap it in
 //! `burn::backend::Autodiff` to train. The kernels are also public ([`conv`], [`pool`],
@@ -23,12 +24,15 @@
 pub mod activation;
 mod backend;
 pub mod conv;
+pub mod direct;
 pub mod isa;
 mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod random;
 pub mod strided;
+#[cfg(test)]
+mod testing;
 pub mod winograd;
 
 pub use backend::KilnCpu;

@@ -678,75 +678,7 @@ fn output_1d_adjoint(src: &[Lane; XI], start: usize, stride: usize, dst: &mut [L
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A deterministic stream of values in [-2, 2).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
-
-    /// The direct convolution in `f64`, and each output's scale `Σ |w| |x|` (the size of the
-    /// terms rounding acts on).
-    fn direct(
-        geo: &Conv2dGeometry,
-        x: &[f32],
-        wt: &[f32],
-        bias: Option<&[f32]>,
-    ) -> (Vec<f64>, Vec<f64>) {
-        let (ins, outs) = (geo.in_channels, geo.out_channels);
-        let [h, w] = geo.in_size;
-        let [oh, ow] = geo.out_size();
-        let mut y = vec![0.0; geo.batch * outs * oh * ow];
-        let mut scale = vec![0.0; y.len()];
-        for n in 0..geo.batch {
-            for o in 0..outs {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let i = ((n * outs + o) * oh + oy) * ow + ox;
-                        let b = bias.map_or(0.0, |b| f64::from(b[o]));
-                        let (mut sum, mut abs) = (b, b.abs());
-                        for c in 0..ins {
-                            for ki in 0..3 {
-                                for kj in 0..3 {
-                                    let iy = (oy + ki) as isize - geo.padding[0] as isize;
-                                    let ix = (ox + kj) as isize - geo.padding[1] as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
-                                    }
-                                    let xv = f64::from(
-                                        x[((n * ins + c) * h + iy as usize) * w + ix as usize],
-                                    );
-                                    let wv = f64::from(wt[((o * ins + c) * 3 + ki) * 3 + kj]);
-                                    sum += xv * wv;
-                                    abs += (xv * wv).abs();
-                                }
-                            }
-                        }
-                        y[i] = sum;
-                        scale[i] = abs;
-                    }
-                }
-            }
-        }
-        (y, scale)
-    }
-
-    /// The largest error over the outputs, relative to each output's scale.
-    fn worst(got: &[f32], want: &[f64], scale: &[f64]) -> f64 {
-        assert_eq!(got.len(), want.len());
-        got.iter()
-            .zip(want)
-            .zip(scale)
-            .map(|((g, w), s)| (f64::from(*g) - w).abs() / s.max(1e-30))
-            .fold(0.0, f64::max)
-    }
+    use crate::testing::{convolution, input_gradient, values, weight_gradient, worst};
 
     /// Relative to the sum of the absolute products an output adds up: a plain `f32` dot
     /// product is off by up to about n·2⁻²⁴ of it; the transforms' coefficients make this
@@ -792,7 +724,7 @@ mod tests {
             let w = values(geo.weight_len(), 10 * i as u64 + 2);
             let b = values(geo.out_channels, 10 * i as u64 + 3);
             let got = run(&geo, &x, &w, Kernels::AsGiven, Some(&b), chunk);
-            let (want, scale) = direct(&geo, &x, &w, Some(&b));
+            let (want, scale) = convolution(&geo, &x, &w, Some(&b));
             let err = worst(&got, &want, &scale);
             assert!(
                 err <= MARGIN,
@@ -802,30 +734,12 @@ mod tests {
     }
 
     #[test]
-    fn input_grad_matches_the_direct_convolution_of_the_flipped_kernels() {
+    fn input_grad_matches_the_direct_sum() {
         for (i, (geo, _)) in cases().into_iter().enumerate() {
             let w = values(geo.weight_len(), 10 * i as u64 + 5);
             let g = values(geo.output_len(), 10 * i as u64 + 6);
             let got = input_grad(&geo, &w, &g);
-            // dx[n, c, y, x] = Σ_o,ki,kj g[n, o, y + p - ki, x + p - kj] w[o, c, ki, kj]:
-            // a convolution of g with w flipped and transposed, padding 2 - p.
-            let (ins, outs) = (geo.in_channels, geo.out_channels);
-            let mut flipped = vec![0.0; w.len()];
-            for o in 0..outs {
-                for c in 0..ins {
-                    for k in 0..9 {
-                        flipped[(c * outs + o) * 9 + 8 - k] = w[(o * ins + c) * 9 + k];
-                    }
-                }
-            }
-            let backward = geometry(
-                geo.batch,
-                outs,
-                geo.out_size(),
-                ins,
-                geo.padding.map(|p| 2 - p),
-            );
-            let (want, scale) = direct(&backward, &g, &flipped, None);
+            let (want, scale) = input_gradient(&geo, &w, &g);
             let err = worst(&got, &want, &scale);
             assert!(
                 err <= MARGIN,
@@ -834,45 +748,14 @@ mod tests {
         }
     }
 
-    /// Each build of the transforms this CPU can run (AVX-512, AVX2, baseline) gives the same
-    /// bits.
     #[test]
     fn weight_grad_matches_the_direct_sum() {
         for (i, (geo, chunk)) in cases().into_iter().enumerate() {
             let x = values(geo.input_len(), 10 * i as u64 + 7);
             let g = values(geo.output_len(), 10 * i as u64 + 8);
             let got = weight_grad_chunked(&geo, &x, &g, chunk);
-            let (ins, outs) = (geo.in_channels, geo.out_channels);
-            let [h, w] = geo.in_size;
-            let [oh, ow] = geo.out_size();
-            let mut worst = 0.0f64;
-            for o in 0..outs {
-                for c in 0..ins {
-                    for k in 0..9 {
-                        let (ki, kj) = (k / 3, k % 3);
-                        let (mut sum, mut abs) = (0.0f64, 0.0f64);
-                        for n in 0..geo.batch {
-                            for oy in 0..oh {
-                                for ox in 0..ow {
-                                    let iy = (oy + ki) as isize - geo.padding[0] as isize;
-                                    let ix = (ox + kj) as isize - geo.padding[1] as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
-                                    }
-                                    let xv = f64::from(
-                                        x[((n * ins + c) * h + iy as usize) * w + ix as usize],
-                                    );
-                                    let gv = f64::from(g[((n * outs + o) * oh + oy) * ow + ox]);
-                                    sum += xv * gv;
-                                    abs += (xv * gv).abs();
-                                }
-                            }
-                        }
-                        let got = f64::from(got[(o * ins + c) * 9 + k]);
-                        worst = worst.max((got - sum).abs() / abs.max(1e-30));
-                    }
-                }
-            }
+            let (want, scale) = weight_gradient(&geo, &x, &g);
+            let worst = worst(&got, &want, &scale);
             assert!(
                 worst <= MARGIN,
                 "{geo:?} (chunk {chunk} bytes): weight gradient error {worst:e} of the scale"
@@ -880,6 +763,8 @@ mod tests {
         }
     }
 
+    /// Each build of the transforms this CPU can run (AVX-512, AVX2, baseline) gives the same
+    /// bits.
     #[test]
     fn every_instruction_set_gives_the_same_bits() {
         let geo = geometry(3, 16, [23, 21], 16, [1, 1]);

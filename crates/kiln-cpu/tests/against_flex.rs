@@ -156,10 +156,22 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             dilation: [2, 3],
             bias: true,
         },
-        // More images than one weight-gradient step, more columns than one block.
+        // More images than one weight-gradient step, more columns than one block (more
+        // than 16 output channels: im2col + GEMM).
         Case {
             x: [37, 9, 6, 7],
-            out_channels: 3,
+            out_channels: 20,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            bias: true,
+        },
+        // The same on the direct path (at most 16 channels): more images than its weight
+        // gradient holds at once, a partial block of output channels.
+        Case {
+            x: [37, 9, 6, 7],
+            out_channels: 7,
             kernel: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
@@ -167,10 +179,11 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             bias: true,
         },
         // A ResNet's late layer: 6x6 outputs, so images share GEMMs (4 per GEMM for 128
-        // columns) and the last group is a partial one of 3.
+        // columns) and the last group is a partial one of 3; more than 16 output channels,
+        // so not on the direct path (its input gradient is, with 8 input channels).
         Case {
-            x: [7, 16, 6, 6],
-            out_channels: 8,
+            x: [7, 8, 6, 6],
+            out_channels: 24,
             kernel: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
@@ -298,29 +311,37 @@ fn sigmoid_matches_flex_in_values_and_gradients() {
     );
 }
 
-/// A convolution (its weight gradient on the side-by-side path: 12x12 outputs, 33 images),
-/// the fused batch norm and ReLU, then a convolution on the Winograd path give the same bits
-/// on 1 thread and on 3: every kernel splits its work by the shapes, never by the thread
-/// count.
+/// A convolution (its weight gradient on the side-by-side path: 12x12 outputs, 33 images;
+/// its input gradient on the direct path), the fused batch norm, a convolution on the
+/// Winograd path and a narrow one on the direct path give the same bits on 1 thread and on 3:
+/// every kernel splits its work by the shapes, never by the thread count.
 #[test]
 fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
     kiln_cpu::register_kernels();
     let run = || {
         let (x, _) = pair([33, 6, 12, 12], 7);
-        let (w, _) = pair([16, 6, 3, 3], 8);
-        let (gamma, _) = pair([16], 9);
-        let (beta, _) = pair([16], 10);
-        let (w2, _) = pair([16, 16, 3, 3], 11);
+        let (w, _) = pair([24, 6, 3, 3], 8);
+        let (gamma, _) = pair([24], 9);
+        let (beta, _) = pair([24], 10);
+        let (w2, _) = pair([16, 24, 3, 3], 11);
+        let (w3, _) = pair([5, 16, 5, 5], 12);
         let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         let y = conv2d(x.clone(), w.clone(), None, options.clone());
         let y = kiln_fused::batch_norm::train(y, gamma.clone(), beta, 1e-5, true).output;
         let y = conv2d(y, w2.clone(), None, options);
+        let y = conv2d(
+            y,
+            w3.clone(),
+            None,
+            ConvOptions::new([1, 1], [2, 2], [1, 1], 1),
+        );
         let grads = (y.clone() * y).sum().backward();
         [
             x.grad(&grads).unwrap().into_data(),
             w.grad(&grads).unwrap().into_data(),
             gamma.grad(&grads).unwrap().into_data(),
             w2.grad(&grads).unwrap().into_data(),
+            w3.grad(&grads).unwrap().into_data(),
         ]
     };
     let on = |threads| {
@@ -331,7 +352,7 @@ fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
             .install(run)
     };
     let (a, b, c) = (on(1), on(3), on(3));
-    for (i, what) in ["input", "weight", "gamma", "second weight"]
+    for (i, what) in ["input", "weight", "gamma", "second weight", "third weight"]
         .iter()
         .enumerate()
     {

@@ -1,0 +1,593 @@
+//! Direct 2-D convolution, with no im2col, for the narrow layers of small networks: stride 1,
+//! no dilation, and few output channels (for the input gradient, few input channels).
+//!
+//! Why: im2col copies every input value once per kernel position (25 times for a 5x5 kernel)
+//! and gemm's AVX2 micro-kernel is 16 rows tall, so a layer with 4 to 6 output channels paid
+//! for a copy of 25 images and used 6 of 16 rows: in LeNet-5's training step on `cpu` im2col
+//! alone took 13% of the samples and gemm's kernel 16% (`perf`, AMD EPYC, 2026-12-07). Here
+//! each block of outputs is summed in registers straight from the zero-padded input.
+//!
+//! The wide layout: with the input padded to `[hp, wp]`, output `(y, x)` reads
+//! `padded[(y + ki) * wp + x + kj]`, so numbering the outputs `q = y * wp + x` turns every
+//! kernel position into one contiguous run, `padded[q + ki * wp + kj]`, whatever the image
+//! size. The `wp - ow` positions past each output row (they wrap into the next row) are
+//! computed too and dropped; that costs `(kw - 1) / ow` more products, 14% for LeNet-5's
+//! first layer.
+//!
+//! Products are fused multiply-adds (`f32::mul_add`, one rounding each), which every build
+//! of [`crate::isa`] computes alike, so the bits do not depend on the instruction set, and
+//! each output is summed by one thread in a fixed order, so they do not depend on the thread
+//! count either.
+
+use rayon::prelude::*;
+
+use crate::conv::Conv2dGeometry;
+use crate::isa::{multiversion, Isa};
+
+/// Lanes summed side by side: two AVX2 registers or one AVX-512 register per output channel.
+const LANES: usize = 16;
+/// Output channels summed together in the forward kernel: 6 x 16 lanes keep 12 of AVX2's 16
+/// registers as accumulators, with room for the input's lanes and a broadcast weight.
+const FORWARD_OUTS: usize = 6;
+/// Output channels per weight-gradient task, and kernel positions per task: 3 x 4 running
+/// sums of 8 lanes, 12 AVX2 registers.
+const GRAD_OUTS: usize = 3;
+const GRAD_TAPS: usize = 4;
+const GRAD_LANES: usize = 8;
+/// Images whose padded inputs and output gradients the weight gradient holds at once.
+const GRAD_IMAGES: usize = 16;
+/// At most this many output channels (input channels, for the input gradient): above it
+/// gemm's tiles are full and im2col's copy is a small share of the products.
+const MAX_NARROW: usize = 16;
+
+/// Whether [`forward`] takes this convolution, and [`weight_grad`] with it: stride 1, no
+/// dilation, a kernel larger than 1x1 and at most [`MAX_NARROW`] output channels; unless the
+/// environment variable `KILN_CPU_DIRECT` is `0` (read once), which keeps these layers on
+/// im2col + GEMM for comparisons.
+pub fn forward_chosen(geo: &Conv2dGeometry) -> bool {
+    unit_steps(geo) && geo.out_channels <= MAX_NARROW && enabled()
+}
+
+/// Whether [`input_grad`] takes this convolution: as [`forward_chosen`], counting input
+/// channels (the input gradient is a convolution with them as its outputs), with padding no
+/// larger than the kernel's reach.
+pub fn input_grad_chosen(geo: &Conv2dGeometry) -> bool {
+    unit_steps(geo)
+        && geo.in_channels <= MAX_NARROW
+        && (0..2).all(|d| geo.padding[d] < geo.kernel[d])
+        && enabled()
+}
+
+fn unit_steps(geo: &Conv2dGeometry) -> bool {
+    geo.stride == [1, 1]
+        && geo.dilation == [1, 1]
+        && geo.kernel != [1, 1]
+        && geo.batch > 0
+        && geo.out_size().iter().all(|&s| s > 0)
+}
+
+fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("KILN_CPU_DIRECT").as_deref() != Ok("0"))
+}
+
+/// How the weight is laid out.
+#[derive(Clone, Copy)]
+enum Kernels {
+    /// `[outs, ins, kh, kw]`.
+    AsGiven,
+    /// `[ins, outs, kh, kw]`, each kernel rotated by 180 degrees: the input gradient's.
+    FlippedTransposed,
+}
+
+/// The padded planes and the wide layout of one convolution.
+struct Wide {
+    /// Padded height and width.
+    hp: usize,
+    wp: usize,
+    /// Wide output positions, rounded up to whole lane blocks.
+    positions: usize,
+    /// Where each kernel position `(c, ki, kj)` starts reading in an image's padded planes.
+    offsets: Vec<usize>,
+    /// Length of one image's padded planes, with room for the last block's reads.
+    image_len: usize,
+}
+
+impl Wide {
+    fn new(geo: &Conv2dGeometry, lanes: usize) -> Self {
+        let [hp, wp] = [0, 1].map(|d| geo.in_size[d] + 2 * geo.padding[d]);
+        let [kh, kw] = geo.kernel;
+        let positions = (geo.out_size()[0] * wp).next_multiple_of(lanes);
+        let offsets: Vec<usize> = (0..geo.in_channels)
+            .flat_map(|c| (0..kh).flat_map(move |ki| (0..kw).map(move |kj| (c, ki, kj))))
+            .map(|(c, ki, kj)| c * hp * wp + ki * wp + kj)
+            .collect();
+        let reach = offsets.last().copied().unwrap_or(0) + positions;
+        Wide {
+            hp,
+            wp,
+            positions,
+            offsets,
+            image_len: reach.max(geo.in_channels * hp * wp),
+        }
+    }
+
+    /// One image's planes `[ins, h, w]` into `padded`, zero around them and past them.
+    fn pad(&self, geo: &Conv2dGeometry, image: &[f32], padded: &mut [f32]) {
+        let [h, w] = geo.in_size;
+        let [py, px] = geo.padding;
+        padded.fill(0.0);
+        for (plane, dst) in image
+            .chunks_exact(h * w)
+            .zip(padded.chunks_exact_mut(self.hp * self.wp))
+        {
+            for (y, line) in plane.chunks_exact(w).enumerate() {
+                dst[(y + py) * self.wp + px..][..w].copy_from_slice(line);
+            }
+        }
+    }
+}
+
+/// The forward convolution of `input [N, C, H, W]` with `weight [O, C, KH, KW]` and an
+/// optional `bias [O]`, returning `[N, O, OH, OW]`. Panics unless [`forward_chosen`]'s
+/// geometry (the switch aside).
+pub fn forward(
+    geo: &Conv2dGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    assert!(
+        unit_steps(geo),
+        "direct convolution: stride 1, no dilation and a kernel larger than 1x1 only: {geo:?}"
+    );
+    geo.check(input.len(), weight.len(), geo.output_len());
+    correlate(Isa::best(), geo, input, weight, Kernels::AsGiven, bias)
+}
+
+/// The gradient with respect to the input of the convolution `geo`, from the weight
+/// `[O, C, KH, KW]` and the output's gradient `[N, O, OH, OW]`; returns `[N, C, H, W]`. Panics
+/// unless [`input_grad_chosen`]'s geometry (the switch aside).
+pub fn input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    assert!(
+        unit_steps(geo) && (0..2).all(|d| geo.padding[d] < geo.kernel[d]),
+        "direct input gradient: stride 1, no dilation, a kernel larger than 1x1 and padding \
+         smaller than the kernel only: {geo:?}"
+    );
+    geo.check(geo.input_len(), weight.len(), output_grad.len());
+    correlate(
+        Isa::best(),
+        &transposed(geo),
+        output_grad,
+        weight,
+        Kernels::FlippedTransposed,
+        None,
+    )
+}
+
+/// The convolution whose forward pass is `geo`'s input gradient: the output gradient
+/// convolved with the kernels flipped and transposed, padded by the kernel's reach less the
+/// padding.
+fn transposed(geo: &Conv2dGeometry) -> Conv2dGeometry {
+    let back = Conv2dGeometry {
+        in_channels: geo.out_channels,
+        in_size: geo.out_size(),
+        out_channels: geo.in_channels,
+        padding: [0, 1].map(|d| geo.kernel[d] - 1 - geo.padding[d]),
+        ..*geo
+    };
+    debug_assert_eq!(back.out_size(), geo.in_size);
+    back
+}
+
+fn correlate(
+    isa: Isa,
+    geo: &Conv2dGeometry,
+    input: &[f32],
+    weight: &[f32],
+    kernels: Kernels,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let wide = Wide::new(geo, LANES);
+    let (ins, outs) = (geo.in_channels, geo.out_channels);
+    let taps = wide.offsets.len();
+    let per_kernel = geo.kernel[0] * geo.kernel[1];
+    // Each block of outputs' weights as [taps][block], the order the kernel reads them.
+    let blocks: Vec<std::ops::Range<usize>> = (0..outs)
+        .step_by(FORWARD_OUTS)
+        .map(|o| o..(o + FORWARD_OUTS).min(outs))
+        .collect();
+    let mut packed = Vec::with_capacity(taps * outs);
+    for block in &blocks {
+        for t in 0..taps {
+            let (c, k) = (t / per_kernel, t % per_kernel);
+            packed.extend(block.clone().map(|o| match kernels {
+                Kernels::AsGiven => weight[(o * ins + c) * per_kernel + k],
+                Kernels::FlippedTransposed => {
+                    weight[(c * outs + o) * per_kernel + per_kernel - 1 - k]
+                }
+            }));
+        }
+    }
+    let [oh, ow] = geo.out_size();
+    let image_in = ins * geo.in_plane();
+    let image_out = outs * oh * ow;
+    let mut output = vec![0.0; geo.batch * image_out];
+    output
+        .par_chunks_mut(image_out)
+        .zip(input.par_chunks(image_in))
+        .for_each_init(
+            || {
+                (
+                    vec![0.0; wide.image_len],
+                    vec![0.0; FORWARD_OUTS * wide.positions],
+                )
+            },
+            |(padded, sums), (out, image)| {
+                wide.pad(geo, image, padded);
+                for block in &blocks {
+                    let weights = &packed[block.start * taps..block.end * taps];
+                    let bias = bias.map(|b| &b[block.clone()]);
+                    let sums = &mut sums[..block.len() * wide.positions];
+                    sum_block(isa, padded, &wide.offsets, weights, bias, sums);
+                    for (o, row) in block.clone().zip(sums.chunks_exact(wide.positions)) {
+                        let plane = &mut out[o * oh * ow..(o + 1) * oh * ow];
+                        for (y, line) in plane.chunks_exact_mut(ow).enumerate() {
+                            line.copy_from_slice(&row[y * wide.wp..][..ow]);
+                        }
+                    }
+                }
+            },
+        );
+    output
+}
+
+multiversion! {
+    /// One block of output channels over every wide position of one image: `sums [block]
+    /// [positions]` from the padded planes and the block's weights `[taps][block]`.
+    fn sum_block(padded: &[f32], offsets: &[usize], weights: &[f32], bias: Option<&[f32]>, sums: &mut [f32]) {
+        match weights.len() / offsets.len().max(1) {
+            1 => sum_block_of::<1>(padded, offsets, weights, bias, sums),
+            2 => sum_block_of::<2>(padded, offsets, weights, bias, sums),
+            3 => sum_block_of::<3>(padded, offsets, weights, bias, sums),
+            4 => sum_block_of::<4>(padded, offsets, weights, bias, sums),
+            5 => sum_block_of::<5>(padded, offsets, weights, bias, sums),
+            6 => sum_block_of::<6>(padded, offsets, weights, bias, sums),
+            n => unreachable!("blocks of 1 to {FORWARD_OUTS} outputs, not {n}"),
+        }
+    }
+}
+
+#[inline(always)]
+fn sum_block_of<const B: usize>(
+    padded: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    bias: Option<&[f32]>,
+    sums: &mut [f32],
+) {
+    let positions = sums.len() / B;
+    let start: [f32; B] = match bias {
+        Some(b) => b.try_into().expect("one bias per output of the block"),
+        None => [0.0; B],
+    };
+    for q in (0..positions).step_by(LANES) {
+        let mut acc = start.map(|b| [b; LANES]);
+        for (&offset, w) in offsets.iter().zip(weights.chunks_exact(B)) {
+            let x: &[f32; LANES] = padded[offset + q..][..LANES]
+                .try_into()
+                .expect("a lane block");
+            for (acc, &w) in acc.iter_mut().zip(w) {
+                for (a, &x) in acc.iter_mut().zip(x) {
+                    *a = w.mul_add(x, *a);
+                }
+            }
+        }
+        for (o, acc) in acc.iter().enumerate() {
+            sums[o * positions + q..][..LANES].copy_from_slice(acc);
+        }
+    }
+}
+
+/// The gradient with respect to the weight `[O, C, KH, KW]` of the convolution `geo`, from
+/// its input `[N, C, H, W]` and the output's gradient `[N, O, OH, OW]`. Panics unless
+/// [`forward_chosen`]'s geometry (the switch aside).
+///
+/// `dW[o, (c, ki, kj)] = Σ_images Σ_q dY_wide[o, q] · padded[c, q + ki * wp + kj]`, with the
+/// output gradient laid out wide and zero in the dropped positions. The tasks are fixed
+/// blocks of output channels and kernel positions; each keeps its running sums (8 lanes per
+/// weight) across all images, in image order, and adds the lanes up at the end.
+pub fn weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    assert!(
+        unit_steps(geo),
+        "direct weight gradient: stride 1, no dilation and a kernel larger than 1x1 only: {geo:?}"
+    );
+    geo.check(input.len(), geo.weight_len(), output_grad.len());
+    weight_grad_on(Isa::best(), geo, input, output_grad)
+}
+
+fn weight_grad_on(isa: Isa, geo: &Conv2dGeometry, input: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    let wide = Wide::new(geo, GRAD_LANES);
+    let (ins, outs) = (geo.in_channels, geo.out_channels);
+    let taps = wide.offsets.len();
+    let [oh, ow] = geo.out_size();
+    let (image_in, out_plane) = (ins * geo.in_plane(), oh * ow);
+    // Kernel positions in groups of GRAD_TAPS, the last group filled up with position 0
+    // (summed and dropped), and output channels in blocks of up to GRAD_OUTS.
+    let groups = taps.div_ceil(GRAD_TAPS);
+    let offsets: Vec<usize> = (0..groups * GRAD_TAPS)
+        .map(|t| wide.offsets.get(t).copied().unwrap_or(0))
+        .collect();
+    let blocks = outs.div_ceil(GRAD_OUTS);
+    let task_len = GRAD_OUTS * GRAD_TAPS;
+    let mut running = vec![[0.0f32; GRAD_LANES]; blocks * groups * task_len];
+    let images = GRAD_IMAGES.min(geo.batch);
+    let mut padded = vec![0.0; images * wide.image_len];
+    let mut grads = vec![0.0; images * outs * wide.positions];
+    for first in (0..geo.batch).step_by(images) {
+        let count = images.min(geo.batch - first);
+        padded
+            .par_chunks_mut(wide.image_len)
+            .zip(grads.par_chunks_mut(outs * wide.positions))
+            .zip(input[first * image_in..(first + count) * image_in].par_chunks(image_in))
+            .zip(output_grad[first * outs * out_plane..].par_chunks(outs * out_plane))
+            .for_each(|(((padded, grads), image), grad)| {
+                wide.pad(geo, image, padded);
+                grads.fill(0.0);
+                for (src, dst) in grad
+                    .chunks_exact(out_plane)
+                    .zip(grads.chunks_exact_mut(wide.positions))
+                {
+                    for (y, line) in src.chunks_exact(ow).enumerate() {
+                        dst[y * wide.wp..][..ow].copy_from_slice(line);
+                    }
+                }
+            });
+        let (padded, grads) = (
+            &padded[..count * wide.image_len],
+            &grads[..count * outs * wide.positions],
+        );
+        running
+            .par_chunks_mut(task_len)
+            .enumerate()
+            .for_each(|(task, sums)| {
+                let (block, group) = (task / groups, task % groups);
+                let o = block * GRAD_OUTS..((block + 1) * GRAD_OUTS).min(outs);
+                let offsets = &offsets[group * GRAD_TAPS..][..GRAD_TAPS];
+                for (padded, grads) in padded
+                    .chunks_exact(wide.image_len)
+                    .zip(grads.chunks_exact(outs * wide.positions))
+                {
+                    let grads = &grads[o.start * wide.positions..o.end * wide.positions];
+                    accumulate_products(isa, padded, offsets, grads, wide.positions, sums);
+                }
+            });
+    }
+    let mut weight_grad = vec![0.0; geo.weight_len()];
+    for (task, sums) in running.chunks_exact(task_len).enumerate() {
+        let (block, group) = (task / groups, task % groups);
+        for (i, lanes) in sums.iter().enumerate() {
+            let (o, t) = (
+                block * GRAD_OUTS + i / GRAD_TAPS,
+                group * GRAD_TAPS + i % GRAD_TAPS,
+            );
+            if o < outs && t < taps {
+                weight_grad[o * taps + t] = lanes.iter().sum();
+            }
+        }
+    }
+    weight_grad
+}
+
+multiversion! {
+    /// Adds one image's products to a task's running sums `[GRAD_OUTS][GRAD_TAPS]` (8 lanes
+    /// each): the task's output channels' wide gradients `grads [block][positions]` times the
+    /// padded planes read from each of its kernel positions' offsets.
+    fn accumulate_products(padded: &[f32], offsets: &[usize], grads: &[f32], positions: usize, sums: &mut [[f32; GRAD_LANES]]) {
+        match grads.len() / positions {
+            1 => accumulate_of::<1>(padded, offsets, grads, positions, sums),
+            2 => accumulate_of::<2>(padded, offsets, grads, positions, sums),
+            3 => accumulate_of::<3>(padded, offsets, grads, positions, sums),
+            n => unreachable!("blocks of 1 to {GRAD_OUTS} outputs, not {n}"),
+        }
+    }
+}
+
+#[inline(always)]
+fn accumulate_of<const B: usize>(
+    padded: &[f32],
+    offsets: &[usize],
+    grads: &[f32],
+    positions: usize,
+    sums: &mut [[f32; GRAD_LANES]],
+) {
+    let offsets: &[usize; GRAD_TAPS] = offsets.try_into().expect("a group of kernel positions");
+    let mut acc = [[[0.0f32; GRAD_LANES]; GRAD_TAPS]; B];
+    for (o, acc) in acc.iter_mut().enumerate() {
+        for (t, acc) in acc.iter_mut().enumerate() {
+            *acc = sums[o * GRAD_TAPS + t];
+        }
+    }
+    for q in (0..positions).step_by(GRAD_LANES) {
+        let g: [&[f32; GRAD_LANES]; B] = std::array::from_fn(|o| {
+            grads[o * positions + q..][..GRAD_LANES]
+                .try_into()
+                .expect("a lane block")
+        });
+        for (t, &offset) in offsets.iter().enumerate() {
+            let x: &[f32; GRAD_LANES] = padded[offset + q..][..GRAD_LANES]
+                .try_into()
+                .expect("a lane block");
+            for (acc, g) in acc.iter_mut().zip(&g) {
+                for ((a, &g), &x) in acc[t].iter_mut().zip(g.iter()).zip(x) {
+                    *a = g.mul_add(x, *a);
+                }
+            }
+        }
+    }
+    for (o, acc) in acc.iter().enumerate() {
+        for (t, acc) in acc.iter().enumerate() {
+            sums[o * GRAD_TAPS + t] = *acc;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{convolution, input_gradient, values, weight_gradient, worst};
+
+    /// Relative to the sum of the absolute products an output adds up: a plain `f32` sum of
+    /// up to 400 products is off by well under 400 · 2⁻²⁴ (2.4e-5) of it, typically far less.
+    const MARGIN: f64 = 1e-5;
+
+    fn geometry(
+        batch: usize,
+        ins: usize,
+        size: [usize; 2],
+        outs: usize,
+        kernel: [usize; 2],
+        padding: [usize; 2],
+    ) -> Conv2dGeometry {
+        Conv2dGeometry {
+            batch,
+            in_channels: ins,
+            in_size: size,
+            out_channels: outs,
+            kernel,
+            stride: [1, 1],
+            padding,
+            dilation: [1, 1],
+        }
+    }
+
+    /// The small networks' layers (LeNet-5's, convnet-mnist's, simple-cnn's), then odd sizes:
+    /// every block size of both kernels, rectangular kernels and padding, a kernel as wide as
+    /// the padded input, more images than the weight gradient holds at once.
+    fn cases() -> Vec<Conv2dGeometry> {
+        vec![
+            geometry(3, 1, [28, 28], 6, [5, 5], [2, 2]),
+            geometry(2, 6, [14, 14], 16, [5, 5], [0, 0]),
+            geometry(2, 4, [14, 14], 8, [5, 5], [2, 2]),
+            geometry(2, 3, [32, 32], 16, [3, 3], [0, 0]),
+            geometry(37, 2, [7, 9], 5, [3, 2], [1, 0]),
+            geometry(3, 5, [6, 11], 13, [2, 3], [0, 2]),
+            geometry(2, 7, [4, 4], 1, [6, 6], [1, 1]),
+            geometry(1, 16, [5, 3], 2, [3, 3], [1, 1]),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_the_direct_sum() {
+        for (i, geo) in cases().into_iter().enumerate() {
+            let x = values(geo.input_len(), 10 * i as u64 + 1);
+            let w = values(geo.weight_len(), 10 * i as u64 + 2);
+            let b = values(geo.out_channels, 10 * i as u64 + 3);
+            for bias in [Some(&b[..]), None] {
+                let got = forward(&geo, &x, &w, bias);
+                let (want, scale) = convolution(&geo, &x, &w, bias);
+                let err = worst(&got, &want, &scale);
+                assert!(err <= MARGIN, "{geo:?}: error {err:e} of the scale");
+            }
+        }
+    }
+
+    #[test]
+    fn input_grad_matches_the_direct_sum() {
+        for (i, geo) in cases().into_iter().enumerate() {
+            let w = values(geo.weight_len(), 10 * i as u64 + 5);
+            let g = values(geo.output_len(), 10 * i as u64 + 6);
+            let got = input_grad(&geo, &w, &g);
+            let (want, scale) = input_gradient(&geo, &w, &g);
+            let err = worst(&got, &want, &scale);
+            assert!(
+                err <= MARGIN,
+                "{geo:?}: input gradient error {err:e} of the scale"
+            );
+        }
+    }
+
+    #[test]
+    fn weight_grad_matches_the_direct_sum() {
+        for (i, geo) in cases().into_iter().enumerate() {
+            let x = values(geo.input_len(), 10 * i as u64 + 7);
+            let g = values(geo.output_len(), 10 * i as u64 + 8);
+            let got = weight_grad(&geo, &x, &g);
+            let (want, scale) = weight_gradient(&geo, &x, &g);
+            let err = worst(&got, &want, &scale);
+            assert!(
+                err <= MARGIN,
+                "{geo:?}: weight gradient error {err:e} of the scale"
+            );
+        }
+    }
+
+    /// Each build this CPU can run (AVX-512, AVX2, baseline) gives the same bits: fused
+    /// multiply-adds round once in every build.
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let geo = geometry(17, 3, [13, 11], 8, [5, 3], [2, 1]);
+        let x = values(geo.input_len(), 1);
+        let w = values(geo.weight_len(), 2);
+        let b = values(geo.out_channels, 3);
+        let g = values(geo.output_len(), 4);
+        let run_on = |isa| {
+            (
+                correlate(isa, &geo, &x, &w, Kernels::AsGiven, Some(&b)),
+                correlate(
+                    isa,
+                    &transposed(&geo),
+                    &g,
+                    &w,
+                    Kernels::FlippedTransposed,
+                    None,
+                ),
+                weight_grad_on(isa, &geo, &x, &g),
+            )
+        };
+        let isas = Isa::available();
+        let want = run_on(*isas.last().unwrap());
+        for isa in isas {
+            assert_eq!(run_on(isa), want, "{isa:?} build against the baseline");
+        }
+    }
+
+    #[test]
+    fn only_narrow_stride_1_layers_are_chosen() {
+        let base = geometry(2, 1, [28, 28], 6, [5, 5], [2, 2]);
+        assert!(forward_chosen(&base) && input_grad_chosen(&base));
+        let wide = Conv2dGeometry {
+            in_channels: 32,
+            out_channels: 32,
+            ..base
+        };
+        assert!(!forward_chosen(&wide) && !input_grad_chosen(&wide));
+        for other in [
+            Conv2dGeometry {
+                stride: [2, 1],
+                ..base
+            },
+            Conv2dGeometry {
+                dilation: [1, 2],
+                ..base
+            },
+            Conv2dGeometry {
+                kernel: [1, 1],
+                padding: [0, 0],
+                ..base
+            },
+        ] {
+            assert!(
+                !forward_chosen(&other) && !input_grad_chosen(&other),
+                "{other:?}"
+            );
+        }
+        // Padding as wide as the kernel leaves the input gradient a negative padding.
+        let padded = Conv2dGeometry {
+            kernel: [2, 2],
+            padding: [2, 0],
+            ..base
+        };
+        assert!(forward_chosen(&padded) && !input_grad_chosen(&padded));
+    }
+}
