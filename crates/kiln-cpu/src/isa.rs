@@ -55,15 +55,15 @@ impl Isa {
 /// `fn name(isa: Isa, args...)`: the body compiled for AVX-512F, for AVX2 + FMA and for the
 /// baseline, run in the build `isa` names.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $crate::isa::multiversion! {
-            $(#[$meta])* fn $name($($arg: $ty),*) -> () $body
+            $(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body
         }
     };
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
-        fn $name(isa: $crate::isa::Isa, $($arg: $ty),*) -> $ret {
+        $vis fn $name(isa: $crate::isa::Isa, $($arg: $ty),*) -> $ret {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
             fn baseline($($arg: $ty),*) -> $ret $body

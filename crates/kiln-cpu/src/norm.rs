@@ -213,7 +213,8 @@ multiversion! {
 const LANES: usize = 16;
 
 multiversion! {
-    fn sum(values: &[f32]) -> f32 {
+    /// The sum of `values`, in [`LANES`] running sums (also the convolutions' bias gradient).
+    pub(crate) fn sum(values: &[f32]) -> f32 {
         let mut acc = [0.0f32; LANES];
         let chunks = values.chunks_exact(LANES);
         let tail: f32 = chunks.remainder().iter().sum();

@@ -157,17 +157,17 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             bias: true,
         },
         // More images than one weight-gradient step, more columns than one block (more
-        // than 16 output channels: im2col + GEMM).
+        // than 32 output channels: im2col + GEMM).
         Case {
             x: [37, 9, 6, 7],
-            out_channels: 20,
+            out_channels: 40,
             kernel: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
             dilation: [1, 1],
             bias: true,
         },
-        // The same on the direct path (at most 16 channels): more images than its weight
+        // The same on the direct path (at most 32 channels): more images than its weight
         // gradient holds at once, a partial block of output channels.
         Case {
             x: [37, 9, 6, 7],
@@ -179,11 +179,11 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             bias: true,
         },
         // A ResNet's late layer: 6x6 outputs, so images share GEMMs (4 per GEMM for 128
-        // columns) and the last group is a partial one of 3; more than 16 output channels,
+        // columns) and the last group is a partial one of 3; more than 32 output channels,
         // so not on the direct path (its input gradient is, with 8 input channels).
         Case {
             x: [7, 8, 6, 6],
-            out_channels: 24,
+            out_channels: 40,
             kernel: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
@@ -320,10 +320,10 @@ fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
     kiln_cpu::register_kernels();
     let run = || {
         let (x, _) = pair([33, 6, 12, 12], 7);
-        let (w, _) = pair([24, 6, 3, 3], 8);
-        let (gamma, _) = pair([24], 9);
-        let (beta, _) = pair([24], 10);
-        let (w2, _) = pair([16, 24, 3, 3], 11);
+        let (w, _) = pair([40, 6, 3, 3], 8);
+        let (gamma, _) = pair([40], 9);
+        let (beta, _) = pair([40], 10);
+        let (w2, _) = pair([16, 40, 3, 3], 11);
         let (w3, _) = pair([5, 16, 5, 5], 12);
         let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         let y = conv2d(x.clone(), w.clone(), None, options.clone());
