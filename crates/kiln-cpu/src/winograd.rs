@@ -62,12 +62,14 @@ pub fn applies(geo: &Conv2dGeometry) -> bool {
         && geo.out_size().iter().all(|&s| s >= MIN_OUTPUT)
 }
 
-/// Whether [`crate::conv`] runs this convolution here: where it [`applies`], unless the
-/// environment variable `KILN_CPU_WINOGRAD` is `0` (read once), which keeps every convolution
-/// on im2col + GEMM, for comparisons and for whoever wants the last digits of precision back.
+/// Whether [`crate::conv`] runs this convolution here: where it [`applies`] and the direct
+/// kernels are not faster ([`crate::direct::preferred_to_winograd`]), unless the environment
+/// variable `KILN_CPU_WINOGRAD` is `0` (read once), which keeps every convolution off this
+/// path, for comparisons and for whoever wants the last digits of precision back.
 pub fn chosen(geo: &Conv2dGeometry) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     applies(geo)
+        && !crate::direct::preferred_to_winograd(geo)
         && *ENABLED.get_or_init(|| std::env::var("KILN_CPU_WINOGRAD").as_deref() != Ok("0"))
 }
 

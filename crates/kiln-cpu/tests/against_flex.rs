@@ -190,11 +190,11 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             dilation: [1, 1],
             bias: true,
         },
-        // Stride-1 3x3 layers with 16 channels and more: Winograd's forward pass and both
-        // gradients, partial tiles at the edges, padding 1 and 0.
+        // Stride-1 3x3 layers with 16 channels and more, over 32 on one side: Winograd's
+        // forward pass and both gradients, partial tiles at the edges, padding 1 and 0.
         Case {
             x: [3, 16, 11, 13],
-            out_channels: 24,
+            out_channels: 40,
             kernel: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
@@ -202,7 +202,7 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             bias: true,
         },
         Case {
-            x: [2, 20, 7, 5],
+            x: [2, 40, 7, 5],
             out_channels: 16,
             kernel: [3, 3],
             stride: [1, 1],
