@@ -37,11 +37,12 @@ const GRAD_LANES: usize = 8;
 /// Images whose padded inputs and output gradients the weight gradient holds at once.
 const GRAD_IMAGES: usize = 16;
 /// At most this many output channels (input channels, for the input gradient). On the AMD
-/// EPYC (2026-12-07) the direct sums beat im2col + GEMM up to 64 output channels from 3 input
-/// channels (3x3, 32x32 images), forward and weight gradient; wider layers have many input
-/// channels too, where im2col's copy is a small share of the products and gemm runs full
-/// tiles. 32 also keeps the ResNets' layers (64 channels and more), whose rounding the parity
-/// tests' tie-free seeds were searched with, on the paths they had.
+/// EPYC (2026-12-07, `examples/kernel_times.rs`) the direct sums still took a third to a half
+/// of im2col + GEMM's time for the weight gradient at 3 -> 64 channels (3x3, 32 images of
+/// 32x32) and about its time forward; wider layers have many input channels too, where
+/// im2col's copy is a small share of the products and gemm runs full tiles. 32 also keeps
+/// the ResNets' layers (64 channels and more), whose rounding the parity tests' tie-free
+/// seeds were searched with, on the paths they had.
 const MAX_NARROW: usize = 32;
 
 /// Whether [`forward`] takes this convolution, and [`weight_grad`] with it: stride 1, no
@@ -63,10 +64,10 @@ pub fn input_grad_chosen(geo: &Conv2dGeometry) -> bool {
 }
 
 /// Whether the direct kernels take all three of this layer's convolutions, which makes them
-/// the choice over Winograd's too: at 16 channels in and out (32 images of 32x32) they took
-/// about half of Winograd's time forward and for the input gradient, at 32 channels 0.76x to
-/// 0.96x, on the AMD EPYC (2026-12-07); Winograd's transforms cost as much as the products
-/// they save where the channels are few.
+/// the choice over Winograd's too: at 16 channels in and out (3x3, 32 images of 32x32) they
+/// took about half of Winograd's time forward and for the input gradient, at 32 channels
+/// 0.65x to 1.0x of it, on the AMD EPYC (2026-12-07, `examples/kernel_times.rs`); Winograd's
+/// transforms cost as much as the products they save where the channels are few.
 pub fn preferred_to_winograd(geo: &Conv2dGeometry) -> bool {
     forward_chosen(geo) && input_grad_chosen(geo)
 }

@@ -1,0 +1,122 @@
+//! Times `kiln_cpu`'s convolution paths and its 2x2 max pool on the seed models' layer shapes
+//! (and a few probes of the thresholds between paths), one thread pool of all cores, median
+//! of 15 calls after 3 untimed ones. What the choices in `conv`, `direct` and `winograd` were
+//! measured with; a step's speed is `cargo xtask bench`'s to measure, not this.
+//!
+//! `cargo run --release -p kiln-cpu --example kernel_times` prints, per layer, the time of the
+//! path `conv` picks (`chosen`), then of the direct kernels and, where it applies, Winograd's,
+//! called directly. With `KILN_CPU_DIRECT=0 KILN_CPU_WINOGRAD=0` the `chosen` column is im2col +
+//! GEMM.
+
+use std::time::Instant;
+
+use kiln_cpu::conv::{self, Conv2dGeometry};
+use kiln_cpu::pool::{max_pool2d_with_indices, Pool2dGeometry};
+use kiln_cpu::{direct, winograd};
+
+fn median_ms(f: &dyn Fn()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..15)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7 + seed) % 13) as f32 * 0.1 - 0.6)
+        .collect()
+}
+
+fn main() {
+    // (name, batch, in channels, size, out channels, kernel, padding)
+    let layers = [
+        ("lenet5 conv1", 256, 1, 28, 6, 5, 2),
+        ("lenet5 conv2", 256, 6, 14, 16, 5, 0),
+        ("convnet conv1", 64, 1, 28, 4, 5, 2),
+        ("convnet conv2", 64, 4, 14, 8, 5, 2),
+        ("simple-cnn conv", 32, 3, 32, 16, 3, 0),
+        ("cnn-dropout conv1", 32, 3, 32, 32, 3, 1),
+        ("cnn-dropout conv2", 32, 32, 32, 32, 3, 1),
+        ("probe 16->16", 32, 16, 32, 16, 3, 1),
+        ("probe 3->64", 32, 3, 32, 64, 3, 1),
+    ];
+    println!("milliseconds: forward / input gradient / weight gradient");
+    for (name, batch, ins, size, outs, k, p) in layers {
+        let geo = Conv2dGeometry {
+            batch,
+            in_channels: ins,
+            in_size: [size, size],
+            out_channels: outs,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [p, p],
+            dilation: [1, 1],
+        };
+        let x = values(geo.batch * ins * size * size, 1);
+        let w = values(outs * ins * k * k, 2);
+        let [oh, ow] = geo.out_size();
+        let g = values(batch * outs * oh * ow, 3);
+        let three = |fwd: &dyn Fn(), xg: &dyn Fn(), wg: &dyn Fn()| {
+            format!(
+                "{:7.3} {:7.3} {:7.3}",
+                median_ms(fwd),
+                median_ms(xg),
+                median_ms(wg)
+            )
+        };
+        let mut line = format!(
+            "{name:18} chosen {}",
+            three(
+                &|| drop(conv::conv2d_forward(&geo, &x, &w, None)),
+                &|| drop(conv::conv2d_input_grad(&geo, &w, &g)),
+                &|| drop(conv::conv2d_weight_grad(&geo, &x, &g)),
+            )
+        );
+        // Every layer here has stride 1 and padding below the kernel: the direct kernels
+        // run on all of them, chosen or not.
+        line += &format!(
+            " | direct {}",
+            three(
+                &|| drop(direct::forward(&geo, &x, &w, None)),
+                &|| drop(direct::input_grad(&geo, &w, &g)),
+                &|| drop(direct::weight_grad(&geo, &x, &g)),
+            )
+        );
+        if winograd::applies(&geo) {
+            line += &format!(
+                " | winograd {}",
+                three(
+                    &|| drop(winograd::forward(&geo, &x, &w, None)),
+                    &|| drop(winograd::input_grad(&geo, &w, &g)),
+                    &|| drop(winograd::weight_grad(&geo, &x, &g)),
+                )
+            );
+        }
+        println!("{line}");
+    }
+    for (name, planes, size) in [
+        ("lenet5 pool1", 256 * 6, 28),
+        ("lenet5 pool2", 256 * 16, 10),
+    ] {
+        let geo = Pool2dGeometry {
+            planes,
+            in_size: [size, size],
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+        };
+        let x = values(planes * size * size, 4);
+        let ms = median_ms(&|| drop(max_pool2d_with_indices(&geo, &x)));
+        println!("{name:18} max pool with indices {ms:7.3}");
+    }
+}
