@@ -466,31 +466,13 @@ fn accumulate_of<const B: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{convolution, input_gradient, values, weight_gradient, worst};
+    use crate::testing::{
+        assert_within, convolution, geometry, input_gradient, values, weight_gradient,
+    };
 
     /// Relative to the sum of the absolute products an output adds up: a plain `f32` sum of
     /// up to 400 products is off by well under 400 · 2⁻²⁴ (2.4e-5) of it, typically far less.
     const MARGIN: f64 = 1e-5;
-
-    fn geometry(
-        batch: usize,
-        ins: usize,
-        size: [usize; 2],
-        outs: usize,
-        kernel: [usize; 2],
-        padding: [usize; 2],
-    ) -> Conv2dGeometry {
-        Conv2dGeometry {
-            batch,
-            in_channels: ins,
-            in_size: size,
-            out_channels: outs,
-            kernel,
-            stride: [1, 1],
-            padding,
-            dilation: [1, 1],
-        }
-    }
 
     /// The small networks' layers (LeNet-5's, convnet-mnist's, simple-cnn's), then odd sizes:
     /// every block size of both kernels, rectangular kernels and padding, a kernel as wide as
@@ -516,9 +498,12 @@ mod tests {
             let b = values(geo.out_channels, 10 * i as u64 + 3);
             for bias in [Some(&b[..]), None] {
                 let got = forward(&geo, &x, &w, bias);
-                let (want, scale) = convolution(&geo, &x, &w, bias);
-                let err = worst(&got, &want, &scale);
-                assert!(err <= MARGIN, "{geo:?}: error {err:e} of the scale");
+                assert_within(
+                    format!("{geo:?}"),
+                    &got,
+                    convolution(&geo, &x, &w, bias),
+                    MARGIN,
+                );
             }
         }
     }
@@ -529,12 +514,8 @@ mod tests {
             let w = values(geo.weight_len(), 10 * i as u64 + 5);
             let g = values(geo.output_len(), 10 * i as u64 + 6);
             let got = input_grad(&geo, &w, &g);
-            let (want, scale) = input_gradient(&geo, &w, &g);
-            let err = worst(&got, &want, &scale);
-            assert!(
-                err <= MARGIN,
-                "{geo:?}: input gradient error {err:e} of the scale"
-            );
+            let what = format!("{geo:?} input gradient");
+            assert_within(what, &got, input_gradient(&geo, &w, &g), MARGIN);
         }
     }
 
@@ -544,12 +525,8 @@ mod tests {
             let x = values(geo.input_len(), 10 * i as u64 + 7);
             let g = values(geo.output_len(), 10 * i as u64 + 8);
             let got = weight_grad(&geo, &x, &g);
-            let (want, scale) = weight_gradient(&geo, &x, &g);
-            let err = worst(&got, &want, &scale);
-            assert!(
-                err <= MARGIN,
-                "{geo:?}: weight gradient error {err:e} of the scale"
-            );
+            let what = format!("{geo:?} weight gradient");
+            assert_within(what, &got, weight_gradient(&geo, &x, &g), MARGIN);
         }
     }
 

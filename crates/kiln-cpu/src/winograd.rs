@@ -680,13 +680,14 @@ fn output_1d_adjoint(src: &[Lane; XI], start: usize, stride: usize, dst: &mut [L
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{convolution, input_gradient, values, weight_gradient, worst};
+    use crate::testing::{assert_within, convolution, input_gradient, values, weight_gradient};
 
     /// Relative to the sum of the absolute products an output adds up: a plain `f32` dot
     /// product is off by up to about n·2⁻²⁴ of it; the transforms' coefficients make this
     /// a few times more.
     const MARGIN: f64 = 1e-5;
 
+    /// A 3x3 layer's geometry.
     fn geometry(
         batch: usize,
         ins: usize,
@@ -694,16 +695,7 @@ mod tests {
         outs: usize,
         padding: [usize; 2],
     ) -> Conv2dGeometry {
-        Conv2dGeometry {
-            batch,
-            in_channels: ins,
-            in_size: size,
-            out_channels: outs,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding,
-            dilation: [1, 1],
-        }
+        crate::testing::geometry(batch, ins, size, outs, [3, 3], padding)
     }
 
     /// Odd sizes (partial tiles on both edges, partial lane blocks), every padding the kernel
@@ -726,12 +718,8 @@ mod tests {
             let w = values(geo.weight_len(), 10 * i as u64 + 2);
             let b = values(geo.out_channels, 10 * i as u64 + 3);
             let got = run(&geo, &x, &w, Kernels::AsGiven, Some(&b), chunk);
-            let (want, scale) = convolution(&geo, &x, &w, Some(&b));
-            let err = worst(&got, &want, &scale);
-            assert!(
-                err <= MARGIN,
-                "{geo:?} (chunk {chunk} bytes): error {err:e} of the scale"
-            );
+            let what = format!("{geo:?} (chunk {chunk} bytes)");
+            assert_within(what, &got, convolution(&geo, &x, &w, Some(&b)), MARGIN);
         }
     }
 
@@ -741,12 +729,8 @@ mod tests {
             let w = values(geo.weight_len(), 10 * i as u64 + 5);
             let g = values(geo.output_len(), 10 * i as u64 + 6);
             let got = input_grad(&geo, &w, &g);
-            let (want, scale) = input_gradient(&geo, &w, &g);
-            let err = worst(&got, &want, &scale);
-            assert!(
-                err <= MARGIN,
-                "{geo:?}: input gradient error {err:e} of the scale"
-            );
+            let what = format!("{geo:?} input gradient");
+            assert_within(what, &got, input_gradient(&geo, &w, &g), MARGIN);
         }
     }
 
@@ -756,12 +740,8 @@ mod tests {
             let x = values(geo.input_len(), 10 * i as u64 + 7);
             let g = values(geo.output_len(), 10 * i as u64 + 8);
             let got = weight_grad_chunked(&geo, &x, &g, chunk);
-            let (want, scale) = weight_gradient(&geo, &x, &g);
-            let worst = worst(&got, &want, &scale);
-            assert!(
-                worst <= MARGIN,
-                "{geo:?} (chunk {chunk} bytes): weight gradient error {worst:e} of the scale"
-            );
+            let what = format!("{geo:?} (chunk {chunk} bytes) weight gradient");
+            assert_within(what, &got, weight_gradient(&geo, &x, &g), MARGIN);
         }
     }
 
