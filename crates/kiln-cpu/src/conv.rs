@@ -231,6 +231,21 @@ impl Conv2dGeometry {
         }
     }
 
+    /// The stride-1 convolution whose forward pass is this one's input gradient: the output
+    /// gradient convolved with the kernels flipped and transposed ([`Kernels::FlippedTransposed`]),
+    /// padded by the kernel's reach less the padding (which must not exceed it).
+    pub(crate) fn input_grad_geometry(&self) -> Conv2dGeometry {
+        let back = Conv2dGeometry {
+            in_channels: self.out_channels,
+            in_size: self.out_size(),
+            out_channels: self.in_channels,
+            padding: [0, 1].map(|d| self.kernel[d] - 1 - self.padding[d]),
+            ..*self
+        };
+        debug_assert_eq!(back.out_size(), self.in_size);
+        back
+    }
+
     pub(crate) fn check(&self, input: usize, weight: usize, output: usize) {
         assert_eq!(input, self.input_len(), "conv2d: input length for {self:?}");
         assert_eq!(
@@ -243,6 +258,32 @@ impl Conv2dGeometry {
             self.output_len(),
             "conv2d: output length for {self:?}"
         );
+    }
+}
+
+/// How a kernel reads its `[outs, ins, kh, kw]` weights from the slice it is given: as they
+/// are, or, for an input gradient run as a forward convolution, from the layer's own weight.
+#[derive(Clone, Copy)]
+pub(crate) enum Kernels {
+    /// The weight is `[outs, ins, kh, kw]`.
+    AsGiven,
+    /// The weight is `[ins, outs, kh, kw]` and each kernel is rotated by 180 degrees.
+    FlippedTransposed,
+}
+
+impl Kernels {
+    /// Weight `(o, c, k)`, `k` the flat kernel position among `taps = kh * kw`.
+    #[inline]
+    pub(crate) fn at(
+        self,
+        weight: &[f32],
+        [outs, ins, taps]: [usize; 3],
+        [o, c, k]: [usize; 3],
+    ) -> f32 {
+        match self {
+            Kernels::AsGiven => weight[(o * ins + c) * taps + k],
+            Kernels::FlippedTransposed => weight[(c * outs + o) * taps + taps - 1 - k],
+        }
     }
 }
 

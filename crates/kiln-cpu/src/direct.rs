@@ -21,8 +21,9 @@
 
 use rayon::prelude::*;
 
-use crate::conv::Conv2dGeometry;
+use crate::conv::{Conv2dGeometry, Kernels};
 use crate::isa::{multiversion, Isa};
+use crate::winograd::pad_planes;
 
 /// Lanes summed side by side: two AVX2 registers or one AVX-512 register per output channel.
 const LANES: usize = 16;
@@ -85,15 +86,6 @@ fn enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var("KILN_CPU_DIRECT").as_deref() != Ok("0"))
 }
 
-/// How the weight is laid out.
-#[derive(Clone, Copy)]
-enum Kernels {
-    /// `[outs, ins, kh, kw]`.
-    AsGiven,
-    /// `[ins, outs, kh, kw]`, each kernel rotated by 180 degrees: the input gradient's.
-    FlippedTransposed,
-}
-
 /// The padded planes and the wide layout of one convolution.
 struct Wide {
     /// Padded height and width.
@@ -128,17 +120,8 @@ impl Wide {
 
     /// One image's planes `[ins, h, w]` into `padded`, zero around them and past them.
     fn pad(&self, geo: &Conv2dGeometry, image: &[f32], padded: &mut [f32]) {
-        let [h, w] = geo.in_size;
-        let [py, px] = geo.padding;
-        padded.fill(0.0);
-        for (plane, dst) in image
-            .chunks_exact(h * w)
-            .zip(padded.chunks_exact_mut(self.hp * self.wp))
-        {
-            for (y, line) in plane.chunks_exact(w).enumerate() {
-                dst[(y + py) * self.wp + px..][..w].copy_from_slice(line);
-            }
-        }
+        let planes = image.chunks_exact(geo.in_plane());
+        pad_planes(planes, geo.in_size, geo.padding, [self.hp, self.wp], padded);
     }
 }
 
@@ -171,27 +154,12 @@ pub fn input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> 
     geo.check(geo.input_len(), weight.len(), output_grad.len());
     correlate(
         Isa::best(),
-        &transposed(geo),
+        &geo.input_grad_geometry(),
         output_grad,
         weight,
         Kernels::FlippedTransposed,
         None,
     )
-}
-
-/// The convolution whose forward pass is `geo`'s input gradient: the output gradient
-/// convolved with the kernels flipped and transposed, padded by the kernel's reach less the
-/// padding.
-fn transposed(geo: &Conv2dGeometry) -> Conv2dGeometry {
-    let back = Conv2dGeometry {
-        in_channels: geo.out_channels,
-        in_size: geo.out_size(),
-        out_channels: geo.in_channels,
-        padding: [0, 1].map(|d| geo.kernel[d] - 1 - geo.padding[d]),
-        ..*geo
-    };
-    debug_assert_eq!(back.out_size(), geo.in_size);
-    back
 }
 
 fn correlate(
@@ -215,12 +183,11 @@ fn correlate(
     for block in &blocks {
         for t in 0..taps {
             let (c, k) = (t / per_kernel, t % per_kernel);
-            packed.extend(block.clone().map(|o| match kernels {
-                Kernels::AsGiven => weight[(o * ins + c) * per_kernel + k],
-                Kernels::FlippedTransposed => {
-                    weight[(c * outs + o) * per_kernel + per_kernel - 1 - k]
-                }
-            }));
+            packed.extend(
+                block
+                    .clone()
+                    .map(|o| kernels.at(weight, [outs, ins, per_kernel], [o, c, k])),
+            );
         }
     }
     let [oh, ow] = geo.out_size();
@@ -293,7 +260,7 @@ fn sum_block_of<const B: usize>(
     sums: &mut [f32],
 ) {
     let positions = sums.len() / B;
-    assert!(positions % LANES == 0 && weights.len() == offsets.len() * B);
+    assert!(positions.is_multiple_of(LANES) && weights.len() == offsets.len() * B);
     // Offsets rise, so this bounds every read below.
     let reach = offsets.last().map_or(0, |last| last + positions);
     assert!(reach <= padded.len(), "direct: padded planes too short");
@@ -437,7 +404,7 @@ fn accumulate_of<const B: usize>(
             *acc = sums[o * GRAD_TAPS + t];
         }
     }
-    assert!(positions % GRAD_LANES == 0 && grads.len() == B * positions);
+    assert!(positions.is_multiple_of(GRAD_LANES) && grads.len() == B * positions);
     assert!(
         offsets.iter().all(|&o| o + positions <= padded.len()),
         "direct: padded planes too short"
@@ -544,7 +511,7 @@ mod tests {
                 correlate(isa, &geo, &x, &w, Kernels::AsGiven, Some(&b)),
                 correlate(
                     isa,
-                    &transposed(&geo),
+                    &geo.input_grad_geometry(),
                     &g,
                     &w,
                     Kernels::FlippedTransposed,

@@ -24,7 +24,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::conv::Conv2dGeometry;
+use crate::conv::{Conv2dGeometry, Kernels};
 use crate::isa::Isa;
 use crate::matmul::{matmul, View};
 
@@ -96,17 +96,8 @@ pub fn input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> 
         applies(geo),
         "winograd: not a convolution `applies` takes (3x3, stride 1, no dilation, padding <= 2, >= 16 channels each side, >= 3x3 outputs): {geo:?}"
     );
-    let backward = Conv2dGeometry {
-        batch: geo.batch,
-        in_channels: geo.out_channels,
-        in_size: geo.out_size(),
-        out_channels: geo.in_channels,
-        padding: geo.padding.map(|p| 2 - p),
-        ..*geo
-    };
-    debug_assert_eq!(backward.out_size(), geo.in_size);
     run(
-        &backward,
+        &geo.input_grad_geometry(),
         output_grad,
         weight,
         Kernels::FlippedTransposed,
@@ -244,15 +235,6 @@ fn kernel_1d_adjoint(
         dst[to + step][l] = (u2 - u1) / 6.0 + (u3 - u4) / 12.0;
         dst[to + 2 * step][l] = (u3 + u4 - u1 - u2) / 6.0 + u5;
     }
-}
-
-/// How [`run`] reads its `[outs, ins, 3, 3]` kernels from the weight it is given.
-#[derive(Clone, Copy)]
-enum Kernels {
-    /// The weight is `[outs, ins, 3, 3]`.
-    AsGiven,
-    /// The weight is `[ins, outs, 3, 3]` and each kernel is rotated by 180 degrees.
-    FlippedTransposed,
 }
 
 thread_local! {
@@ -424,10 +406,7 @@ fn transform_kernels(
         for (k, lane) in g.iter_mut().enumerate() {
             for (l, v) in lane[..lanes].iter_mut().enumerate() {
                 let c = c0 + l;
-                *v = match kernels {
-                    Kernels::AsGiven => weight[(o * ins + c) * 9 + k],
-                    Kernels::FlippedTransposed => weight[(c * outs + o) * 9 + 8 - k],
-                };
+                *v = kernels.at(weight, [outs, ins, 9], [o, c, k]);
             }
         }
         // G along the kernel's rows (for each of its 3 columns), then along its columns.
@@ -493,7 +472,7 @@ fn padded_size(tiles: &Tiles) -> [usize; 2] {
 /// columns in; everything else zero. For the inputs the offset is the padding and the padded
 /// size [`padded_size`], so every tile's patch lies inside; for the output gradient, no
 /// offset and the tiles' full extent.
-fn pad_planes<'a>(
+pub(crate) fn pad_planes<'a>(
     planes: impl Iterator<Item = &'a [f32]>,
     [h, w]: [usize; 2],
     [py, px]: [usize; 2],
