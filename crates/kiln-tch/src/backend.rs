@@ -33,6 +33,49 @@ type Torch = LibTorch<f32>;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KilnTch;
 
+/// Whether convolutions on `device` run in the channels-last layout: on the CPU, unless
+/// `KILN_TCH_CHANNELS_LAST` is `0` (read once). cuDNN's fp32 kernels gain nothing certain
+/// from it and it was never measured there, so CUDA keeps the contiguous layout.
+fn channels_last_on(device: tch::Device) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    device == tch::Device::Cpu
+        && *ENABLED.get_or_init(|| std::env::var("KILN_TCH_CHANNELS_LAST").as_deref() != Ok("0"))
+}
+
+/// `tensor` with channels-last strides (the same shape and values): itself if it has them
+/// already or is not 4-D, else one copy. A permuted copy is how libtorch itself builds the
+/// layout (`contiguous(memory_format=channels_last)`), which tch does not expose.
+fn to_channels_last(tensor: &tch::Tensor) -> tch::Tensor {
+    if tensor.dim() != 4 || is_channels_last(tensor) {
+        return tensor.shallow_clone();
+    }
+    tensor
+        .permute([0, 2, 3, 1])
+        .contiguous()
+        .permute([0, 3, 1, 2])
+}
+
+/// Whether a 4-D tensor's strides are dense NHWC.
+fn is_channels_last(tensor: &tch::Tensor) -> bool {
+    let (size, stride) = (tensor.size(), tensor.stride());
+    let [_, c, h, w] = size[..] else { return false };
+    stride[..] == [h * w * c, 1, w * c, c]
+}
+
+/// The operands of one convolution in the layout its device runs best: channels-last on the
+/// CPU, so that oneDNN picks its NHWC kernels, as-is elsewhere. Forward and both gradients
+/// convert the same way, so they run the same family of kernels.
+fn conv_operands<const N: usize>(tensors: [&TchTensor; N]) -> [tch::Tensor; N] {
+    let cl = channels_last_on(tensors[0].tensor.device());
+    tensors.map(|t| {
+        if cl {
+            to_channels_last(&t.tensor)
+        } else {
+            t.tensor.shallow_clone()
+        }
+    })
+}
+
 /// One gradient of `conv2d(x, weight)` by libtorch's `convolution_backward`.
 fn conv2d_grad(
     x: &TchTensor,
@@ -48,13 +91,8 @@ fn conv2d_grad(
         dilation: pair(options.dilation),
         groups: options.groups as i64,
     };
-    TchTensor::new(ffi::conv2d_backward(
-        &output_grad.tensor,
-        &x.tensor,
-        &weight.tensor,
-        &conv,
-        grad,
-    ))
+    let [output_grad, x, weight] = conv_operands([output_grad, x, weight]);
+    TchTensor::new(ffi::conv2d_backward(&output_grad, &x, &weight, &conv, grad))
 }
 
 kiln_forward::decorator! {
@@ -68,6 +106,16 @@ kiln_forward::decorator! {
     ModuleOps {
         kiln_forward::max_pool2d_with_indices!(KilnTch, Torch);
         kiln_forward::max_pool2d_with_indices_backward!(KilnTch, Torch);
+
+        fn conv2d(
+            x: FloatTensor<KilnTch>,
+            weight: FloatTensor<KilnTch>,
+            bias: Option<FloatTensor<KilnTch>>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<KilnTch> {
+            let [x, weight] = conv_operands([&x, &weight]);
+            Torch::conv2d(TchTensor::new(x), TchTensor::new(weight), bias, options)
+        }
 
         fn conv2d_x_backward(
             x: FloatTensor<KilnTch>,

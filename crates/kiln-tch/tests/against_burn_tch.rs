@@ -166,3 +166,66 @@ fn fused_batch_norm_matches_burn_ops_on_burn_tch() {
         );
     }
 }
+
+/// On the CPU a KilnTch convolution returns channels-last strides (what oneDNN's NHWC kernels
+/// need), and a small network in that layout, conv -> fused batch norm + ReLU -> max pool ->
+/// conv -> dropout-free flatten -> matmul, gives burn-tch's contiguous values forward and
+/// backward: the ops after a convolution read the strides, not a layout they assume.
+#[test]
+fn channels_last_network_matches_burn_tch() {
+    use burn::tensor::module::max_pool2d;
+    use kiln_fused::batch_norm::{default_train, train};
+    kiln_tch::register_kernels();
+    let device = KilnTchDevice::Cpu;
+    let (xd, w1d, w2d) = (
+        data([3, 2, 10, 10], 70),
+        data([8, 2, 3, 3], 71),
+        data([5, 8, 3, 3], 72),
+    );
+    let head = TensorData::new(data([1, 1, 45, 4], 73).to_vec::<f32>().unwrap(), [45, 4]);
+    let options = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+
+    let xk = Tensor::<K, 4>::from_data(xd.clone(), &device).require_grad();
+    let w1k = Tensor::<K, 4>::from_data(w1d.clone(), &device).require_grad();
+    let w2k = Tensor::<K, 4>::from_data(w2d.clone(), &device).require_grad();
+    let hk = Tensor::<K, 2>::from_data(head.clone(), &device).require_grad();
+    let ones = |n| Tensor::<K, 1>::ones([n], &device);
+    let y1 = conv2d(xk.clone(), w1k.clone(), None, options());
+    let strides = y1.clone().inner().into_primitive().tensor().tensor.stride();
+    assert_eq!(
+        strides,
+        [10 * 10 * 8, 1, 10 * 8, 8],
+        "KilnTch's convolution output on the CPU should be channels-last"
+    );
+    let a = train(y1, ones(8), ones(8).zeros_like(), 1e-5, true).output;
+    let a = max_pool2d(a, [3, 3], [3, 3], [0, 0], [1, 1], false);
+    let a = conv2d(a, w2k.clone(), None, options());
+    let yk = a.flatten::<2>(1, 3).matmul(hk.clone());
+    let gk = (yk.clone() * yk.clone()).sum().backward();
+
+    let xt = Tensor::<T, 4>::from_data(xd, &device).require_grad();
+    let w1t = Tensor::<T, 4>::from_data(w1d, &device).require_grad();
+    let w2t = Tensor::<T, 4>::from_data(w2d, &device).require_grad();
+    let ht = Tensor::<T, 2>::from_data(head, &device).require_grad();
+    let ones = |n| Tensor::<T, 1>::ones([n], &device);
+    let y1 = conv2d(xt.clone(), w1t.clone(), None, options());
+    let a = default_train(y1, ones(8), ones(8).zeros_like(), 1e-5, true).output;
+    let a = max_pool2d(a, [3, 3], [3, 3], [0, 0], [1, 1], false);
+    let a = conv2d(a, w2t.clone(), None, options());
+    let yt = a.flatten::<2>(1, 3).matmul(ht.clone());
+    let gt = (yt.clone() * yt.clone()).sum().backward();
+
+    assert_close("output", yk.into_data(), yt.into_data());
+    for (what, k, t) in [
+        ("input grad", xk.grad(&gk), xt.grad(&gt)),
+        ("first weight grad", w1k.grad(&gk), w1t.grad(&gt)),
+        ("second weight grad", w2k.grad(&gk), w2t.grad(&gt)),
+    ] {
+        assert_close(what, k.unwrap().into_data(), t.unwrap().into_data());
+    }
+    assert_close(
+        "head grad",
+        hk.grad(&gk).unwrap().into_data(),
+        ht.grad(&gt).unwrap().into_data(),
+    );
+}
