@@ -38,6 +38,7 @@ pub fn register_kernels() {
 /// One forwarded op (see kiln-forward): nothing for the ops KilnTch implements itself in
 /// backend.rs, a call to burn-tch's for every other.
 macro_rules! forward_op {
+    (fn relu_backward $($rest:tt)*) => {};
     (fn conv2d $($rest:tt)*) => {};
     (fn conv2d_x_backward $($rest:tt)*) => {};
     (fn conv2d_weight_backward $($rest:tt)*) => {};

@@ -169,10 +169,12 @@ fn fused_batch_norm_matches_burn_ops_on_burn_tch() {
 
 /// On the CPU a KilnTch convolution returns channels-last strides (what oneDNN's NHWC kernels
 /// need), and a small network in that layout, conv -> fused batch norm + ReLU -> max pool ->
-/// conv -> dropout-free flatten -> matmul, gives burn-tch's contiguous values forward and
-/// backward: the ops after a convolution read the strides, not a layout they assume.
+/// conv -> ReLU (KilnTch's own gradient) -> flatten -> matmul, gives burn-tch's contiguous
+/// values forward and backward: the ops after a convolution read the strides, not a layout
+/// they assume.
 #[test]
 fn channels_last_network_matches_burn_tch() {
+    use burn::tensor::activation::relu;
     use burn::tensor::module::max_pool2d;
     use kiln_fused::batch_norm::{default_train, train};
     kiln_tch::register_kernels();
@@ -199,7 +201,7 @@ fn channels_last_network_matches_burn_tch() {
     );
     let a = train(y1, ones(8), ones(8).zeros_like(), 1e-5, true).output;
     let a = max_pool2d(a, [3, 3], [3, 3], [0, 0], [1, 1], false);
-    let a = conv2d(a, w2k.clone(), None, options());
+    let a = relu(conv2d(a, w2k.clone(), None, options()));
     let yk = a.flatten::<2>(1, 3).matmul(hk.clone());
     let gk = (yk.clone() * yk.clone()).sum().backward();
 
@@ -211,7 +213,7 @@ fn channels_last_network_matches_burn_tch() {
     let y1 = conv2d(xt.clone(), w1t.clone(), None, options());
     let a = default_train(y1, ones(8), ones(8).zeros_like(), 1e-5, true).output;
     let a = max_pool2d(a, [3, 3], [3, 3], [0, 0], [1, 1], false);
-    let a = conv2d(a, w2t.clone(), None, options());
+    let a = relu(conv2d(a, w2t.clone(), None, options()));
     let yt = a.flatten::<2>(1, 3).matmul(ht.clone());
     let gt = (yt.clone() * yt.clone()).sum().backward();
 
