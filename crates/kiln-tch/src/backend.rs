@@ -197,9 +197,8 @@ impl kiln_fused::batch_norm::BatchNormKernels for KilnTch {
         relu_output: Option<FloatTensor<KilnTch>>,
         grad_output: FloatTensor<KilnTch>,
     ) -> [FloatTensor<KilnTch>; 3] {
-        // What PyTorch's autograd runs for a ReLU: the gradient where the output is positive.
         let grad = match relu_output {
-            Some(output) => output.tensor.threshold_backward(&grad_output.tensor, 0.0),
+            Some(output) => KilnTch::relu_backward(output, grad_output).tensor,
             None => grad_output.tensor,
         };
         // In training mode libtorch takes the saved 1 / sqrt(var + eps) and never reads eps.

@@ -14,8 +14,8 @@
 //! NCHW shapes), the layout `model.to(memory_format=torch.channels_last)` gives in PyTorch:
 //! PyTorch's own CPU speed on Kiln's networks is up to 2.1x (training) and 4.6x (evaluation)
 //! higher in it than in the contiguous layout (docs/speed.md). libtorch's other ops keep the
-//! layout of their input, so a network stays in it from one convolution to the next. Set `KILN_TCH_CHANNELS_LAST=0` to keep the
-//! contiguous layout; CUDA devices always keep it.
+//! layout of their input, so a network stays in it from one convolution to the next. Set
+//! `KILN_TCH_CHANNELS_LAST=0` to keep the contiguous layout; CUDA devices always keep it.
 //!
 //! What it is not: a fork of burn-tch. Every other op is burn-tch's, forwarded unchanged.
 //! It needs libtorch at build and run time exactly as burn-tch does, and a C++ compiler to
