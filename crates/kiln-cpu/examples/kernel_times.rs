@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use kiln_cpu::conv::{self, Conv2dGeometry};
-use kiln_cpu::pool::{max_pool2d_with_indices, Pool2dGeometry};
+use kiln_cpu::pool::{max_pool2d, max_pool2d_with_indices, Pool2dGeometry};
 use kiln_cpu::{direct, winograd};
 
 fn median_ms(f: &dyn Fn()) -> f64 {
@@ -102,21 +102,28 @@ fn main() {
         }
         println!("{line}");
     }
-    for (name, planes, size) in [
-        ("lenet5 pool1", 256 * 6, 28),
-        ("lenet5 pool2", 256 * 16, 10),
+    // (name, planes, size, window, stride, padding)
+    for (name, planes, size, k, s, p) in [
+        ("lenet5 pool1", 256 * 6, 28, 2, 2, 0),
+        ("lenet5 pool2", 256 * 16, 10, 2, 2, 0),
+        ("resnet stem pool", 64 * 64, 45, 3, 2, 1),
     ] {
         let geo = Pool2dGeometry {
             planes,
             in_size: [size, size],
-            kernel: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
             dilation: [1, 1],
             ceil_mode: false,
         };
-        let x = values(planes * size * size, 4);
-        let ms = median_ms(&|| drop(max_pool2d_with_indices(&geo, &x)));
-        println!("{name:18} max pool with indices {ms:7.3}");
+        // Pseudo-random values: a repeating pattern would let the old branchy code's
+        // predictions hit every time, as they never do on real activations.
+        let x: Vec<f32> = (0..planes * size * size)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0)
+            .collect();
+        let indexed = median_ms(&|| drop(max_pool2d_with_indices(&geo, &x)));
+        let plain = median_ms(&|| drop(max_pool2d(&geo, &x)));
+        println!("{name:18} max pool with indices {indexed:7.3}, values only {plain:7.3}");
     }
 }

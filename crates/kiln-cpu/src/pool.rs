@@ -86,32 +86,21 @@ impl Pool2dGeometry {
     }
 }
 
-/// The maximum of one window of `plane` (width `w`) and its flat index: the first one on
-/// ties, as PyTorch; a NaN wins, so it propagates. `(-inf, -1)` for a window wholly in the
+/// Max pooling forward: returns the output `[planes, OH, OW]` and, for each output, the flat
+/// index `h * W + w` of its maximum within the input plane: the first one in row-major order
+/// on ties, as PyTorch; a NaN wins, so it propagates; `(-inf, -1)` for a window wholly in the
 /// padding.
-#[inline]
-fn window_max(
-    plane: &[f32],
-    w: usize,
-    (y0, ny, dy): (usize, usize, usize),
-    (x0, nx, dx): (usize, usize, usize),
-) -> (f32, i64) {
-    let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
-    for iy in (y0..).step_by(dy).take(ny) {
-        let line = &plane[iy * w..(iy + 1) * w];
-        for ix in (x0..).step_by(dx).take(nx) {
-            let v = line[ix];
-            if v > best || at == usize::MAX || (v.is_nan() && !best.is_nan()) {
-                (best, at) = (v, iy * w + ix);
-            }
-        }
-    }
-    (best, if at == usize::MAX { -1 } else { at as i64 })
+pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>, Vec<i64>) {
+    max_pool(geo, input, true)
 }
 
-/// Max pooling forward: returns the output `[planes, OH, OW]` and, for each output, the flat
-/// index `h * W + w` of its maximum within the input plane (see `window_max` for ties).
-pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>, Vec<i64>) {
+/// Max pooling forward without indices (inference): the same values, and no index buffer
+/// written or allocated.
+pub fn max_pool2d(geo: &Pool2dGeometry, input: &[f32]) -> Vec<f32> {
+    max_pool(geo, input, false).0
+}
+
+fn max_pool(geo: &Pool2dGeometry, input: &[f32], with_indices: bool) -> (Vec<f32>, Vec<i64>) {
     let [oh, ow] = geo.out_size();
     assert_eq!(
         input.len(),
@@ -125,63 +114,244 @@ pub fn max_pool2d_with_indices(geo: &Pool2dGeometry, input: &[f32]) -> (Vec<f32>
         && geo.dilation == [1, 1]
         && 2 * oh <= geo.in_size[0]
         && 2 * ow <= geo.in_size[1];
+    let isa = Isa::best();
+    let plane_out = (oh * ow).max(1);
     let mut output = vec![0.0; geo.planes * oh * ow];
-    let mut indices = vec![0i64; output.len()];
-    output
-        .par_chunks_mut(oh * ow)
-        .zip(indices.par_chunks_mut(oh * ow))
-        .zip(input.par_chunks(geo.in_plane()))
-        .for_each(|((out, idx), plane)| {
-            if plain_2x2 {
-                return max_pool_2x2(plane, geo.in_size[1], [oh, ow], out, idx);
-            }
-            for (oy, &ry) in rows.iter().enumerate() {
-                for (ox, &rx) in cols.iter().enumerate() {
-                    (out[oy * ow + ox], idx[oy * ow + ox]) =
-                        window_max(plane, geo.in_size[1], ry, rx);
-                }
-            }
-        });
+    let mut indices = vec![0i64; if with_indices { output.len() } else { 0 }];
+    let job = |scratch: &mut PlaneScratch,
+               ((out, idx), plane): ((&mut [f32], &mut [i64]), &[f32])| {
+        if plain_2x2 {
+            max_pool_2x2(isa, plane, geo.in_size[1], [oh, ow], out, idx);
+        } else {
+            max_pool_plane(isa, geo, &rows, &cols, plane, scratch, out, idx);
+        }
+    };
+    let scratch = PlaneScratch::default;
+    let planes = input.par_chunks(geo.in_plane().max(1));
+    if with_indices {
+        output
+            .par_chunks_mut(plane_out)
+            .zip(indices.par_chunks_mut(plane_out))
+            .zip(planes)
+            .for_each_init(scratch, job);
+    } else {
+        output
+            .par_chunks_mut(plane_out)
+            .map(|out| (out, &mut [][..]))
+            .zip(planes)
+            .for_each_init(scratch, job);
+    }
     (output, indices)
 }
 
-/// The tutorials' `MaxPool2d(2)` (2x2 windows, stride 2, no padding, every window inside the
-/// plane) without the general path's per-tap bookkeeping, which a profile of LeNet-5 put at
-/// 15% of a training step; the same results, ties and NaNs included. Written without
-/// branches: which of four taps is largest is a coin toss for the branch predictor, and its
-/// misses made this 7% of LeNet-5's step (`perf`, AMD EPYC, 2026-12-07).
-fn max_pool_2x2(plane: &[f32], w: usize, [oh, ow]: [usize; 2], out: &mut [f32], idx: &mut [i64]) {
-    max_pool_2x2_on(Isa::best(), plane, w, [oh, ow], out, idx)
+/// Whether `v` displaces `best` as a window's maximum: strictly larger, or the first NaN.
+/// Non-short-circuit `|` and `&`, so that both sides are computed and the choices compile to
+/// selects: which tap is largest is a coin toss for the branch predictor, and its misses made
+/// the pools 7% of LeNet-5's step (`perf`, AMD EPYC, 2026-12-07).
+#[inline(always)]
+fn displaces(v: f32, best: f32) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
+/// Maxima and where they are, lane by lane.
+#[derive(Default)]
+struct Maxima {
+    value: Vec<f32>,
+    row: Vec<u32>,
+    col: Vec<u32>,
+}
+
+impl Maxima {
+    fn fit(&mut self, len: usize) {
+        self.value.resize(len, 0.0);
+        self.row.resize(len, 0);
+        self.col.resize(len, 0);
+    }
+}
+
+/// The buffers one thread reuses across the planes it pools. Updates go from one buffer of a
+/// pair to the other rather than in place: an in-place select compiled to masked stores,
+/// which took most of the pool's time on the AMD EPYC (`perf annotate`, 2026-12-07).
+#[derive(Default)]
+struct PlaneScratch {
+    /// Per input column (padded to a multiple of the stride): the maximum down a window's
+    /// rows and its row.
+    down: [Maxima; 2],
+    /// The same, split by column modulo the stride: phase p holds columns p, p + stride, ...
+    phases: Maxima,
+    /// Per output column: the maximum so far, its row and its column.
+    across: [Maxima; 2],
+    /// The row of maxima being written, with rows and columns for the indices.
+    found: Maxima,
+}
+
+impl PlaneScratch {
+    fn fit(&mut self, padded_width: usize, out_width: usize) {
+        for m in self.down.iter_mut().chain([&mut self.phases]) {
+            m.fit(padded_width);
+        }
+        for m in self.across.iter_mut().chain([&mut self.found]) {
+            m.fit(out_width);
+        }
+    }
 }
 
 multiversion! {
-    fn max_pool_2x2_on(plane: &[f32], w: usize, size: [usize; 2], out: &mut [f32], idx: &mut [i64]) {
-        let [oh, ow] = size;
-        for (oy, (out, idx)) in out.chunks_exact_mut(ow).zip(idx.chunks_exact_mut(ow)).take(oh).enumerate() {
-            let top = &plane[2 * oy * w..][..2 * ow];
-            let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
-            for (ox, (o, i)) in out.iter_mut().zip(idx.iter_mut()).enumerate() {
-                let x = 2 * ox;
-                let taps = [top[x], top[x + 1], bottom[x], bottom[x + 1]];
-                let (mut best, mut at) = (taps[0], 0usize);
-                for (k, &v) in taps.iter().enumerate().skip(1) {
-                    // Non-short-circuit `|` and `&`, so that both sides are computed and the
-                    // choice compiles to selects.
-                    let take = (v > best) | (v.is_nan() & !best.is_nan());
-                    best = if take { v } else { best };
-                    at = if take { k } else { at };
+    /// One plane's windows, one row of outputs at a time in two passes: down the rows of its
+    /// windows, each input column's maximum and the row holding it; then across each window's
+    /// columns. Both passes run whole rows at a time, which vectorises: the second reads the
+    /// columns split by their position modulo the stride, where every tap of the windows that
+    /// lie wholly inside the plane is one contiguous run. On ties the earlier row wins, then
+    /// the earlier column: the first maximum in row-major order, as a window scanned whole
+    /// (NaNs alike). `idx` empty: values only.
+    fn max_pool_plane(
+        geo: &Pool2dGeometry,
+        rows: &[(usize, usize, usize)],
+        cols: &[(usize, usize, usize)],
+        plane: &[f32],
+        scratch: &mut PlaneScratch,
+        out: &mut [f32],
+        idx: &mut [i64],
+    ) {
+        let (w, stride, ow) = (geo.in_size[1], geo.stride[1], cols.len());
+        let per_phase = w.div_ceil(stride);
+        scratch.fit(per_phase * stride, ow);
+        let PlaneScratch { down, phases, across, found } = scratch;
+        // Output columns whose windows lie wholly inside the plane: a contiguous range.
+        let lo = cols.iter().position(|c| c.1 == geo.kernel[1]).unwrap_or(ow);
+        let hi = lo + cols[lo..].iter().take_while(|c| c.1 == geo.kernel[1]).count();
+        for (oy, &(y0, ny, dy)) in rows.iter().enumerate() {
+            let out = &mut out[oy * ow..][..ow];
+            if ny == 0 {
+                out.fill(f32::NEG_INFINITY);
+                if !idx.is_empty() {
+                    idx[oy * ow..][..ow].fill(-1);
                 }
-                *o = best;
-                *i = ((2 * oy + at / 2) * w + x + at % 2) as i64;
+                continue;
+            }
+            let [mut cur, mut next] = down.each_mut();
+            cur.value[..w].copy_from_slice(&plane[y0 * w..][..w]);
+            cur.row.fill(y0 as u32);
+            for y in (1..ny).map(|k| y0 + k * dy) {
+                let line = &plane[y * w..][..w];
+                let dst = next.value.iter_mut().zip(next.row.iter_mut());
+                let src = cur.value.iter().zip(&cur.row).zip(line);
+                for ((m, r), ((&old, &old_row), &v)) in dst.zip(src) {
+                    let take = displaces(v, old);
+                    *m = if take { v } else { old };
+                    *r = if take { y as u32 } else { old_row };
+                }
+                std::mem::swap(&mut cur, &mut next);
+            }
+            // Border columns: tap by tap.
+            for ox in (0..lo).chain(hi..ow) {
+                let (x0, nx, dx) = cols[ox];
+                if nx == 0 {
+                    (found.value[ox], found.row[ox], found.col[ox]) = (f32::NEG_INFINITY, u32::MAX, 0);
+                    continue;
+                }
+                let (mut best, mut row, mut col) = (cur.value[x0], cur.row[x0], x0 as u32);
+                for x in (1..nx).map(|k| x0 + k * dx) {
+                    let (v, r) = (cur.value[x], cur.row[x]);
+                    let take = displaces_earlier(v, r, best, row);
+                    best = if take { v } else { best };
+                    row = if take { r } else { row };
+                    col = if take { x as u32 } else { col };
+                }
+                (found.value[ox], found.row[ox], found.col[ox]) = (best, row, col);
+            }
+            if lo < hi {
+                let taps = if stride == 1 {
+                    &*cur
+                } else {
+                    for p in 0..stride {
+                        let src = cur.value.chunks_exact(stride).zip(cur.row.chunks_exact(stride));
+                        let dst = phases.value[p * per_phase..][..per_phase].iter_mut();
+                        let dst = dst.zip(phases.row[p * per_phase..][..per_phase].iter_mut());
+                        for ((m, r), (ms, rs)) in dst.zip(src) {
+                            (*m, *r) = (ms[p], rs[p]);
+                        }
+                    }
+                    &*phases
+                };
+                let (first, dx, n) = (cols[lo].0, cols[lo].2, hi - lo);
+                let start = |x: usize| if stride == 1 { x } else { (x % stride) * per_phase + x / stride };
+                let [mut best, mut next] = across.each_mut();
+                let s = start(first);
+                best.value[..n].copy_from_slice(&taps.value[s..][..n]);
+                best.row[..n].copy_from_slice(&taps.row[s..][..n]);
+                for (j, c) in best.col[..n].iter_mut().enumerate() {
+                    *c = (first + j * stride) as u32;
+                }
+                for x in (1..geo.kernel[1]).map(|k| first + k * dx) {
+                    let s = start(x);
+                    let cand = taps.value[s..][..n].iter().zip(&taps.row[s..][..n]);
+                    let cand = cand.zip((0..n as u32).map(|j| x as u32 + j * stride as u32));
+                    let old = best.value.iter().zip(&best.row).zip(&best.col);
+                    let dst = next.value.iter_mut().zip(next.row.iter_mut()).zip(next.col.iter_mut());
+                    for (((m, r), c), (((&ov, &or), &oc), ((&v, &vr), vc))) in dst.zip(old.zip(cand)) {
+                        let take = displaces_earlier(v, vr, ov, or);
+                        *m = if take { v } else { ov };
+                        *r = if take { vr } else { or };
+                        *c = if take { vc } else { oc };
+                    }
+                    std::mem::swap(&mut best, &mut next);
+                }
+                found.value[lo..hi].copy_from_slice(&best.value[..n]);
+                found.row[lo..hi].copy_from_slice(&best.row[..n]);
+                found.col[lo..hi].copy_from_slice(&best.col[..n]);
+            }
+            out.copy_from_slice(&found.value);
+            if !idx.is_empty() {
+                let idx = &mut idx[oy * ow..][..ow];
+                for ((i, &r), &c) in idx.iter_mut().zip(&found.row).zip(&found.col) {
+                    *i = if r == u32::MAX { -1 } else { r as i64 * w as i64 + c as i64 };
+                }
             }
         }
     }
 }
 
-/// Max pooling forward without indices (inference): the same windows, the indices dropped
-/// (their buffer is a quarter of the input's size or less for the usual 2x2 windows).
-pub fn max_pool2d(geo: &Pool2dGeometry, input: &[f32]) -> Vec<f32> {
-    max_pool2d_with_indices(geo, input).0
+/// Whether `v` (from row `r`) displaces `best` (from row `row`) when the two come from
+/// different columns, `v`'s the later one: larger, or equal and from an earlier row, or a NaN
+/// where `best` is none or from a later row.
+#[inline(always)]
+fn displaces_earlier(v: f32, r: u32, best: f32, row: u32) -> bool {
+    let earlier = r < row;
+    (v > best) | ((v == best) & earlier) | (v.is_nan() & (!best.is_nan() | earlier))
+}
+
+multiversion! {
+    /// The tutorials' `MaxPool2d(2)` (2x2 windows, stride 2, no padding, every window inside
+    /// the plane) without the general path's row pass: the same results, ties and NaNs
+    /// included. `idx` empty: values only.
+    fn max_pool_2x2(plane: &[f32], w: usize, size: [usize; 2], out: &mut [f32], idx: &mut [i64]) {
+        let [oh, ow] = size;
+        for (oy, out) in out.chunks_exact_mut(ow).take(oh).enumerate() {
+            let top = &plane[2 * oy * w..][..2 * ow];
+            let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
+            let window = |x: usize| {
+                let taps = [top[x], top[x + 1], bottom[x], bottom[x + 1]];
+                let (mut best, mut at) = (taps[0], 0usize);
+                for (k, &v) in taps.iter().enumerate().skip(1) {
+                    let take = displaces(v, best);
+                    best = if take { v } else { best };
+                    at = if take { k } else { at };
+                }
+                (best, ((2 * oy + at / 2) * w + x + at % 2) as i64)
+            };
+            if idx.is_empty() {
+                for (ox, o) in out.iter_mut().enumerate() {
+                    *o = window(2 * ox).0;
+                }
+            } else {
+                let idx = &mut idx[oy * ow..][..ow];
+                for (ox, (o, i)) in out.iter_mut().zip(idx).enumerate() {
+                    (*o, *i) = window(2 * ox);
+                }
+            }
+        }
+    }
 }
 
 /// Max pooling backward: each output's gradient added to the input position its index names.
@@ -385,29 +555,98 @@ mod tests {
         );
     }
 
-    /// The 2x2 fast path against the general window code on the same windows, with ties and
-    /// NaNs (one alone, two side by side) in the input.
+    /// Two NaNs, and two equal maxima, one in an earlier row and a later column: the first in
+    /// row-major order wins, as in PyTorch's scan, not the first column.
     #[test]
-    fn the_2x2_path_gives_the_general_paths_results() {
+    fn ties_across_rows_and_columns_resolve_in_row_major_order() {
         let geo = Pool2dGeometry {
-            planes: 3,
             ceil_mode: false,
-            ..geometry([6, 9], [2, 2], [2, 2], [0, 0], [1, 1])
+            ..geometry([3, 3], [3, 3], [1, 1], [0, 0], [1, 1])
         };
-        let mut input: Vec<f32> = (0..3 * 54).map(|i| ((i * 37) % 11) as f32).collect();
-        input[10] = f32::NAN;
-        input[70] = f32::NAN;
-        input[71] = f32::NAN;
-        let (out, idx) = max_pool2d_with_indices(&geo, &input);
-        let (rows, cols) = (geo.all_taps(0), geo.all_taps(1));
-        let [oh, ow] = geo.out_size();
-        assert_eq!((rows.len(), cols.len()), (oh, ow));
-        for (p, plane) in input.chunks(54).enumerate() {
-            for (oy, &ry) in rows.iter().enumerate() {
-                for (ox, &rx) in cols.iter().enumerate() {
-                    let (v, i) = window_max(plane, 9, ry, rx);
-                    let o = p * oh * ow + oy * ow + ox;
-                    assert_eq!((out[o].to_bits(), idx[o]), (v.to_bits(), i), "output {o}");
+        let nan = f32::NAN;
+        let (_, idx) =
+            max_pool2d_with_indices(&geo, &[0.0, 1.0, nan, nan, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(idx, [2]);
+        let (out, idx) =
+            max_pool2d_with_indices(&geo, &[0.0, 1.0, 7.0, 7.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!((out, idx), (vec![7.0], vec![2]));
+    }
+
+    /// A window scanned whole, row-major: the reference the two-pass and 2x2 paths must
+    /// match bit for bit, index for index.
+    fn window_max(geo: &Pool2dGeometry, plane: &[f32], oy: usize, ox: usize) -> (f32, i64) {
+        let (mut best, mut at) = (f32::NEG_INFINITY, -1i64);
+        let w = geo.in_size[1] as isize;
+        for ky in 0..geo.kernel[0] {
+            let y = (oy * geo.stride[0] + ky * geo.dilation[0]) as isize - geo.padding[0] as isize;
+            for kx in 0..geo.kernel[1] {
+                let x =
+                    (ox * geo.stride[1] + kx * geo.dilation[1]) as isize - geo.padding[1] as isize;
+                if y < 0 || x < 0 || y >= geo.in_size[0] as isize || x >= w {
+                    continue;
+                }
+                let v = plane[(y * w + x) as usize];
+                if at < 0 || v > best || (v.is_nan() && !best.is_nan()) {
+                    (best, at) = (v, (y * w + x) as i64);
+                }
+            }
+        }
+        (best, at as i64)
+    }
+
+    /// Both paths (the 2x2 one and the two-pass one) against whole-window scans, with ties,
+    /// signed zeros, infinities and NaNs (one alone, two side by side) in the input, on the
+    /// seed models' windows and on padded, dilated, rectangular and `ceil_mode` ones; and the
+    /// values-only path against the values of the indexed one.
+    #[test]
+    fn every_path_takes_the_first_maximum_of_a_whole_window_scan() {
+        let geometries = [
+            geometry([6, 9], [2, 2], [2, 2], [0, 0], [1, 1]),
+            Pool2dGeometry {
+                ceil_mode: false,
+                ..geometry([7, 9], [2, 2], [2, 2], [0, 0], [1, 1])
+            },
+            Pool2dGeometry {
+                ceil_mode: false,
+                ..geometry([45, 45], [3, 3], [2, 2], [1, 1], [1, 1])
+            },
+            geometry([7, 9], [3, 2], [2, 3], [1, 0], [1, 1]),
+            geometry([11, 10], [2, 3], [1, 2], [0, 1], [2, 2]),
+            geometry([5, 6], [3, 3], [1, 1], [1, 1], [1, 1]),
+            geometry([2, 2], [3, 3], [1, 1], [1, 1], [1, 1]),
+            geometry([4, 3], [3, 3], [2, 1], [1, 1], [1, 1]),
+        ];
+        for base in geometries {
+            let geo = Pool2dGeometry { planes: 3, ..base };
+            let plane = geo.in_plane();
+            let mut input: Vec<f32> = (0..3 * plane)
+                .map(|i| ((i * 37) % 11) as f32 - 5.0)
+                .collect();
+            let len = input.len();
+            let specials = [
+                (10, f32::NAN),
+                (plane + 7, f32::NAN),
+                (plane + 8, f32::NAN),
+                (2 * plane + 1, -0.0),
+                (2 * plane + 2, 0.0),
+                (2 * plane + 3, f32::INFINITY),
+                (2 * plane + 4, f32::NEG_INFINITY),
+            ];
+            for (at, v) in specials {
+                input[at % len] = v;
+            }
+            let (out, idx) = max_pool2d_with_indices(&geo, &input);
+            let values = max_pool2d(&geo, &input);
+            let [oh, ow] = geo.out_size();
+            assert_eq!(out.len(), 3 * oh * ow, "{geo:?}");
+            for (p, plane) in input.chunks(plane).enumerate() {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (v, i) = window_max(&geo, plane, oy, ox);
+                        let o = p * oh * ow + oy * ow + ox;
+                        let got = (out[o].to_bits(), idx[o], values[o].to_bits());
+                        assert_eq!(got, (v.to_bits(), i, v.to_bits()), "{geo:?} output {o}");
+                    }
                 }
             }
         }
