@@ -326,7 +326,7 @@ fn run(
     // U [outs][ξ][ins].
     u.par_chunks_mut(XI * ins)
         .enumerate()
-        .for_each(|(o, row)| transform_kernels(weight, kernels, [outs, ins], o, row));
+        .for_each(|(o, row)| transform_kernels(isa, weight, kernels, [outs, ins], o, row));
 
     for first in (0..geo.batch).step_by(tiles.images) {
         let count = tiles.images.min(geo.batch - first);
@@ -389,35 +389,39 @@ fn product(dst: &mut [f32], u: &[f32], v: &[f32], xi: usize, [outs, ins, cols]: 
     matmul(dst, a, b, false);
 }
 
-/// Row `o` of U, `[ξ][ins]`: `G g Gᵀ` of each of output channel `o`'s kernels, input
-/// channels side by side in the lanes.
-fn transform_kernels(
-    weight: &[f32],
-    kernels: Kernels,
-    [outs, ins]: [usize; 2],
-    o: usize,
-    row: &mut [f32],
-) {
-    let mut g = [[0.0f32; LANES]; 9];
-    let mut gg = [[0.0f32; LANES]; PATCH * 3];
-    let mut u = [[0.0f32; LANES]; XI];
-    for c0 in (0..ins).step_by(LANES) {
-        let lanes = LANES.min(ins - c0);
-        for (k, lane) in g.iter_mut().enumerate() {
-            for (l, v) in lane[..lanes].iter_mut().enumerate() {
-                let c = c0 + l;
-                *v = kernels.at(weight, [outs, ins, 9], [o, c, k]);
+crate::isa::multiversion! {
+    /// Row `o` of U, `[ξ][ins]`: `G g Gᵀ` of each of output channel `o`'s kernels, input
+    /// channels side by side in the lanes. Runs at every call (the weights change every
+    /// step), so it is multiversioned and copies whole lanes: a copy of a run-time length
+    /// was a `memcpy` call per 16 values, 6% of the Winograd path's time in resnet-cifar10's
+    /// evaluation (`perf`, AMD EPYC, 2026-12-07).
+    fn transform_kernels(weight: &[f32], kernels: Kernels, dims: [usize; 2], o: usize, row: &mut [f32]) {
+        let [outs, ins] = dims;
+        let mut g = [[0.0f32; LANES]; 9];
+        let mut gg = [[0.0f32; LANES]; PATCH * 3];
+        let mut u = [[0.0f32; LANES]; XI];
+        for c0 in (0..ins).step_by(LANES) {
+            let lanes = LANES.min(ins - c0);
+            for (k, lane) in g.iter_mut().enumerate() {
+                for (l, v) in lane[..lanes].iter_mut().enumerate() {
+                    let c = c0 + l;
+                    *v = kernels.at(weight, [outs, ins, 9], [o, c, k]);
+                }
             }
-        }
-        // G along the kernel's rows (for each of its 3 columns), then along its columns.
-        for j in 0..3 {
-            kernel_1d(&g, j, 3, &mut gg, j, 3);
-        }
-        for a in 0..PATCH {
-            kernel_1d(&gg, a * 3, 1, &mut u, a * PATCH, 1);
-        }
-        for (xi, lane) in u.iter().enumerate() {
-            row[xi * ins + c0..][..lanes].copy_from_slice(&lane[..lanes]);
+            // G along the kernel's rows (for each of its 3 columns), then along its columns.
+            for j in 0..3 {
+                kernel_1d(&g, j, 3, &mut gg, j, 3);
+            }
+            for a in 0..PATCH {
+                kernel_1d(&gg, a * 3, 1, &mut u, a * PATCH, 1);
+            }
+            for (xi, lane) in u.iter().enumerate() {
+                if lanes == LANES {
+                    row[xi * ins + c0..][..LANES].copy_from_slice(lane);
+                } else {
+                    row[xi * ins + c0..][..lanes].copy_from_slice(&lane[..lanes]);
+                }
+            }
         }
     }
 }
