@@ -591,7 +591,7 @@ mod tests {
                 }
             }
         }
-        (best, at as i64)
+        (best, at)
     }
 
     /// Both paths (the 2x2 one and the two-pass one) against whole-window scans, with ties,
