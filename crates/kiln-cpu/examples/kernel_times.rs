@@ -1,4 +1,4 @@
-//! Times `kiln_cpu`'s convolution paths and its 2x2 max pool on the seed models' layer shapes
+//! Times `kiln_cpu`'s convolution paths and its max pools on the seed models' layer shapes
 //! (and a few probes of the thresholds between paths), one thread pool of all cores, median
 //! of 15 calls after 3 untimed ones. What the choices in `conv`, `direct` and `winograd` were
 //! measured with; a step's speed is `cargo xtask bench`'s to measure, not this.

@@ -247,7 +247,8 @@ multiversion! {
             for ox in (0..lo).chain(hi..ow) {
                 let (x0, nx, dx) = cols[ox];
                 if nx == 0 {
-                    (found.value[ox], found.row[ox], found.col[ox]) = (f32::NEG_INFINITY, u32::MAX, 0);
+                    let none = (f32::NEG_INFINITY, u32::MAX, 0);
+                    (found.value[ox], found.row[ox], found.col[ox]) = none;
                     continue;
                 }
                 let (mut best, mut row, mut col) = (cur.value[x0], cur.row[x0], x0 as u32);
@@ -275,7 +276,14 @@ multiversion! {
                     &*phases
                 };
                 let (first, dx, n) = (cols[lo].0, cols[lo].2, hi - lo);
-                let start = |x: usize| if stride == 1 { x } else { (x % stride) * per_phase + x / stride };
+                // Where column x's run starts in `taps`.
+                let start = |x: usize| {
+                    if stride == 1 {
+                        x
+                    } else {
+                        (x % stride) * per_phase + x / stride
+                    }
+                };
                 let [mut best, mut next] = across.each_mut();
                 let s = start(first);
                 best.value[..n].copy_from_slice(&taps.value[s..][..n]);
@@ -288,8 +296,11 @@ multiversion! {
                     let cand = taps.value[s..][..n].iter().zip(&taps.row[s..][..n]);
                     let cand = cand.zip((0..n as u32).map(|j| x as u32 + j * stride as u32));
                     let old = best.value.iter().zip(&best.row).zip(&best.col);
-                    let dst = next.value.iter_mut().zip(next.row.iter_mut()).zip(next.col.iter_mut());
-                    for (((m, r), c), (((&ov, &or), &oc), ((&v, &vr), vc))) in dst.zip(old.zip(cand)) {
+                    let dst = next.value.iter_mut().zip(next.row.iter_mut());
+                    let dst = dst.zip(next.col.iter_mut());
+                    for (((m, r), c), ((&ov, &or), &oc), ((&v, &vr), vc)) in
+                        dst.zip(old).zip(cand).map(|((d, o), c)| (d, o, c))
+                    {
                         let take = displaces_earlier(v, vr, ov, or);
                         *m = if take { v } else { ov };
                         *r = if take { vr } else { or };

@@ -395,7 +395,13 @@ crate::isa::multiversion! {
     /// step), so it is multiversioned and copies whole lanes: a copy of a run-time length
     /// was a `memcpy` call per 16 values, 6% of the Winograd path's time in resnet-cifar10's
     /// evaluation (`perf`, AMD EPYC, 2026-12-07).
-    fn transform_kernels(weight: &[f32], kernels: Kernels, dims: [usize; 2], o: usize, row: &mut [f32]) {
+    fn transform_kernels(
+        weight: &[f32],
+        kernels: Kernels,
+        dims: [usize; 2],
+        o: usize,
+        row: &mut [f32],
+    ) {
         let [outs, ins] = dims;
         let mut g = [[0.0f32; LANES]; 9];
         let mut gg = [[0.0f32; LANES]; PATCH * 3];
