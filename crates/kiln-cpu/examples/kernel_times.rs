@@ -102,6 +102,61 @@ fn main() {
         }
         println!("{line}");
     }
+    // resnet-cifar10's convolutions at its batch of 64 (`kiln summary resnet-cifar10`), each
+    // on the path `conv` picks (with KILN_CPU_WINOGRAD=0 the 3x3 stride-1 layers go to
+    // im2col), and how many of each the network has, so that the column of totals is where
+    // one evaluation pass (forward) or one training step's convolutions spend their time.
+    println!("resnet-cifar10, batch 64: forward / input gradient / weight gradient (ms), count");
+    let mut totals = [0.0; 3];
+    for (name, ins, size, outs, k, s, p, count) in [
+        ("stem 7x7/2", 3, 96, 64, 7, 2, 0, 1),
+        ("stage1 3x3", 64, 23, 64, 3, 1, 1, 4),
+        ("stage2 3x3/2", 64, 23, 128, 3, 2, 1, 1),
+        ("stage2 1x1/2", 64, 23, 128, 1, 2, 0, 1),
+        ("stage2 3x3", 128, 12, 128, 3, 1, 1, 3),
+        ("stage3 3x3/2", 128, 12, 256, 3, 2, 1, 1),
+        ("stage3 1x1/2", 128, 12, 256, 1, 2, 0, 1),
+        ("stage3 3x3", 256, 6, 256, 3, 1, 1, 3),
+        ("stage4 3x3/2", 256, 6, 512, 3, 2, 1, 1),
+        ("stage4 1x1/2", 256, 6, 512, 1, 2, 0, 1),
+        ("stage4 3x3", 512, 3, 512, 3, 1, 1, 3),
+    ] {
+        let geo = Conv2dGeometry {
+            batch: 64,
+            in_channels: ins,
+            in_size: [size, size],
+            out_channels: outs,
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            dilation: [1, 1],
+        };
+        let [oh, ow] = geo.out_size();
+        let x = values(64 * ins * size * size, 1);
+        let w = values(outs * ins * k * k, 2);
+        let g = values(64 * outs * oh * ow, 3);
+        let ms = [
+            median_ms(&|| drop(conv::conv2d_forward(&geo, &x, &w, None))),
+            median_ms(&|| drop(conv::conv2d_input_grad(&geo, &w, &g))),
+            median_ms(&|| drop(conv::conv2d_weight_grad(&geo, &x, &g))),
+        ];
+        for (t, m) in totals.iter_mut().zip(ms) {
+            *t += m * count as f64;
+        }
+        let path = if winograd::chosen(&geo) {
+            "winograd"
+        } else {
+            "im2col"
+        };
+        println!(
+            "{name:14} {path:8} {:8.3} {:8.3} {:8.3}  x{count}",
+            ms[0], ms[1], ms[2]
+        );
+    }
+    println!(
+        "{:23} {:8.3} {:8.3} {:8.3}",
+        "total", totals[0], totals[1], totals[2]
+    );
     // (name, planes, size, window, stride, padding)
     for (name, planes, size, k, s, p) in [
         ("lenet5 pool1", 256 * 6, 28, 2, 2, 0),
