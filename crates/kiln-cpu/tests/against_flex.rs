@@ -328,6 +328,8 @@ fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
         let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         let y = conv2d(x.clone(), w.clone(), None, options.clone());
         let y = kiln_fused::batch_norm::train(y, gamma.clone(), beta, 1e-5, true).output;
+        // The ResNet stem's pool: the two-pass path, with indices for the gradient.
+        let y = max_pool2d(y, [3, 3], [2, 2], [1, 1], [1, 1], false);
         let y = conv2d(y, w2.clone(), None, options);
         let y = conv2d(
             y,
