@@ -181,7 +181,8 @@ struct PlaneScratch {
     phases: Maxima,
     /// Per output column: the maximum so far, its row and its column.
     across: [Maxima; 2],
-    /// The row of maxima being written, with rows and columns for the indices.
+    /// Where the maxima of the output row being written are, for the indices (their values
+    /// go straight into the output).
     found: Maxima,
 }
 
@@ -248,7 +249,7 @@ multiversion! {
                 let (x0, nx, dx) = cols[ox];
                 if nx == 0 {
                     let none = (f32::NEG_INFINITY, u32::MAX, 0);
-                    (found.value[ox], found.row[ox], found.col[ox]) = none;
+                    (out[ox], found.row[ox], found.col[ox]) = none;
                     continue;
                 }
                 let (mut best, mut row, mut col) = (cur.value[x0], cur.row[x0], x0 as u32);
@@ -259,7 +260,7 @@ multiversion! {
                     row = if take { r } else { row };
                     col = if take { x as u32 } else { col };
                 }
-                (found.value[ox], found.row[ox], found.col[ox]) = (best, row, col);
+                (out[ox], found.row[ox], found.col[ox]) = (best, row, col);
             }
             if lo < hi {
                 let taps = if stride == 1 {
@@ -308,11 +309,10 @@ multiversion! {
                     }
                     std::mem::swap(&mut best, &mut next);
                 }
-                found.value[lo..hi].copy_from_slice(&best.value[..n]);
+                out[lo..hi].copy_from_slice(&best.value[..n]);
                 found.row[lo..hi].copy_from_slice(&best.row[..n]);
                 found.col[lo..hi].copy_from_slice(&best.col[..n]);
             }
-            out.copy_from_slice(&found.value);
             if !idx.is_empty() {
                 let idx = &mut idx[oy * ow..][..ow];
                 for ((i, &r), &c) in idx.iter_mut().zip(&found.row).zip(&found.col) {
