@@ -1,7 +1,7 @@
 //! 2-D convolution on contiguous `f32` NCHW slices: the forward pass and both gradients, as
 //! im2col + GEMM on the `gemm` crate; for the stride-1 3x3 layers that [`winograd`] takes,
-//! all three by Winograd's F(4x4, 3x3); for the narrow stride-1 layers that [`direct`]
-//! takes, by direct sums without im2col.
+//! all three by Winograd's F(4x4, 3x3); for the narrow stride-1 layers and the first layers
+//! of image networks that [`direct`] takes, by direct sums without im2col.
 //!
 //! Work is split over images, or groups of images of a size fixed by the geometry (forward,
 //! input gradient), or over fixed blocks of the weight gradient's columns, never over a

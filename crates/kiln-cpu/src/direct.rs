@@ -1,18 +1,24 @@
-//! Direct 2-D convolution, with no im2col, for the narrow layers of small networks: stride 1,
-//! no dilation, and few output channels (for the input gradient, few input channels).
+//! Direct 2-D convolution, with no im2col, for the narrow layers of small networks (stride 1,
+//! no dilation, few output channels; for the input gradient, few input channels) and for the
+//! first layer of an image network (few input channels, any stride).
 //!
 //! Why: im2col copies every input value once per kernel position (25 times for a 5x5 kernel)
 //! and gemm's AVX2 micro-kernel is 16 rows tall, so a layer with 4 to 6 output channels paid
 //! for a copy of 25 images and used 6 of 16 rows: in LeNet-5's training step on `cpu` im2col
-//! alone took 13% of the samples and gemm's kernel 16% (`perf`, AMD EPYC, 2026-12-07). Here
-//! each block of outputs is summed in registers straight from the zero-padded input.
+//! alone took 13% of the samples and gemm's kernel 16% (`perf`, AMD EPYC, 2026-12-07). A stem
+//! reads 3 channels through a large kernel: resnet-cifar10's 7x7 stride-2 stem made an im2col
+//! matrix twelve times its image and ran at a third of the processor's peak. Here each block
+//! of outputs is summed in registers straight from the zero-padded input.
 //!
 //! The wide layout: with the input padded to `[hp, wp]`, output `(y, x)` reads
 //! `padded[(y + ki) * wp + x + kj]`, so numbering the outputs `q = y * wp + x` turns every
 //! kernel position into one contiguous run, `padded[q + ki * wp + kj]`, whatever the image
 //! size. The `wp - ow` positions past each output row (they wrap into the next row) are
 //! computed too and dropped; that costs `(kw - 1) / ow` more products, 14% for LeNet-5's
-//! first layer.
+//! first layer. A stride `s` splits each padded plane into its `s x s` phases (rows and columns
+//! by their remainder modulo `s`), each `[hp / s, wp / s]` (rounded up): output `(y, x)` reads
+//! kernel position `(ki, kj)` from phase `(ki mod s, kj mod s)` at `(y + ki / s, x + kj / s)`,
+//! a contiguous run again, with `wp / s - ow` dropped positions per row.
 //!
 //! Products are fused multiply-adds (`f32::mul_add`, one rounding each), which every build
 //! of [`crate::isa`] computes alike, so the bits do not depend on the instruction set, and
@@ -45,20 +51,30 @@ const GRAD_IMAGES: usize = 16;
 /// the ResNets' layers (64 channels and more), whose rounding the parity tests' tie-free
 /// seeds were searched with, on the paths they had.
 const MAX_NARROW: usize = 32;
+/// At most this many input channels make a layer an image network's first (grey, RGB or
+/// RGBA), which [`forward`] and [`weight_grad`] take whatever its outputs and stride: few
+/// channels through a large kernel make im2col's matrix many times the image (`kh kw / s²`,
+/// 12x for resnet-cifar10's 7x7 stride-2 stem) for a GEMM only `3 kh kw` deep.
+const MAX_IMAGE_CHANNELS: usize = 4;
 
-/// Whether [`forward`] takes this convolution, and [`weight_grad`] with it: stride 1, no
-/// dilation, a kernel larger than 1x1 and at most [`MAX_NARROW`] output channels; unless the
-/// environment variable `KILN_CPU_DIRECT` is `0` (read once), which keeps these layers on
-/// im2col + GEMM for comparisons.
+/// Whether [`forward`] takes this convolution, and [`weight_grad`] with it: no dilation, a
+/// kernel larger than 1x1, and either stride 1 with at most [`MAX_NARROW`] output channels or
+/// any stride with at most [`MAX_IMAGE_CHANNELS`] input channels; unless the environment
+/// variable `KILN_CPU_DIRECT` is `0` (read once), which keeps these layers on im2col + GEMM
+/// for comparisons.
 pub fn forward_chosen(geo: &Conv2dGeometry) -> bool {
-    unit_steps(geo) && geo.out_channels <= MAX_NARROW && enabled()
+    correlates(geo)
+        && ((geo.stride == [1, 1] && geo.out_channels <= MAX_NARROW)
+            || geo.in_channels <= MAX_IMAGE_CHANNELS)
+        && enabled()
 }
 
-/// Whether [`input_grad`] takes this convolution: as [`forward_chosen`], counting input
-/// channels (the input gradient is a convolution with them as its outputs), with padding no
+/// Whether [`input_grad`] takes this convolution: stride 1, with at most [`MAX_NARROW`] input
+/// channels (the input gradient is a convolution with them as its outputs) and padding no
 /// larger than the kernel's reach.
 pub fn input_grad_chosen(geo: &Conv2dGeometry) -> bool {
-    unit_steps(geo)
+    correlates(geo)
+        && geo.stride == [1, 1]
         && geo.in_channels <= MAX_NARROW
         && (0..2).all(|d| geo.padding[d] < geo.kernel[d])
         && enabled()
@@ -73,10 +89,11 @@ pub fn preferred_to_winograd(geo: &Conv2dGeometry) -> bool {
     forward_chosen(geo) && input_grad_chosen(geo)
 }
 
-fn unit_steps(geo: &Conv2dGeometry) -> bool {
-    geo.stride == [1, 1]
-        && geo.dilation == [1, 1]
+/// What the wide layout computes: no dilation, a kernel larger than 1x1, some outputs.
+fn correlates(geo: &Conv2dGeometry) -> bool {
+    geo.dilation == [1, 1]
         && geo.kernel != [1, 1]
+        && geo.stride.iter().all(|&s| s > 0)
         && geo.batch > 0
         && geo.out_size().iter().all(|&s| s > 0)
 }
@@ -86,42 +103,73 @@ fn enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var("KILN_CPU_DIRECT").as_deref() != Ok("0"))
 }
 
-/// The padded planes and the wide layout of one convolution.
+/// The padded planes, split into the stride's phases, and the wide layout of one convolution.
 struct Wide {
-    /// Padded height and width.
-    hp: usize,
-    wp: usize,
+    stride: [usize; 2],
+    /// Height and width of one phase plane (of the padded plane itself at stride 1).
+    phase: [usize; 2],
     /// Wide output positions, rounded up to whole lane blocks.
     positions: usize,
-    /// Where each kernel position `(c, ki, kj)` starts reading in an image's padded planes.
+    /// Where each kernel position `(c, ki, kj)` starts reading in an image's phase planes, in
+    /// that order (which is the order of the sums).
     offsets: Vec<usize>,
-    /// Length of one image's padded planes, with room for the last block's reads.
+    /// Length of one image's phase planes, with room for the last block's reads.
     image_len: usize,
 }
 
 impl Wide {
     fn new(geo: &Conv2dGeometry, lanes: usize) -> Self {
-        let [hp, wp] = [0, 1].map(|d| geo.in_size[d] + 2 * geo.padding[d]);
+        let [sy, sx] = geo.stride;
+        let phase = [0, 1].map(|d| (geo.in_size[d] + 2 * geo.padding[d]).div_ceil(geo.stride[d]));
+        let [hq, wq] = phase;
         let [kh, kw] = geo.kernel;
-        let positions = (geo.out_size()[0] * wp).next_multiple_of(lanes);
+        let positions = (geo.out_size()[0] * wq).next_multiple_of(lanes);
         let offsets: Vec<usize> = (0..geo.in_channels)
             .flat_map(|c| (0..kh).flat_map(move |ki| (0..kw).map(move |kj| (c, ki, kj))))
-            .map(|(c, ki, kj)| c * hp * wp + ki * wp + kj)
+            .map(|(c, ki, kj)| {
+                let plane = (c * sy + ki % sy) * sx + kj % sx;
+                plane * hq * wq + ki / sy * wq + kj / sx
+            })
             .collect();
-        let reach = offsets.last().copied().unwrap_or(0) + positions;
+        let reach = offsets.iter().max().copied().unwrap_or(0) + positions;
         Wide {
-            hp,
-            wp,
+            stride: geo.stride,
+            phase,
             positions,
             offsets,
-            image_len: reach.max(geo.in_channels * hp * wp),
+            image_len: reach.max(geo.in_channels * sy * sx * hq * wq),
         }
     }
 
-    /// One image's planes `[ins, h, w]` into `padded`, zero around them and past them.
+    /// Wide positions per output row.
+    fn pitch(&self) -> usize {
+        self.phase[1]
+    }
+
+    /// One image's planes `[ins, h, w]` into `padded` as the phases of their zero-padded
+    /// copies, `[ins][sy][sx][phase]`; zero around them and past them.
     fn pad(&self, geo: &Conv2dGeometry, image: &[f32], padded: &mut [f32]) {
         let planes = image.chunks_exact(geo.in_plane());
-        pad_planes(planes, geo.in_size, geo.padding, [self.hp, self.wp], padded);
+        if self.stride == [1, 1] {
+            pad_planes(planes, geo.in_size, geo.padding, self.phase, padded);
+            return;
+        }
+        padded.fill(0.0);
+        let ([sy, sx], [hq, wq], [py, px]) = (self.stride, self.phase, geo.padding);
+        for (c, plane) in planes.enumerate() {
+            for (iy, line) in plane.chunks_exact(geo.in_size[1]).enumerate() {
+                let r = iy + py;
+                let row = ((c * sy + r % sy) * sx * hq + r / sy) * wq;
+                for b in 0..sx {
+                    // The input columns in phase b: (ix + px) mod sx = b.
+                    let first = (b + sx - px % sx) % sx;
+                    let dst = &mut padded[row + b * hq * wq + (first + px) / sx..];
+                    for (d, &v) in dst.iter_mut().zip(line.iter().skip(first).step_by(sx)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -135,8 +183,8 @@ pub fn forward(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     assert!(
-        unit_steps(geo),
-        "direct convolution: stride 1, no dilation and a kernel larger than 1x1 only: {geo:?}"
+        correlates(geo),
+        "direct convolution: no dilation and a kernel larger than 1x1 only: {geo:?}"
     );
     geo.check(input.len(), weight.len(), geo.output_len());
     correlate(Isa::best(), geo, input, weight, Kernels::AsGiven, bias)
@@ -147,7 +195,7 @@ pub fn forward(
 /// unless [`input_grad_chosen`]'s geometry (the switch aside).
 pub fn input_grad(geo: &Conv2dGeometry, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
     assert!(
-        unit_steps(geo) && (0..2).all(|d| geo.padding[d] < geo.kernel[d]),
+        correlates(geo) && geo.stride == [1, 1] && (0..2).all(|d| geo.padding[d] < geo.kernel[d]),
         "direct input gradient: stride 1, no dilation, a kernel larger than 1x1 and padding \
          smaller than the kernel only: {geo:?}"
     );
@@ -214,7 +262,7 @@ fn correlate(
                     for (o, row) in block.clone().zip(sums.chunks_exact(wide.positions)) {
                         let plane = &mut out[o * oh * ow..(o + 1) * oh * ow];
                         for (y, line) in plane.chunks_exact_mut(ow).enumerate() {
-                            line.copy_from_slice(&row[y * wide.wp..][..ow]);
+                            line.copy_from_slice(&row[y * wide.pitch()..][..ow]);
                         }
                     }
                 }
@@ -261,8 +309,8 @@ fn sum_block_of<const B: usize>(
 ) {
     let positions = sums.len() / B;
     assert!(positions.is_multiple_of(LANES) && weights.len() == offsets.len() * B);
-    // Offsets rise, so this bounds every read below.
-    let reach = offsets.last().map_or(0, |last| last + positions);
+    // This bounds every read below.
+    let reach = offsets.iter().max().map_or(0, |last| last + positions);
     assert!(reach <= padded.len(), "direct: padded planes too short");
     let start: [f32; B] = match bias {
         Some(b) => b.try_into().expect("one bias per output of the block"),
@@ -289,14 +337,14 @@ fn sum_block_of<const B: usize>(
 /// its input `[N, C, H, W]` and the output's gradient `[N, O, OH, OW]`. Panics unless
 /// [`forward_chosen`]'s geometry (the switch aside).
 ///
-/// `dW[o, (c, ki, kj)] = Σ_images Σ_q dY_wide[o, q] · padded[c, q + ki * wp + kj]`, with the
+/// `dW[o, (c, ki, kj)] = Σ_images Σ_q dY_wide[o, q] · phases[q + offset(c, ki, kj)]`, with the
 /// output gradient laid out wide and zero in the dropped positions. The tasks are fixed
 /// blocks of output channels and kernel positions; each keeps its running sums (8 lanes per
 /// weight) across all images, in image order, and adds the lanes up at the end.
 pub fn weight_grad(geo: &Conv2dGeometry, input: &[f32], output_grad: &[f32]) -> Vec<f32> {
     assert!(
-        unit_steps(geo),
-        "direct weight gradient: stride 1, no dilation and a kernel larger than 1x1 only: {geo:?}"
+        correlates(geo),
+        "direct weight gradient: no dilation and a kernel larger than 1x1 only: {geo:?}"
     );
     geo.check(input.len(), geo.weight_len(), output_grad.len());
     weight_grad_on(Isa::best(), geo, input, output_grad)
@@ -335,7 +383,7 @@ fn weight_grad_on(isa: Isa, geo: &Conv2dGeometry, input: &[f32], output_grad: &[
                     .zip(grads.chunks_exact_mut(wide.positions))
                 {
                     for (y, line) in src.chunks_exact(ow).enumerate() {
-                        dst[y * wide.wp..][..ow].copy_from_slice(line);
+                        dst[y * wide.pitch()..][..ow].copy_from_slice(line);
                     }
                 }
             });
@@ -475,6 +523,39 @@ mod tests {
         }
     }
 
+    /// Strided layers with few input channels: resnet-cifar10's stem at a smaller size and
+    /// width, odd padding (which shifts the columns between phases), strides of 3 and mixed
+    /// strides, a plane narrower than its stride's phases.
+    fn strided_cases() -> Vec<Conv2dGeometry> {
+        let strided = |geo: Conv2dGeometry, stride| Conv2dGeometry { stride, ..geo };
+        vec![
+            strided(geometry(2, 3, [29, 29], 20, [7, 7], [0, 0]), [2, 2]),
+            strided(geometry(3, 3, [17, 16], 7, [7, 7], [3, 3]), [2, 2]),
+            strided(geometry(2, 1, [20, 23], 5, [4, 5], [1, 2]), [3, 3]),
+            strided(geometry(2, 4, [11, 14], 9, [3, 2], [1, 1]), [2, 1]),
+            strided(geometry(17, 2, [5, 8], 3, [3, 3], [0, 2]), [1, 4]),
+        ]
+    }
+
+    #[test]
+    fn strided_forward_and_weight_grad_match_the_direct_sums() {
+        for (i, geo) in strided_cases().into_iter().enumerate() {
+            assert!(forward_chosen(&geo) && !input_grad_chosen(&geo), "{geo:?}");
+            let x = values(geo.input_len(), 10 * i as u64 + 1);
+            let w = values(geo.weight_len(), 10 * i as u64 + 2);
+            let b = values(geo.out_channels, 10 * i as u64 + 3);
+            let g = values(geo.output_len(), 10 * i as u64 + 4);
+            for bias in [Some(&b[..]), None] {
+                let got = forward(&geo, &x, &w, bias);
+                let want = convolution(&geo, &x, &w, bias);
+                assert_within(format!("{geo:?}"), &got, want, MARGIN);
+            }
+            let got = weight_grad(&geo, &x, &g);
+            let what = format!("{geo:?} weight gradient");
+            assert_within(what, &got, weight_gradient(&geo, &x, &g), MARGIN);
+        }
+    }
+
     #[test]
     fn input_grad_matches_the_direct_sum() {
         for (i, geo) in cases().into_iter().enumerate() {
@@ -502,6 +583,10 @@ mod tests {
     #[test]
     fn every_instruction_set_gives_the_same_bits() {
         let geo = geometry(17, 3, [13, 11], 8, [5, 3], [2, 1]);
+        let strided = Conv2dGeometry {
+            stride: [2, 3],
+            ..geo
+        };
         let x = values(geo.input_len(), 1);
         let w = values(geo.weight_len(), 2);
         let b = values(geo.out_channels, 3);
@@ -518,6 +603,8 @@ mod tests {
                     None,
                 ),
                 weight_grad_on(isa, &geo, &x, &g),
+                correlate(isa, &strided, &x, &w, Kernels::AsGiven, Some(&b)),
+                weight_grad_on(isa, &strided, &x, &g[..strided.output_len()]),
             )
         };
         let isas = Isa::available();
@@ -528,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn only_narrow_stride_1_layers_are_chosen() {
+    fn only_narrow_layers_and_image_inputs_are_chosen() {
         let base = geometry(2, 1, [28, 28], 6, [5, 5], [2, 2]);
         assert!(forward_chosen(&base) && input_grad_chosen(&base));
         let wide = Conv2dGeometry {
@@ -559,10 +646,29 @@ mod tests {
         ] {
             assert!(!preferred_to_winograd(&side) && crate::winograd::chosen(&side));
         }
+        // A strided layer goes here forward (and for its weight gradient) when it reads an
+        // image's few channels, whatever its outputs; never for its input gradient.
+        let stem = Conv2dGeometry {
+            in_channels: 3,
+            out_channels: 64,
+            kernel: [7, 7],
+            stride: [2, 2],
+            padding: [0, 0],
+            ..base
+        };
+        assert!(forward_chosen(&stem) && !input_grad_chosen(&stem));
+        assert!(forward_chosen(&Conv2dGeometry {
+            stride: [1, 1],
+            ..stem
+        }));
         for other in [
             Conv2dGeometry {
+                in_channels: 5,
+                ..stem
+            },
+            Conv2dGeometry {
                 stride: [2, 1],
-                ..base
+                ..wide
             },
             Conv2dGeometry {
                 dilation: [1, 2],

@@ -117,7 +117,8 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             dilation: [1, 1],
             bias: true,
         },
-        // Odd sizes, stride 2, a ResNet stem's 7x7.
+        // Odd sizes, stride 2, a ResNet stem's 7x7: three input channels, so the direct
+        // kernels forward and for the weight gradient, im2col for the input gradient.
         Case {
             x: [2, 3, 19, 23],
             out_channels: 5,
@@ -126,6 +127,16 @@ fn conv2d_matches_flex_in_values_and_gradients() {
             padding: [3, 3],
             dilation: [1, 1],
             bias: false,
+        },
+        // A ResNet's stride-2 3x3 layer: more input channels than an image has, im2col.
+        Case {
+            x: [3, 6, 11, 10],
+            out_channels: 9,
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            dilation: [1, 1],
+            bias: true,
         },
         // Pointwise (the ResNet shortcut) with and without stride.
         Case {
@@ -311,7 +322,8 @@ fn sigmoid_matches_flex_in_values_and_gradients() {
     );
 }
 
-/// A convolution (its weight gradient on the side-by-side path: 12x12 outputs, 33 images;
+/// A ResNet stem on the direct kernels (7x7, stride 2, 3 input channels), a convolution (its
+/// weight gradient on the side-by-side path: 12x12 outputs, 33 images;
 /// its input gradient on the direct path), the fused batch norm, a convolution on the
 /// Winograd path and a narrow one on the direct path give the same bits on 1 thread and on 3:
 /// every kernel splits its work by the shapes, never by the thread count.
@@ -319,14 +331,18 @@ fn sigmoid_matches_flex_in_values_and_gradients() {
 fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
     kiln_cpu::register_kernels();
     let run = || {
-        let (x, _) = pair([33, 6, 12, 12], 7);
+        let (x, _) = pair([33, 3, 29, 29], 7);
+        let (w0, _) = pair([6, 3, 7, 7], 13);
         let (w, _) = pair([40, 6, 3, 3], 8);
         let (gamma, _) = pair([40], 9);
         let (beta, _) = pair([40], 10);
         let (w2, _) = pair([16, 40, 3, 3], 11);
         let (w3, _) = pair([5, 16, 5, 5], 12);
         let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-        let y = conv2d(x.clone(), w.clone(), None, options.clone());
+        // A ResNet stem: 7x7, stride 2, on the direct kernels' phase planes.
+        let stem = ConvOptions::new([2, 2], [0, 0], [1, 1], 1);
+        let y = conv2d(x.clone(), w0.clone(), None, stem);
+        let y = conv2d(y, w.clone(), None, options.clone());
         let y = kiln_fused::batch_norm::train(y, gamma.clone(), beta, 1e-5, true).output;
         // The ResNet stem's pool: the two-pass path, with indices for the gradient.
         let y = max_pool2d(y, [3, 3], [2, 2], [1, 1], [1, 1], false);
@@ -340,6 +356,7 @@ fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
         let grads = (y.clone() * y).sum().backward();
         [
             x.grad(&grads).unwrap().into_data(),
+            w0.grad(&grads).unwrap().into_data(),
             w.grad(&grads).unwrap().into_data(),
             gamma.grad(&grads).unwrap().into_data(),
             w2.grad(&grads).unwrap().into_data(),
@@ -354,9 +371,16 @@ fn the_same_inputs_give_the_same_bits_on_any_thread_count() {
             .install(run)
     };
     let (a, b, c) = (on(1), on(3), on(3));
-    for (i, what) in ["input", "weight", "gamma", "second weight", "third weight"]
-        .iter()
-        .enumerate()
+    for (i, what) in [
+        "input",
+        "stem weight",
+        "weight",
+        "gamma",
+        "second weight",
+        "third weight",
+    ]
+    .iter()
+    .enumerate()
     {
         assert_eq!(
             a[i], b[i],
