@@ -104,8 +104,10 @@ fn main() {
     }
     // resnet-cifar10's convolutions at its batch of 64 (`kiln summary resnet-cifar10`), each
     // on the path `conv` picks (with KILN_CPU_WINOGRAD=0 the 3x3 stride-1 layers go to
-    // im2col, with KILN_CPU_DIRECT=0 the stem; its input gradient is never taken), and how many of each the network has, so that the column of totals is where
-    // one evaluation pass (forward) or one training step's convolutions spend their time.
+    // im2col, with KILN_CPU_DIRECT=0 the stem), and how many of each the network has, so
+    // that the column of totals is where one evaluation pass (forward) or one training
+    // step's convolutions spend their time (the stem's input gradient aside: training never
+    // asks for it).
     println!("resnet-cifar10, batch 64: forward / input gradient / weight gradient (ms), count");
     let mut totals = [0.0; 3];
     for (name, ins, size, outs, k, s, p, count) in [
