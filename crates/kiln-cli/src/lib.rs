@@ -38,17 +38,18 @@ pub const STOPPED_EXIT_CODE: u8 = 75;
 
 /// Prints `result`'s error, if any, with its whole chain ("running X on ndarray: <file>: <what
 /// was wrong>"), and gives the process's exit status: 0, [`STOPPED_EXIT_CODE`] for a run
-/// stopped on request, 1 for any other error.
+/// stopped on request (printed as "stopped:", since the user asked for it), 1 for any other
+/// error.
 pub fn exit_status(result: Result<()>) -> u8 {
     match result {
         Ok(()) => 0,
+        Err(e) if stopped_on_request(&e) => {
+            eprintln!("stopped: {e:#}");
+            STOPPED_EXIT_CODE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
-            if stopped_on_request(&e) {
-                STOPPED_EXIT_CODE
-            } else {
-                1
-            }
+            1
         }
     }
 }
