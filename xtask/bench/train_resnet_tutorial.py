@@ -25,12 +25,19 @@ its batch-norm statistics:
 
 One JSON object per epoch on stdout, the last line the whole run (also written to --out).
 
+The whole recipe takes hours on a CPU, so `--checkpoint FILE` saves the run after every epoch
+(weights, optimiser, both generators, the epochs so far; written beside FILE and renamed over
+it, so an interrupted save leaves the last one whole) and, where FILE exists, resumes from it:
+the same batch order and the same figures as a run without the interruption, on the same
+machine and thread count. `--running-stats-only` scores only `test_acc`, as the tutorial does,
+which saves the three extra passes over the test set per epoch.
+
 Needs torch and Pillow (`~/.cache/kiln/torch-venv/bin/pip install pillow`).
 
 usage: python train_resnet_tutorial.py --data-dir DIR [--limit-train N] [--limit-test N]
        [--epochs 10] [--seed 42] [--threads 2] [--save-init init.pt]
        [--init init.pt|model.safetensors] [--evaluate] [--recompute-batches 50] [--drop-last]
-       [--out run.json]
+       [--running-stats-only] [--checkpoint run.ckpt] [--out run.json]
 """
 
 import argparse
@@ -84,6 +91,8 @@ def load_weights(path):
 def test_accuracies(model, train_x, test_x, test_y, args, generator):
     """The test accuracy with the running statistics, with each batch's own and with the
     statistics recomputed under the current weights (the module docstring)."""
+    if args.running_stats_only:
+        return dict(test_acc=accuracy(model, test_x, test_y, args.eval_batch))
     return dict(
         test_acc=accuracy(model, test_x, test_y, args.eval_batch),
         # on a copy: train mode would also move the running statistics
@@ -118,6 +127,44 @@ def recomputed_statistics(model, images, batches, batch, generator):
     return model
 
 
+# What a resumed run must share with the run that saved it: anything else would silently train
+# another recipe on another set. --epochs may grow; --out, --threads and --init may change.
+RECIPE_ARGS = ("data_dir", "limit_train", "limit_test", "batch", "eval_batch", "lr", "seed",
+               "recompute_batches", "drop_last", "running_stats_only")
+
+
+def save_checkpoint(args, model, optimizer, shuffle, recompute, epochs):
+    state = dict(
+        recipe={k: getattr(args, k) for k in RECIPE_ARGS},
+        epochs=epochs,
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        shuffle=shuffle.get_state(),
+        recompute=recompute.get_state(),
+        torch_rng=torch.get_rng_state(),
+    )
+    partial = args.checkpoint + ".partial"
+    torch.save(state, partial)
+    os.replace(partial, args.checkpoint)
+
+
+def resume(args, model, optimizer, shuffle, recompute):
+    """Restores a run saved by save_checkpoint; returns the next epoch and the epochs so far."""
+    state = torch.load(args.checkpoint, weights_only=False)
+    recipe = {k: getattr(args, k) for k in RECIPE_ARGS}
+    differ = {k: (v, recipe[k]) for k, v in state["recipe"].items() if recipe.get(k) != v}
+    if differ:
+        raise SystemExit(f"{args.checkpoint}: saved by a run with other settings "
+                         f"(setting: (saved, given)): {differ}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    shuffle.set_state(state["shuffle"])
+    recompute.set_state(state["recompute"])
+    torch.set_rng_state(state["torch_rng"])
+    epochs = state["epochs"]
+    return (epochs[-1]["epoch"] + 1 if epochs else 1), epochs
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", required=True)
@@ -135,6 +182,9 @@ def main():
                    help="evaluate the initial weights first, as epoch 0")
     p.add_argument("--recompute-batches", type=int, default=50)
     p.add_argument("--drop-last", action="store_true", help="drop each epoch's partial batch")
+    p.add_argument("--running-stats-only", action="store_true",
+                   help="score the test set with the running statistics alone")
+    p.add_argument("--checkpoint", help="save the run here after every epoch; resume from it")
     p.add_argument("--out")
     args = p.parse_args()
 
@@ -164,11 +214,15 @@ def main():
     shuffle = torch.Generator().manual_seed(args.seed)
     recompute = torch.Generator().manual_seed(args.seed + 1)
     epochs = []
-    if args.evaluate:
+    first = 1
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        first, epochs = resume(args, model, optimizer, shuffle, recompute)
+        print(f"resumed {args.checkpoint} after epoch {first - 1}", file=sys.stderr, flush=True)
+    elif args.evaluate:
         row = dict(epoch=0, **test_accuracies(model, train_x, test_x, test_y, args, recompute))
         epochs.append(row)
         print(json.dumps(row), flush=True)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first, args.epochs + 1):
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_y), generator=shuffle)
@@ -203,6 +257,8 @@ def main():
                 without_last, test_x, test_y, args.eval_batch)
         epochs.append(row)
         print(json.dumps(row), flush=True)
+        if args.checkpoint:
+            save_checkpoint(args, model, optimizer, shuffle, recompute, epochs)
 
     result = dict(
         network="tutorial resnet(3, 10)",
