@@ -153,19 +153,45 @@ fn displaces(v: f32, best: f32) -> bool {
     (v > best) | (v.is_nan() & !best.is_nan())
 }
 
-/// Maxima and where they are, lane by lane.
+/// Per input column, lane by lane: the maximum down a window's rows and the row holding it.
+#[derive(Default)]
+struct ColumnMaxima {
+    value: Vec<f32>,
+    row: Vec<u32>,
+}
+
+impl ColumnMaxima {
+    fn fit(&mut self, len: usize) {
+        self.value.resize(len, 0.0);
+        self.row.resize(len, 0);
+    }
+}
+
+/// Where each of a row of maxima is.
+#[derive(Default)]
+struct Places {
+    row: Vec<u32>,
+    col: Vec<u32>,
+}
+
+impl Places {
+    fn fit(&mut self, len: usize) {
+        self.row.resize(len, 0);
+        self.col.resize(len, 0);
+    }
+}
+
+/// Per output column, lane by lane: the maximum so far and where it is.
 #[derive(Default)]
 struct Maxima {
     value: Vec<f32>,
-    row: Vec<u32>,
-    col: Vec<u32>,
+    at: Places,
 }
 
 impl Maxima {
     fn fit(&mut self, len: usize) {
         self.value.resize(len, 0.0);
-        self.row.resize(len, 0);
-        self.col.resize(len, 0);
+        self.at.fit(len);
     }
 }
 
@@ -174,16 +200,15 @@ impl Maxima {
 /// which took most of the pool's time on the AMD EPYC (`perf annotate`, 2026-12-07).
 #[derive(Default)]
 struct PlaneScratch {
-    /// Per input column (padded to a multiple of the stride): the maximum down a window's
-    /// rows and its row.
-    down: [Maxima; 2],
+    /// Per input column (padded to a multiple of the stride).
+    down: [ColumnMaxima; 2],
     /// The same, split by column modulo the stride: phase p holds columns p, p + stride, ...
-    phases: Maxima,
-    /// Per output column: the maximum so far, its row and its column.
+    phases: ColumnMaxima,
+    /// Per output column.
     across: [Maxima; 2],
     /// Where the maxima of the output row being written are, for the indices (their values
     /// go straight into the output).
-    found: Maxima,
+    found: Places,
 }
 
 impl PlaneScratch {
@@ -191,9 +216,10 @@ impl PlaneScratch {
         for m in self.down.iter_mut().chain([&mut self.phases]) {
             m.fit(padded_width);
         }
-        for m in self.across.iter_mut().chain([&mut self.found]) {
+        for m in &mut self.across {
             m.fit(out_width);
         }
+        self.found.fit(out_width);
     }
 }
 
@@ -288,17 +314,17 @@ multiversion! {
                 let [mut best, mut next] = across.each_mut();
                 let s = start(first);
                 best.value[..n].copy_from_slice(&taps.value[s..][..n]);
-                best.row[..n].copy_from_slice(&taps.row[s..][..n]);
-                for (j, c) in best.col[..n].iter_mut().enumerate() {
+                best.at.row[..n].copy_from_slice(&taps.row[s..][..n]);
+                for (j, c) in best.at.col[..n].iter_mut().enumerate() {
                     *c = (first + j * stride) as u32;
                 }
                 for x in (1..geo.kernel[1]).map(|k| first + k * dx) {
                     let s = start(x);
                     let cand = taps.value[s..][..n].iter().zip(&taps.row[s..][..n]);
                     let cand = cand.zip((0..n as u32).map(|j| x as u32 + j * stride as u32));
-                    let old = best.value.iter().zip(&best.row).zip(&best.col);
-                    let dst = next.value.iter_mut().zip(next.row.iter_mut());
-                    let dst = dst.zip(next.col.iter_mut());
+                    let old = best.value.iter().zip(&best.at.row).zip(&best.at.col);
+                    let dst = next.value.iter_mut().zip(next.at.row.iter_mut());
+                    let dst = dst.zip(next.at.col.iter_mut());
                     for (((m, r), c), ((&ov, &or), &oc), ((&v, &vr), vc)) in
                         dst.zip(old).zip(cand).map(|((d, o), c)| (d, o, c))
                     {
@@ -310,8 +336,8 @@ multiversion! {
                     std::mem::swap(&mut best, &mut next);
                 }
                 out[lo..hi].copy_from_slice(&best.value[..n]);
-                found.row[lo..hi].copy_from_slice(&best.row[..n]);
-                found.col[lo..hi].copy_from_slice(&best.col[..n]);
+                found.row[lo..hi].copy_from_slice(&best.at.row[..n]);
+                found.col[lo..hi].copy_from_slice(&best.at.col[..n]);
             }
             if !idx.is_empty() {
                 let idx = &mut idx[oy * ow..][..ow];
