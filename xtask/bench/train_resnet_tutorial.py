@@ -133,9 +133,13 @@ RECIPE_ARGS = ("data_dir", "limit_train", "limit_test", "batch", "eval_batch", "
                "recompute_batches", "drop_last", "running_stats_only")
 
 
+def recipe_of(args):
+    return {k: getattr(args, k) for k in RECIPE_ARGS}
+
+
 def save_checkpoint(args, model, optimizer, shuffle, recompute, epochs):
     state = dict(
-        recipe={k: getattr(args, k) for k in RECIPE_ARGS},
+        recipe=recipe_of(args),
         epochs=epochs,
         model=model.state_dict(),
         optimizer=optimizer.state_dict(),
@@ -151,7 +155,7 @@ def save_checkpoint(args, model, optimizer, shuffle, recompute, epochs):
 def resume(args, model, optimizer, shuffle, recompute):
     """Restores a run saved by save_checkpoint; returns the next epoch and the epochs so far."""
     state = torch.load(args.checkpoint, weights_only=False)
-    recipe = {k: getattr(args, k) for k in RECIPE_ARGS}
+    recipe = recipe_of(args)
     differ = {k: (v, recipe[k]) for k, v in state["recipe"].items() if recipe.get(k) != v}
     if differ:
         raise SystemExit(f"{args.checkpoint}: saved by a run with other settings "
@@ -231,7 +235,7 @@ def main():
         before_last = None
         for i in range(0, end, args.batch):
             idx = order[i:i + args.batch]
-            if len(idx) < args.batch:
+            if len(idx) < args.batch and not args.running_stats_only:
                 before_last = running_statistics(model)
             logits = model(normalised(train_x[idx]))
             loss = loss_fn(logits, train_y[idx])
